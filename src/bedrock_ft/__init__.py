@@ -1,0 +1,156 @@
+"""bedrock-ft: from an open model to a fine-tuned model serving in Amazon Bedrock.
+
+Importing the package is cheap: names are loaded on first use, and nothing here imports torch,
+transformers, fmeval or ray. See docs/architecture.md for the stages and how artifacts flow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from bedrock_ft._version import __version__
+
+if TYPE_CHECKING:
+    from bedrock_ft.architectures import (
+        ApiFormat,
+        Architecture,
+        NativeFormat,
+        architecture_for_config,
+        get_architecture,
+        list_architectures,
+        register_architecture,
+    )
+    from bedrock_ft.artifacts import (
+        AdapterArtifact,
+        Artifact,
+        DatasetArtifact,
+        EvaluationReport,
+        ImportedModel,
+        ModelArtifact,
+        load_artifact,
+    )
+    from bedrock_ft.aws import AwsConfig
+    from bedrock_ft.config import BaseConfig
+    from bedrock_ft.errors import (
+        AccessDeniedError,
+        ArtifactError,
+        AwsError,
+        BedrockFTError,
+        ConfigError,
+        ConflictError,
+        DatasetError,
+        EndpointUnreachableError,
+        EvaluationError,
+        ImportJobError,
+        InvocationError,
+        MergeError,
+        ModelNotReadyError,
+        PreflightError,
+        QuotaExceededError,
+        RegistryError,
+        RequestValidationError,
+        ResourceNotFoundError,
+        ServiceUnavailableError,
+        ThrottledError,
+        TrainingError,
+    )
+
+__all__ = [
+    "AccessDeniedError",
+    "AdapterArtifact",
+    "ApiFormat",
+    "Architecture",
+    "Artifact",
+    "ArtifactError",
+    "AwsConfig",
+    "AwsError",
+    "BaseConfig",
+    "BedrockFTError",
+    "ConfigError",
+    "ConflictError",
+    "DatasetArtifact",
+    "DatasetError",
+    "EndpointUnreachableError",
+    "EvaluationError",
+    "EvaluationReport",
+    "ImportJobError",
+    "ImportedModel",
+    "InvocationError",
+    "MergeError",
+    "ModelArtifact",
+    "ModelNotReadyError",
+    "NativeFormat",
+    "PreflightError",
+    "QuotaExceededError",
+    "RegistryError",
+    "RequestValidationError",
+    "ResourceNotFoundError",
+    "ServiceUnavailableError",
+    "ThrottledError",
+    "TrainingError",
+    "__version__",
+    "architecture_for_config",
+    "get_architecture",
+    "list_architectures",
+    "load_artifact",
+    "register_architecture",
+]
+
+# Public name -> module that defines it. Loaded lazily on first attribute access.
+_EXPORTS: dict[str, str] = {
+    # architectures
+    "ApiFormat": "bedrock_ft.architectures",
+    "Architecture": "bedrock_ft.architectures",
+    "NativeFormat": "bedrock_ft.architectures",
+    "architecture_for_config": "bedrock_ft.architectures",
+    "get_architecture": "bedrock_ft.architectures",
+    "list_architectures": "bedrock_ft.architectures",
+    "register_architecture": "bedrock_ft.architectures",
+    # artifacts
+    "AdapterArtifact": "bedrock_ft.artifacts",
+    "Artifact": "bedrock_ft.artifacts",
+    "DatasetArtifact": "bedrock_ft.artifacts",
+    "EvaluationReport": "bedrock_ft.artifacts",
+    "ImportedModel": "bedrock_ft.artifacts",
+    "ModelArtifact": "bedrock_ft.artifacts",
+    "load_artifact": "bedrock_ft.artifacts",
+    # configs
+    "AwsConfig": "bedrock_ft.aws",
+    "BaseConfig": "bedrock_ft.config",
+    # errors
+    "AccessDeniedError": "bedrock_ft.errors",
+    "ArtifactError": "bedrock_ft.errors",
+    "AwsError": "bedrock_ft.errors",
+    "BedrockFTError": "bedrock_ft.errors",
+    "ConfigError": "bedrock_ft.errors",
+    "ConflictError": "bedrock_ft.errors",
+    "DatasetError": "bedrock_ft.errors",
+    "EndpointUnreachableError": "bedrock_ft.errors",
+    "EvaluationError": "bedrock_ft.errors",
+    "ImportJobError": "bedrock_ft.errors",
+    "InvocationError": "bedrock_ft.errors",
+    "MergeError": "bedrock_ft.errors",
+    "ModelNotReadyError": "bedrock_ft.errors",
+    "PreflightError": "bedrock_ft.errors",
+    "QuotaExceededError": "bedrock_ft.errors",
+    "RegistryError": "bedrock_ft.errors",
+    "RequestValidationError": "bedrock_ft.errors",
+    "ResourceNotFoundError": "bedrock_ft.errors",
+    "ServiceUnavailableError": "bedrock_ft.errors",
+    "ThrottledError": "bedrock_ft.errors",
+    "TrainingError": "bedrock_ft.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bedrock_ft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

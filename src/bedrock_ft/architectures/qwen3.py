@@ -1,0 +1,27 @@
+"""Qwen3, dense and mixture of experts."""
+
+from __future__ import annotations
+
+from bedrock_ft.architectures._common import DECODER_TARGETS
+from bedrock_ft.architectures._registry import Architecture, register_architecture
+
+QWEN3 = register_architecture(
+    Architecture(
+        name="qwen3",
+        model_types=("qwen3",),
+        hf_architectures=("Qwen3ForCausalLM",),
+        description="Qwen3 dense models.",
+        lora_target_modules=DECODER_TARGETS,
+    )
+)
+
+QWEN3_MOE = register_architecture(
+    Architecture(
+        name="qwen3_moe",
+        model_types=("qwen3_moe",),
+        hf_architectures=("Qwen3MoeForCausalLM",),
+        description="Qwen3 mixture-of-experts models.",
+        # Each expert's gate/up/down projections are Linear layers; the router ('mlp.gate') stays frozen.
+        lora_target_modules=DECODER_TARGETS,
+    )
+)

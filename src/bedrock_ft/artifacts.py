@@ -1,0 +1,274 @@
+"""Typed stage outputs.
+
+Each stage takes an artifact and returns one. An artifact is written as ``manifest.json`` next to the
+files it describes, so a stage can run in another process or on another machine (train on a GPU box,
+import from a laptop), and a pipeline can skip a stage whose manifest matches its config hash.
+
+Local paths inside the manifest's directory are stored relative to it, so the directory can be moved
+or copied elsewhere and read back with correct paths. ``s3://`` URIs are kept as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from bedrock_ft._io import atomic_write_text
+from bedrock_ft._version import __version__
+from bedrock_ft.errors import ArtifactError
+from bedrock_ft.preflight import PreflightReport
+
+__all__ = [
+    "MANIFEST_NAME",
+    "AdapterArtifact",
+    "AnyArtifact",
+    "Artifact",
+    "DatasetArtifact",
+    "EvaluationReport",
+    "FileEntry",
+    "ImportedModel",
+    "ModelArtifact",
+    "TokenStats",
+    "load_artifact",
+]
+
+MANIFEST_NAME = "manifest.json"
+
+A = TypeVar("A", bound="Artifact")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+class Artifact(BaseModel):
+    """Common fields and the manifest round trip."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: str = Field(description="Which stage output this is.")
+    bedrock_ft_version: str = Field(default=__version__, description="bedrock-ft version that wrote it.")
+    created_at: datetime = Field(default_factory=_now, description="When it was made (UTC).")
+    config_hash: str | None = Field(
+        default=None, description="Hash of the stage config that produced it (BaseConfig.config_hash)."
+    )
+
+    # Fields holding a local path or a URI; local paths are stored relative to the manifest.
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+    # --- JSON ------------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls: type[A], text: str, *, source: str = "<string>") -> A:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(
+                f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        return cls._validate(data, source)
+
+    @classmethod
+    def _validate(cls: type[A], data: Any, source: str) -> A:
+        if not isinstance(data, dict) or "kind" not in data:
+            raise ArtifactError(f"{source}: not a bedrock-ft manifest (no 'kind')")
+        expected = cls.model_fields["kind"].default
+        if cls is not Artifact and data["kind"] != expected:
+            raise ArtifactError(f"{source}: holds a {data['kind']!r} artifact, expected {expected!r}")
+        try:
+            if cls is Artifact:
+                return cast(A, _ANY.validate_python(data))
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ArtifactError(f"{source}: invalid {data['kind']!r} manifest: {problems}") from None
+
+    # --- manifest files --------------------------------------------------------------------------
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``manifest.json`` into ``directory`` atomically; returns the manifest path."""
+        directory = Path(directory).resolve()
+        updates = {
+            name: _relativize(value, directory)
+            for name in self.path_fields
+            if isinstance(value := getattr(self, name), str)
+        }
+        manifest = directory / MANIFEST_NAME
+        atomic_write_text(manifest, self.model_copy(update=updates).to_json())
+        return manifest
+
+    @classmethod
+    def read(cls: type[A], path: str | Path) -> A:
+        """Read a manifest, given the file or the directory holding it."""
+        path = Path(path)
+        manifest = path / MANIFEST_NAME if path.is_dir() else path
+        try:
+            text = manifest.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ArtifactError(f"{manifest}: no manifest here (was the stage run to the end?)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{manifest}: can't read: {exc}") from None
+        artifact = cls.from_json(text, source=str(manifest))
+        base = manifest.parent.resolve()
+        updates = {
+            name: _absolutize(value, base)
+            for name in artifact.path_fields
+            if isinstance(value := getattr(artifact, name), str)
+        }
+        return artifact.model_copy(update=updates)
+
+
+def _relativize(value: str, directory: Path) -> str:
+    if _is_uri(value):
+        return value
+    path = Path(value).resolve()
+    if path.is_relative_to(directory):
+        return path.relative_to(directory).as_posix() or "."
+    return str(path)
+
+
+def _absolutize(value: str, base: Path) -> str:
+    if _is_uri(value) or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+class TokenStats(BaseModel):
+    """Token lengths of the training records, measured with the training tokenizer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min: int = Field(description="Shortest record, in tokens.")
+    median: float = Field(description="Median record length.")
+    p95: float = Field(description="95th percentile record length.")
+    max: int = Field(description="Longest record.")
+    max_length: int | None = Field(
+        default=None, description="The training max_length they are measured against."
+    )
+    over_max_length: float = Field(default=0.0, description="Share of records longer than max_length (0..1).")
+
+
+class DatasetArtifact(Artifact):
+    """What DatasetBuilder produced: JSONL splits plus how they were made."""
+
+    kind: Literal["dataset"] = Field(default="dataset", description="Artifact kind.")
+    train_uri: str = Field(description="Training split, JSON Lines of chat `messages` (local path or s3://).")
+    test_uri: str | None = Field(default=None, description="Test split, same format.")
+    eval_uri: str | None = Field(
+        default=None, description="Test split as fmeval-ready JSONL (question, answer, category)."
+    )
+    format: str = Field(description="Record format the source was read as (openorca, alpaca, ...).")
+    chat_template_name: str | None = Field(
+        default=None, description="Name of the chat template, if built-in."
+    )
+    chat_template: str | None = Field(
+        default=None, description="The Jinja chat template training, invoke and evaluation all use."
+    )
+    record_counts: dict[str, int] = Field(default_factory=dict, description="Records per split.")
+    dropped: dict[str, int] = Field(default_factory=dict, description="Records dropped, per reason.")
+    token_stats: TokenStats | None = Field(default=None, description="Token lengths of the training split.")
+
+    path_fields: ClassVar[tuple[str, ...]] = ("train_uri", "test_uri", "eval_uri")
+
+
+class AdapterArtifact(Artifact):
+    """What QLoRATrainer produced: a LoRA adapter and how it was trained."""
+
+    kind: Literal["adapter"] = Field(default="adapter", description="Artifact kind.")
+    adapter_dir: str = Field(description="Directory with adapter_config.json and adapter weights.")
+    base_model: str = Field(description="Base model the adapter belongs to: a local path or hub id.")
+    architecture: str = Field(description="Registered architecture name (bedrock_ft.get_architecture).")
+    lora: dict[str, Any] = Field(
+        default_factory=dict, description="LoRA settings used (r, alpha, targets...)."
+    )
+    quantization: dict[str, Any] | None = Field(
+        default=None, description="4-bit settings used during training; None for plain LoRA."
+    )
+    train_metrics: dict[str, float] = Field(default_factory=dict, description="Final training metrics.")
+    checkpoint_dir: str | None = Field(default=None, description="Where resumable checkpoints are.")
+    chat_template: str | None = Field(default=None, description="Chat template the adapter was trained with.")
+
+    path_fields: ClassVar[tuple[str, ...]] = ("adapter_dir", "checkpoint_dir")
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str = Field(description="Path relative to the model directory.")
+    size: int = Field(description="Size in bytes.")
+    sha256: str = Field(description="Hex sha256 of the content.")
+
+
+class ModelArtifact(Artifact):
+    """What AdapterMerger produced: a full-precision model directory ready for Custom Model Import."""
+
+    kind: Literal["model"] = Field(default="model", description="Artifact kind.")
+    model_dir: str = Field(description="Directory with safetensors shards, config and tokenizer files.")
+    architecture: str = Field(description="Registered architecture name.")
+    dtype: str = Field(description="Weight dtype: bfloat16, float16 or float32.")
+    parameter_count: int = Field(description="Number of parameters.")
+    total_bytes: int = Field(description="Total size of all files.")
+    files: tuple[FileEntry, ...] = Field(default=(), description="Every file with its size and sha256.")
+    preflight: PreflightReport | None = Field(
+        default=None, description="Preflight result on the written dir."
+    )
+    chat_template: str | None = Field(default=None, description="Chat template the model was trained with.")
+
+    path_fields: ClassVar[tuple[str, ...]] = ("model_dir",)
+
+
+class ImportedModel(Artifact):
+    """A model imported into Bedrock (or the local Bedrock) with Custom Model Import."""
+
+    kind: Literal["imported_model"] = Field(default="imported_model", description="Artifact kind.")
+    model_arn: str = Field(description="Imported model ARN, the modelId for InvokeModel.")
+    model_name: str = Field(description="importedModelName.")
+    job_arn: str | None = Field(default=None, description="The import job that created it.")
+    status: str = Field(default="Completed", description="Import job status.")
+    region: str | None = Field(default=None, description="AWS region.")
+    endpoint_url: str | None = Field(default=None, description="Bedrock endpoint, when not the AWS default.")
+    api_formats: tuple[str, ...] = Field(default=(), description="Invoke formats the model accepts.")
+    cmus_per_copy: int | None = Field(default=None, description="Custom Model Units per model copy.")
+    architecture: str | None = Field(default=None, description="Registered architecture name.")
+    chat_template: str | None = Field(default=None, description="Chat template the model was trained with.")
+
+
+class EvaluationReport(Artifact):
+    """What Evaluator produced."""
+
+    kind: Literal["evaluation"] = Field(default="evaluation", description="Artifact kind.")
+    model_id: str = Field(description="The evaluated model (ARN or name).")
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Metric values per dataset or 'dataset/category' key."
+    )
+    records_uri: str | None = Field(default=None, description="Per-record results (JSONL).")
+    record_count: int = Field(default=0, description="Records scored.")
+    error_count: int = Field(default=0, description="Records the model failed on (kept, not scored).")
+    baseline: dict[str, Any] | None = Field(default=None, description="Comparison with a baseline model.")
+
+    path_fields: ClassVar[tuple[str, ...]] = ("records_uri",)
+
+
+AnyArtifact = Annotated[
+    DatasetArtifact | AdapterArtifact | ModelArtifact | ImportedModel | EvaluationReport,
+    Field(discriminator="kind"),
+]
+_ANY: TypeAdapter[Any] = TypeAdapter(AnyArtifact)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read any artifact's manifest; the ``kind`` inside decides the class."""
+    return Artifact.read(path)

@@ -1,0 +1,186 @@
+"""boto3 clients from one :class:`AwsConfig`.
+
+bedrock-ft follows boto3's own conventions, so pointing it at another endpoint (the local stack, a VPC
+endpoint) needs no special code path: ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>`` (for example
+``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``), profiles and ``AWS_REGION`` all work as they do in boto3.
+An endpoint set in :attr:`AwsConfig.endpoint_urls` wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from bedrock_ft.config import BaseConfig
+from bedrock_ft.errors import map_client_error
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["AwsConfig", "env_var_for_service", "resolve_endpoint"]
+
+ServiceName = Literal["s3", "bedrock", "bedrock-runtime", "iam", "sts", "sagemaker", "logs"]
+
+
+def env_var_for_service(service: str) -> str:
+    """The boto3 environment variable that overrides a service's endpoint."""
+    return "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_").replace(" ", "_")
+
+
+class AwsConfig(BaseConfig):
+    """Where and how to reach AWS."""
+
+    region: str | None = Field(
+        default=None,
+        description="AWS region, e.g. us-east-1. Default: AWS_REGION, then boto3's own resolution "
+        "(AWS_DEFAULT_REGION, the profile's region).",
+    )
+    profile: str | None = Field(default=None, description="Named profile from the AWS config files.")
+    endpoint_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-service endpoint overrides, e.g. {'bedrock-runtime': 'http://127.0.0.1:4000'}. "
+        "Default: AWS_ENDPOINT_URL_<SERVICE> or AWS_ENDPOINT_URL, then AWS's own endpoint.",
+    )
+    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(
+        default="standard", description="botocore transport retry mode."
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Total attempts per request, transport retries included."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for a response (model invocations can be slow)."
+    )
+
+    hash_exclude = frozenset(
+        {"profile", "endpoint_urls", "retry_mode", "max_attempts", "connect_timeout", "read_timeout"}
+    )
+
+    @field_validator("endpoint_urls")
+    @classmethod
+    def _check_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{k}={v!r}" for k, v in value.items() if not v.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"endpoint URLs must start with http:// or https://: {', '.join(bad)}")
+        return value
+
+    # --- clients ---------------------------------------------------------------------------------
+
+    def session(self) -> boto3.session.Session:
+        """A boto3 session for this config (one per config object; sessions aren't thread-safe)."""
+        return _sessions.get(self)
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for ``service``, with this config's region, endpoint and retry settings.
+
+        Clients are thread-safe and cached per config and service.
+        """
+        return _clients.get(self, service, kwargs)
+
+    def endpoint_for(self, service: str) -> str | None:
+        return resolve_endpoint(service, self)
+
+    def resolved_region(self) -> str | None:
+        return self.session().region_name  # type: ignore[no-any-return]
+
+
+def resolve_endpoint(service: str, config: AwsConfig | None = None) -> str | None:
+    """The endpoint a client for ``service`` will use, or None for AWS's default.
+
+    Order: ``config.endpoint_urls[service]``, ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``.
+    """
+    if config is not None and service in config.endpoint_urls:
+        return config.endpoint_urls[service]
+    return os.environ.get(env_var_for_service(service)) or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+_CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def _env_key() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(k) for k in _CREDENTIAL_ENV)
+
+
+class _SessionCache:
+    """Sessions keyed by region, profile and the credential variables in the environment, so that
+    changing them (as ``LocalStack`` does) gives a fresh session rather than stale credentials."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, config: AwsConfig) -> Any:
+        import boto3
+
+        key = (config.region, config.profile, _env_key())
+        # The AWS SDKs read AWS_REGION; boto3 sessions only read AWS_DEFAULT_REGION.
+        region = config.region or os.environ.get("AWS_REGION") or None
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                try:
+                    session = boto3.session.Session(region_name=region, profile_name=config.profile)
+                except Exception as exc:
+                    raise map_client_error(exc) from exc
+                self._sessions[key] = session
+            return session
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+
+class _ClientCache:
+    """Clients keyed by everything that shapes them, the endpoint and credentials seen in the
+    environment included."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, config: AwsConfig, service: str, kwargs: dict[str, Any]) -> Any:
+        from botocore.config import Config as BotoConfig
+
+        endpoint = resolve_endpoint(service, config)
+        key = (config.model_dump_json(), service, endpoint, _env_key(), repr(sorted(kwargs.items())))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                return client
+        session = _sessions.get(config)
+        boto_config = BotoConfig(
+            retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            max_pool_connections=32,
+        )
+        try:
+            client = session.client(service, endpoint_url=endpoint, config=boto_config, **kwargs)
+        except Exception as exc:
+            raise map_client_error(exc) from exc
+        with self._lock:
+            return self._clients.setdefault(key, client)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._clients.clear()
+
+
+_sessions = _SessionCache()
+_clients = _ClientCache()
+
+
+def clear_client_cache() -> None:
+    """Forget cached sessions and clients (after changing credentials in the environment)."""
+    _clients.clear()
+    _sessions.clear()

@@ -1,0 +1,255 @@
+"""Typed configs: one pydantic base for every stage, loadable from YAML, TOML or JSON.
+
+A config is frozen and refuses unknown keys. When it is wrong, :class:`~bedrock_ft.errors.ConfigError`
+lists every problem at once, each with its dotted field path, so a YAML file is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bedrock_ft._io import atomic_write_text
+from bedrock_ft.errors import ConfigError, ConfigProblem
+
+__all__ = ["BaseConfig", "load_config_file"]
+
+C = TypeVar("C", bound="BaseConfig")
+
+_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+
+class BaseConfig(BaseModel):
+    """Base of every bedrock-ft config.
+
+    - frozen: a config is a value; derive a changed copy with ``cfg.model_copy(update=...)``;
+    - ``extra="forbid"``: a misspelt key is an error, not a silently ignored setting;
+    - every field must carry a ``description`` (checked when a subclass is defined), which the
+      docs and ``bedrock-ft ... --help`` show.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # Config sections that only describe where and how to run, not what is produced. They are left out
+    # of :meth:`config_hash`, so moving a run to another machine does not invalidate its artifacts.
+    hash_exclude: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _to_config_error(exc, type(self)) from None
+
+    # Tell pydantic this __init__ only wraps its own, so nested configs are still validated by the
+    # core (every problem reported at once with its full path) instead of through this method.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        missing = [name for name, field in cls.model_fields.items() if not field.description]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__}: every config field needs a description; missing on {', '.join(missing)}"
+            )
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any], *, source: str | None = None) -> C:
+        """Validate a mapping. ``source`` names where it came from, for error messages."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                [ConfigProblem("", f"expected a mapping of settings, got {type(data).__name__}")],
+                source=source,
+            )
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise _to_config_error(exc, cls, source=source) from None
+        except ConfigError as exc:
+            if source and not exc.source:
+                raise ConfigError(exc.problems, source=source) from None
+            raise
+
+    @classmethod
+    def from_file(cls: type[C], path: str | Path, *, section: str | None = None) -> C:
+        """Load a YAML (``.yaml``/``.yml``), TOML or JSON file.
+
+        ``section`` picks one top-level key, so one file can hold several stages' configs
+        (as a pipeline config does).
+        """
+        data = load_config_file(path)
+        source = str(path)
+        if section is not None:
+            if section not in data:
+                raise ConfigError([ConfigProblem(section, "section missing from the file")], source=source)
+            data = data[section]
+            if not isinstance(data, Mapping):
+                raise ConfigError(
+                    [ConfigProblem(section, f"expected a mapping, got {type(data).__name__}")], source=source
+                )
+        return cls.from_dict(data, source=source)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible data; ``from_dict(to_dict())`` gives an equal config."""
+        return self.model_dump(mode="json")
+
+    def to_file(self, path: str | Path) -> Path:
+        """Write the config as YAML or JSON (by suffix), atomically."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(data, sort_keys=False)
+        elif path.suffix == ".json":
+            text = json.dumps(data, indent=2) + "\n"
+        else:
+            raise ConfigError(f"can't write {path}: use a .yaml, .yml or .json suffix")
+        atomic_write_text(path, text)
+        return path
+
+    def config_hash(self) -> str:
+        """A short, stable hash of the settings that decide a stage's output.
+
+        Equal configs hash equal across processes and machines; field order does not matter.
+        Artifacts record it, and a pipeline skips a stage whose manifest carries the same hash.
+        """
+        data = self.model_dump(mode="json", exclude=set(self.hash_exclude))
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON file into a dict. Syntax errors name the file and the line."""
+    path = Path(path)
+    source = str(path)
+    if path.suffix not in _SUFFIXES:
+        raise ConfigError(
+            f"unsupported config file type {path.suffix or '(none)'!r}: use one of {', '.join(_SUFFIXES)}",
+            source=source,
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"can't read the file: {exc}", source=source) from None
+
+    data: Any
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(_yaml_problem(exc), source=source) from None
+    elif path.suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised on Python 3.10 only
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", source=source
+            ) from None
+
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping of settings at the top, got {type(data).__name__}", source=source
+        )
+    return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"not valid YAML: {problem}"
+
+
+# --- turning pydantic's errors into one ConfigError ------------------------------------------------
+
+
+def _to_config_error(exc: ValidationError, model: type[BaseModel], source: str | None = None) -> ConfigError:
+    problems = [
+        ConfigProblem(_format_loc(err["loc"]), _describe(err, model)) for err in exc.errors(include_url=False)
+    ]
+    return ConfigError(problems, source=source)
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: Any, model: type[BaseModel]) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        if parent is not None:
+            allowed = sorted(parent.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"unknown key{hint} (allowed: {', '.join(allowed)})"
+        return "unknown key"
+    message = str(err["msg"])
+    if kind == "missing":
+        return "required, but missing"
+    if "input" in err and kind not in {"model_type", "dict_type"}:
+        shown = repr(err["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        message = f"{message} (got {shown})"
+    return message
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """Follow field names (skipping list/dict indexes) to the nested model class at ``loc``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

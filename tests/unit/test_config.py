@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field, ValidationError
+
+from bedrock_ft.aws import AwsConfig
+from bedrock_ft.config import BaseConfig
+from bedrock_ft.errors import ConfigError
+
+
+class Inner(BaseConfig):
+    lr: float = Field(default=1e-4, gt=0, description="Learning rate.")
+    steps: int = Field(default=10, ge=1, description="Optimizer steps.")
+
+
+class Outer(BaseConfig):
+    name: str = Field(default="run", description="Run name.")
+    training: Inner = Field(default_factory=Inner, description="Training settings.")
+    tags: list[Inner] = Field(default_factory=list, description="A list of nested configs.")
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_loads_yaml_toml_and_json(tmp_path: Path) -> None:
+    y = write(tmp_path, "c.yaml", "name: a\ntraining:\n  lr: 0.5\n")
+    t = write(tmp_path, "c.toml", 'name = "a"\n[training]\nlr = 0.5\n')
+    j = write(tmp_path, "c.json", '{"name": "a", "training": {"lr": 0.5}}')
+    assert (
+        Outer.from_file(y)
+        == Outer.from_file(t)
+        == Outer.from_file(j)
+        == Outer(name="a", training={"lr": 0.5})
+    )
+
+
+def test_unknown_key_and_wrong_type_are_reported_together(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", "name: a\ntraining:\n  lr: fast\n  step: 3\n")
+    with pytest.raises(ConfigError) as info:
+        Outer.from_file(path)
+    err = info.value
+    assert {p.path for p in err.problems} == {"training.lr", "training.step"}
+    text = str(err)
+    assert "training.lr" in text and "training.step" in text
+    assert str(path) in text
+    assert "did you mean 'steps'" in text
+    assert "'fast'" in text  # the offending value is quoted
+
+
+def test_single_unknown_key_lists_allowed_keys() -> None:
+    with pytest.raises(
+        ConfigError, match=r"nmae: unknown key; did you mean 'name'\? \(allowed: name, tags, training\)"
+    ):
+        Outer.from_dict({"nmae": "x"})
+
+
+def test_nested_list_paths_are_indexed() -> None:
+    with pytest.raises(ConfigError) as info:
+        Outer(tags=[{"lr": 1}, {"lr": -1}])
+    assert [p.path for p in info.value.problems] == ["tags[1].lr"]
+
+
+def test_config_error_is_a_value_error_and_not_a_pydantic_error() -> None:
+    with pytest.raises(ValueError) as info:
+        Inner(lr=-1)
+    assert isinstance(info.value, ConfigError)
+    assert not isinstance(info.value, ValidationError)
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "broken.yaml", "name: a\ntraining:\n  lr: [1, 2\n  steps: 3\n")
+    with pytest.raises(ConfigError) as info:
+        Outer.from_file(path)
+    text = str(info.value)
+    assert "broken.yaml" in text
+    assert "not valid YAML at line 4" in text
+
+
+def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "broken.toml", 'name = "a"\n[training]\nlr = = 1\n')
+    with pytest.raises(ConfigError, match=r"broken\.toml.*line 3"):
+        Outer.from_file(path)
+
+
+def test_invalid_json_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "broken.json", '{\n "name": "a",\n}\n')
+    with pytest.raises(ConfigError, match=r"broken\.json.*line 3"):
+        Outer.from_file(path)
+
+
+def test_missing_file_unsupported_suffix_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml.*file not found"):
+        Outer.from_file(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"unsupported config file type '\.ini'"):
+        Outer.from_file(write(tmp_path, "c.ini", "x=1"))
+    with pytest.raises(ConfigError, match="expected a mapping of settings at the top, got list"):
+        Outer.from_file(write(tmp_path, "list.yaml", "- 1\n- 2\n"))
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert Outer.from_file(write(tmp_path, "empty.yaml", "")) == Outer()
+
+
+def test_section_selects_one_stage(tmp_path: Path) -> None:
+    path = write(tmp_path, "pipeline.yaml", "outer:\n  name: b\nother: {}\n")
+    assert Outer.from_file(path, section="outer").name == "b"
+    with pytest.raises(ConfigError, match="missing: section missing"):
+        Outer.from_file(path, section="missing")
+
+
+def test_configs_are_frozen() -> None:
+    cfg = Outer()
+    with pytest.raises(ValidationError):
+        cfg.name = "other"  # type: ignore[misc]
+    assert cfg.model_copy(update={"name": "other"}).name == "other"
+
+
+def test_every_field_needs_a_description() -> None:
+    with pytest.raises(TypeError, match="missing on undocumented"):
+
+        class Bad(BaseConfig):
+            undocumented: int = 1
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_to_file_round_trips(tmp_path: Path, suffix: str) -> None:
+    cfg = Outer(name="x", training={"lr": 0.25, "steps": 7}, tags=[{"steps": 2}])
+    path = cfg.to_file(tmp_path / f"out{suffix}")
+    assert Outer.from_file(path) == cfg
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_config_hash_is_stable_and_sensitive() -> None:
+    a = Outer.from_dict({"name": "x", "training": {"steps": 3, "lr": 0.1}})
+    b = Outer.from_dict({"training": {"lr": 0.1, "steps": 3}, "name": "x"})
+    assert a.config_hash() == b.config_hash()
+    assert len(a.config_hash()) == 16
+    assert a.config_hash() != a.model_copy(update={"name": "y"}).config_hash()
+
+
+def test_config_hash_ignores_where_it_runs() -> None:
+    local = AwsConfig(region="us-east-1", endpoint_urls={"s3": "http://127.0.0.1:1"})
+    remote = AwsConfig(region="us-east-1", profile="prod")
+    assert local.config_hash() == remote.config_hash()
+    assert local.config_hash() != AwsConfig(region="eu-west-1").config_hash()
+
+
+def test_aws_config_validates_endpoint_urls() -> None:
+    with pytest.raises(ConfigError, match=r"endpoint_urls: .*must start with http"):
+        AwsConfig(endpoint_urls={"s3": "127.0.0.1:9000"})
