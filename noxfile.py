@@ -1,4 +1,4 @@
-"""Developer tasks. `nox -s tests lint typecheck` is what CI runs (see README and .ci/run)."""
+"""Developer tasks. `nox -s lint typecheck tests` is what CI runs (see README and .ci/run)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
