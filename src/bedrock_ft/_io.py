@@ -14,21 +14,42 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "sha256_file"]
+__all__ = [
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "dir_mode",
+    "file_mode",
+    "remove_stale_temps",
+    "sha256_file",
+]
 
 TEMP_MARK = ".bedrock-ft-tmp-"
 
 
-def _current_umask() -> int:
+OLD_MARK = TEMP_MARK + "old."
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (changing it races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-# mkstemp/mkdtemp create private (0600/0700) entries; what we publish gets the usual permissions.
-_UMASK = _current_umask()
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
+def file_mode() -> int:
+    """Mode for files we publish: mkstemp creates 0600, a normal file gets 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -41,7 +62,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,12 +88,19 @@ def atomic_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_MARK + target.name + ".", dir=target.parent))
     try:
         yield tmp
-        os.chmod(tmp, DIR_MODE)
+        os.chmod(tmp, dir_mode())
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=TEMP_MARK + target.name + ".old.", dir=target.parent))
+            # Directories can't replace a non-empty directory in one rename: move the old one aside
+            # first. If the swap fails, or the process dies in between, the old one is put back
+            # (here, or by remove_stale_temps on the next run).
+            old = Path(tempfile.mkdtemp(prefix=f"{OLD_MARK}{target.name}.", dir=target.parent))
             old.rmdir()
             os.replace(target, old)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
@@ -82,12 +110,23 @@ def atomic_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]
 
 
 def remove_stale_temps(directory: str | Path) -> int:
-    """Delete temp files and dirs that a killed process left in ``directory``. Returns how many."""
+    """Clean up after a killed process in ``directory``; returns how many entries were handled.
+
+    Half-written temp files and dirs are deleted. A previous version that ``atomic_dir`` had moved
+    aside is restored when nothing took its place, and deleted otherwise.
+    Call it only while holding whatever lock serialises writers of ``directory``.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return 0
     removed = 0
-    for entry in directory.iterdir():
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(OLD_MARK) and entry.is_dir():
+            original = directory / entry.name[len(OLD_MARK) :].rsplit(".", 1)[0]
+            if not original.exists():
+                os.replace(entry, original)
+                removed += 1
+                continue
         if entry.name.startswith(TEMP_MARK):
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -134,7 +134,7 @@ class Artifact(BaseModel):
 def _relativize(value: str, directory: Path) -> str:
     if _is_uri(value):
         return value
-    path = Path(value).resolve()
+    path = Path(value).expanduser().resolve()
     if path.is_relative_to(directory):
         return path.relative_to(directory).as_posix() or "."
     return str(path)

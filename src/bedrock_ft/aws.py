@@ -70,7 +70,7 @@ class AwsConfig(BaseConfig):
     # --- clients ---------------------------------------------------------------------------------
 
     def session(self) -> boto3.session.Session:
-        """A boto3 session for this config (one per config object; sessions aren't thread-safe)."""
+        """The boto3 session for this config's region and profile (shared; used under a lock)."""
         return _sessions.get(self)
 
     def client(self, service: str, **kwargs: Any) -> Any:
@@ -91,13 +91,18 @@ def resolve_endpoint(service: str, config: AwsConfig | None = None) -> str | Non
     """The endpoint a client for ``service`` will use, or None for AWS's default.
 
     Order: ``config.endpoint_urls[service]``, ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``.
+    As in boto3, ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`` turns the environment variables off.
     """
     if config is not None and service in config.endpoint_urls:
         return config.endpoint_urls[service]
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
     return os.environ.get(env_var_for_service(service)) or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 _CREDENTIAL_ENV = (
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -131,6 +136,8 @@ class _SessionCache:
                 try:
                     session = boto3.session.Session(region_name=region, profile_name=config.profile)
                 except Exception as exc:
+                    if not _is_botocore_error(exc):
+                        raise
                     raise map_client_error(exc) from exc
                 self._sessions[key] = session
             return session
@@ -164,16 +171,30 @@ class _ClientCache:
             read_timeout=config.read_timeout,
             max_pool_connections=32,
         )
-        try:
-            client = session.client(service, endpoint_url=endpoint, config=boto_config, **kwargs)
-        except Exception as exc:
-            raise map_client_error(exc) from exc
-        with self._lock:
-            return self._clients.setdefault(key, client)
+        kwargs = dict(kwargs)
+        if (extra := kwargs.pop("config", None)) is not None:
+            boto_config = boto_config.merge(extra)  # the caller's settings win
+        endpoint = kwargs.pop("endpoint_url", endpoint)
+        with self._lock:  # boto3 sessions are not thread-safe; clients are
+            client = self._clients.get(key)
+            if client is not None:
+                return client
+            try:
+                client = session.client(service, endpoint_url=endpoint, config=boto_config, **kwargs)
+            except Exception as exc:
+                if not _is_botocore_error(exc):
+                    raise
+                raise map_client_error(exc) from exc
+            self._clients[key] = client
+            return client
 
     def clear(self) -> None:
         with self._lock:
             self._clients.clear()
+
+
+def _is_botocore_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith(("botocore", "boto3"))
 
 
 _sessions = _SessionCache()

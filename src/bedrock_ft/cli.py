@@ -99,7 +99,7 @@ def quickstart(
     if as_json:
         _print_json({"model_dir": str(model_dir), "question": question, "answer": answer})
         return
-    err.print(f"embedded model: [bold]{model_dir}[/bold]")
+    err.print(f"embedded model: [bold]{model_dir}[/bold]", soft_wrap=True)
     typer.echo(f"Q: {question}")
     typer.echo(f"A: {answer}")
 
@@ -117,6 +117,7 @@ def architectures_cmd(as_json: JsonOpt = False) -> None:
                 "name": arch.name,
                 "model_types": list(arch.model_types),
                 "hf_architectures": list(arch.hf_architectures),
+                "bedrock_supported": arch.bedrock_supported,
                 "api_formats": [f.value for f in arch.api_formats],
                 "converse": arch.supports_converse,
                 "native_format": arch.native_format.name if arch.native_format else None,
@@ -128,12 +129,12 @@ def architectures_cmd(as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("name", "model_type", "class", "converse", "native body", "LoRA targets")
+    table = Table("name", "model_type", "Bedrock", "Converse", "native body", "LoRA targets")
     for r in rows:
         table.add_row(
             r["name"],
             ", ".join(r["model_types"]),
-            ", ".join(r["hf_architectures"]),
+            "yes" if r["bedrock_supported"] else "no",
             "yes" if r["converse"] else "no",
             r["native_format"] or "-",
             ", ".join(r["lora_target_modules"]),

@@ -10,11 +10,14 @@ import difflib
 import hashlib
 import json
 import sys
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, get_args
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import Self
 
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft.errors import ConfigError, ConfigProblem
@@ -29,7 +32,7 @@ _SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 class BaseConfig(BaseModel):
     """Base of every bedrock-ft config.
 
-    - frozen: a config is a value; derive a changed copy with ``cfg.model_copy(update=...)``;
+    - frozen: a config is a value; derive a validated, changed copy with ``cfg.replace(...)``;
     - ``extra="forbid"``: a misspelt key is an error, not a silently ignored setting;
     - every field must carry a ``description`` (checked when a subclass is defined), which the
       docs and ``bedrock-ft ... --help`` show.
@@ -54,11 +57,34 @@ class BaseConfig(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}: configs must not define __init__ (it would hide nested field paths "
+                "in errors); use field defaults and validators instead"
+            )
         missing = [name for name, field in cls.model_fields.items() if not field.description]
         if missing:
             raise TypeError(
                 f"{cls.__name__}: every config field needs a description; missing on {', '.join(missing)}"
             )
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _to_config_error(exc, cls) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except ValidationError as exc:
+            raise _to_config_error(exc, cls) from None
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, validated like a new config (``model_copy`` is not)."""
+        return self.model_validate({**self.model_dump(exclude_unset=False), **changes})
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -72,8 +98,6 @@ class BaseConfig(BaseModel):
             )
         try:
             return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise _to_config_error(exc, cls, source=source) from None
         except ConfigError as exc:
             if source and not exc.source:
                 raise ConfigError(exc.problems, source=source) from None
@@ -125,9 +149,20 @@ class BaseConfig(BaseModel):
         Equal configs hash equal across processes and machines; field order does not matter.
         Artifacts record it, and a pipeline skips a stage whose manifest carries the same hash.
         """
-        data = self.model_dump(mode="json", exclude=set(self.hash_exclude))
+        data = self.model_dump(mode="json", exclude=self._hash_exclusions())
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _hash_exclusions(self) -> dict[str, Any]:
+        """``hash_exclude`` of this config and, recursively, of every nested config."""
+        out: dict[str, Any] = dict.fromkeys(self.hash_exclude, True)
+        for name in type(self).model_fields:
+            if name in out:
+                continue
+            value = getattr(self, name)
+            if isinstance(value, BaseConfig) and (nested := value._hash_exclusions()):
+                out[name] = nested
+        return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -192,10 +227,72 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 def _to_config_error(exc: ValidationError, model: type[BaseModel], source: str | None = None) -> ConfigError:
-    problems = [
-        ConfigProblem(_format_loc(err["loc"]), _describe(err, model)) for err in exc.errors(include_url=False)
-    ]
+    problems: list[ConfigProblem] = []
+    union_alternatives: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False):
+        loc = _field_loc(model, err["loc"])
+        tagged = len(loc) != len(err["loc"])
+        err["loc"] = loc
+        path = _format_loc(loc)
+        if tagged:
+            # A union reports once per member: say it once, listing what each member expected.
+            union_alternatives.setdefault(path, []).append(str(err["msg"]))
+            if len(union_alternatives[path]) > 1:
+                continue
+        problems.append(ConfigProblem(path, _describe(err, model)))
+    for path, alternatives in union_alternatives.items():
+        if len(alternatives) > 1:
+            i = next(i for i, p in enumerate(problems) if p.path == path)
+            got = problems[i].message.rsplit(" (got ", 1)
+            suffix = f" (got {got[1]}" if len(got) == 2 else ""
+            problems[i] = ConfigProblem(path, " or ".join(alternatives) + suffix)
     return ConfigError(problems, source=source)
+
+
+def _field_loc(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[int | str, ...]:
+    """pydantic's error location without its union-member tags (``u.int``, ``u.str`` -> ``u``)."""
+    out: list[int | str] = []
+    annotation: Any = model
+    for part in loc:
+        members = _union_members(annotation)
+        if members is not None and isinstance(part, str):
+            # A tag naming which member of a union failed, not a field: skip it and follow that member.
+            annotation = next((m for m in members if _type_tag(m) == part), None)
+            continue
+        out.append(part)
+        annotation = _child_annotation(_unwrap_optional(annotation), part)
+    return tuple(out)
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...] | None:
+    annotation = _unwrap_optional(annotation)
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(a for a in get_args(annotation) if a is not type(None))
+    return None
+
+
+def _type_tag(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _child_annotation(annotation: Any, part: int | str) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (list, tuple, set, frozenset, Sequence) and args:
+        return args[0]
+    if origin in (dict, Mapping) and len(args) == 2:
+        return args[1]
+    return None
 
 
 def _format_loc(loc: Sequence[int | str]) -> str:

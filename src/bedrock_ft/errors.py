@@ -224,6 +224,14 @@ _CODE_TO_ERROR: dict[str, type[BedrockFTError]] = {
     "ModelStreamErrorException": ModelError,
     "AccessDeniedException": AccessDeniedError,
     "AccessDenied": AccessDeniedError,
+    "403": AccessDeniedError,
+    "Forbidden": AccessDeniedError,
+    "UnrecognizedClientException": AccessDeniedError,
+    "InvalidClientTokenId": AccessDeniedError,
+    "InvalidAccessKeyId": AccessDeniedError,
+    "SignatureDoesNotMatch": AccessDeniedError,
+    "ExpiredToken": AccessDeniedError,
+    "ExpiredTokenException": AccessDeniedError,
     "ResourceNotFoundException": ResourceNotFoundError,
     "NoSuchBucket": ResourceNotFoundError,
     "NoSuchKey": ResourceNotFoundError,
@@ -278,12 +286,20 @@ def map_client_error(error: BaseException, *, operation: str | None = None) -> B
         return EndpointUnreachableError(
             f"{error}. Check the endpoint: AWS_ENDPOINT_URL_<SERVICE> or AwsConfig.endpoint_urls"
         )
-    if kind in {"NoCredentialsError", "PartialCredentialsError"}:
+    if kind == "ReadTimeoutError":
+        return ServiceUnavailableError(
+            f"{error}. No answer in time; raise AwsConfig.read_timeout if this is slow work"
+        )
+    if kind in {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
         return AccessDeniedError(f"{error}. Configure AWS credentials or a profile (AwsConfig.profile).")
+    if kind == "ParamValidationError":
+        return RequestValidationError(str(error))
     if kind == "NoRegionError":
         return ConfigError(
             [ConfigProblem("aws.region", "no AWS region: set AwsConfig.region, AWS_REGION or a profile")]
         )
+    if kind == "ProfileNotFound":
+        return ConfigError([ConfigProblem("aws.profile", str(error))])
     return AwsError(f"{kind}: {error}")
 
 
@@ -295,6 +311,6 @@ def translate_client_errors(operation: str | None = None) -> Iterator[None]:
     except BedrockFTError:
         raise
     except Exception as exc:
-        if type(exc).__module__.startswith(("botocore", "boto3")):
+        if type(exc).__module__.startswith(("botocore", "boto3", "urllib3")):
             raise map_client_error(exc, operation=operation) from exc
         raise

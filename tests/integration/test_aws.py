@@ -71,11 +71,20 @@ def test_a_changed_endpoint_variable_gives_a_fresh_client(
 def test_clients_are_shared_safely_across_threads(moto_endpoint: str) -> None:
     cfg = AwsConfig(endpoint_urls={"s3": moto_endpoint})
     seen: list[object] = []
-    threads = [threading.Thread(target=lambda: seen.append(cfg.client("s3"))) for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def make() -> None:
+        start.wait()
+        client = cfg.client("s3")
+        client.list_buckets()  # and use it concurrently
+        seen.append(client)
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert len(seen) == 8
     assert len({id(c) for c in seen}) == 1
 
 
@@ -112,3 +121,36 @@ def test_region_comes_from_aws_region_then_aws_default_region(monkeypatch: pytes
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
     assert AwsConfig().resolved_region() == "eu-central-1"
     assert AwsConfig(region="us-west-2").resolved_region() == "us-west-2"
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_ignore_configured_endpoint_urls_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert resolve_endpoint("s3") is None
+    assert AwsConfig().client("s3").meta.endpoint_url.startswith("https://s3.")
+    assert resolve_endpoint("s3", AwsConfig(endpoint_urls={"s3": moto_endpoint})) == moto_endpoint
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_a_botocore_config_is_merged_over_ours(moto_endpoint: str) -> None:
+    from botocore.config import Config
+
+    client = AwsConfig(endpoint_urls={"s3": moto_endpoint}, read_timeout=7).client(
+        "s3", config=Config(connect_timeout=3)
+    )
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 7)
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_client_side_parameter_errors_are_translated() -> None:
+    runtime = AwsConfig(endpoint_urls={"bedrock-runtime": "http://127.0.0.1:9"}).client("bedrock-runtime")
+    with pytest.raises(E.RequestValidationError, match="modelId"), E.translate_client_errors():
+        runtime.invoke_model(modelId="", body=b"{}")
+
+
+def test_an_unknown_profile_names_the_setting() -> None:
+    with pytest.raises(E.ConfigError, match=r"aws\.profile"):
+        AwsConfig(profile="no-such-profile").client("s3")

@@ -105,6 +105,11 @@ def test_llama3_rope_override_is_silent_when_it_changes_nothing() -> None:
     assert get_architecture("llama").check_config(llama2) == []
 
 
+def test_llama3_rope_rule_reads_mllama_text_config() -> None:
+    config = {"model_type": "mllama", "text_config": _llama3_config(rope_type="llama3", factor=32.0)}
+    assert [f.rule for f in get_architecture("mllama").check_config(config)] == ["llama3-rope-override"]
+
+
 def test_llama3_without_rope_scaling_is_warned() -> None:
     findings = get_architecture("llama").check_config(_llama3_config())
     assert findings and "None" in findings[0].message
@@ -139,9 +144,14 @@ def test_registering_twice_is_refused() -> None:
         unregister_architecture("my_family")
 
 
-def test_a_model_type_owned_by_another_architecture_is_refused() -> None:
+def test_a_model_type_or_class_owned_by_another_architecture_is_refused() -> None:
     with pytest.raises(RegistryError, match="model_type 'mistral' already belongs to architecture 'mistral'"):
         register_architecture(_arch(model_types=("mistral",)))
+    with pytest.raises(
+        RegistryError, match="class 'LlamaForCausalLM' already belongs to architecture 'llama'"
+    ):
+        register_architecture(_arch(hf_architectures=("LlamaForCausalLM",)))
+    assert "my_family" not in list_architectures()
 
 
 @pytest.mark.parametrize(
@@ -203,6 +213,36 @@ def test_entry_point_plugins_are_discovered(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "('query_key_value', 'dense')" in proc.stdout
+
+
+def test_no_thread_sees_a_half_loaded_registry(tmp_path: Path) -> None:
+    _install_plugin(
+        tmp_path,
+        "bft_slow_plugin",
+        """
+        import time
+        from bedrock_ft.architectures import Architecture
+        time.sleep(1.0)
+        SLOW = Architecture(name="slow_family", model_types=("slow",), hf_architectures=("SlowForCausalLM",))
+        """,
+        "slow = bft_slow_plugin:SLOW",
+    )
+    code = """
+import threading, time, bedrock_ft
+out = []
+def look():
+    try:
+        out.append(bedrock_ft.get_architecture("slow_family").name)
+    except Exception as exc:
+        out.append(repr(exc))
+first = threading.Thread(target=look); first.start(); time.sleep(0.3)
+second = threading.Thread(target=look); second.start()
+first.join(); second.join()
+print(out)
+"""
+    proc = _run_with(tmp_path, code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['slow_family', 'slow_family']"
 
 
 def test_a_broken_plugin_warns_and_the_rest_still_works(tmp_path: Path) -> None:

@@ -113,11 +113,45 @@ def test_section_selects_one_stage(tmp_path: Path) -> None:
         Outer.from_file(path, section="missing")
 
 
-def test_configs_are_frozen() -> None:
+def test_configs_are_frozen_and_replace_validates() -> None:
     cfg = Outer()
     with pytest.raises(ValidationError):
         cfg.name = "other"  # type: ignore[misc]
-    assert cfg.model_copy(update={"name": "other"}).name == "other"
+    changed = cfg.replace(name="other", training={"steps": 5})
+    assert (changed.name, changed.training.steps, cfg.name) == ("other", 5, "run")
+    with pytest.raises(ConfigError, match=r"training\.steps"):
+        cfg.replace(training={"steps": 0})
+
+
+def test_model_validate_and_json_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"training\.lr"):
+        Outer.model_validate({"training": {"lr": -1}})
+    with pytest.raises(ConfigError, match=r"training\.lr"):
+        Outer.model_validate_json('{"training": {"lr": -1}}')
+
+
+class WithUnion(BaseConfig):
+    value: int | str = Field(default=0, description="An int or a name.")
+    items: list[int | None] = Field(default_factory=list, description="Optional ints.")
+    limits: dict[str, int] = Field(default_factory=dict, description="Named limits.")
+
+
+def test_union_members_do_not_leak_into_field_paths() -> None:
+    with pytest.raises(ConfigError) as info:
+        WithUnion.from_dict({"value": [1], "items": [1, "x"], "limits": {"a": "b"}})
+    problems = {p.path: p.message for p in info.value.problems}
+    assert set(problems) == {"value", "items[1]", "limits.a"}
+    assert "valid integer or" in problems["value"] and "valid string" in problems["value"]
+
+
+def test_a_config_may_not_define_init() -> None:
+    with pytest.raises(TypeError, match="must not define __init__"):
+
+        class Custom(BaseConfig):
+            x: int = Field(default=1, description="x")
+
+            def __init__(self, **data: object) -> None:
+                super().__init__(**data)
 
 
 def test_every_field_needs_a_description() -> None:
@@ -148,6 +182,18 @@ def test_config_hash_ignores_where_it_runs() -> None:
     remote = AwsConfig(region="us-east-1", profile="prod")
     assert local.config_hash() == remote.config_hash()
     assert local.config_hash() != AwsConfig(region="eu-west-1").config_hash()
+
+
+class Stage(BaseConfig):
+    aws: AwsConfig = Field(default_factory=AwsConfig, description="Where to run.")
+    steps: int = Field(default=1, description="Steps.")
+
+
+def test_nested_hash_exclusions_apply() -> None:
+    local = Stage(aws={"region": "us-east-1", "endpoint_urls": {"s3": "http://127.0.0.1:1"}})
+    remote = Stage(aws={"region": "us-east-1", "profile": "prod"})
+    assert local.config_hash() == remote.config_hash()
+    assert local.config_hash() != local.replace(steps=2).config_hash()
 
 
 def test_aws_config_validates_endpoint_urls() -> None:

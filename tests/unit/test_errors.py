@@ -1,7 +1,15 @@
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    ProfileNotFound,
+    ReadTimeoutError,
+)
 
 from bedrock_ft import errors as E
 from bedrock_ft.preflight import Finding, Severity
@@ -32,6 +40,9 @@ def client_error(code: str, message: str = "boom", status: int = 400, op: str = 
         ("ValidationException", E.RequestValidationError),
         ("ServiceUnavailableException", E.ServiceUnavailableError),
         ("InternalServerException", E.ServiceUnavailableError),
+        ("ExpiredTokenException", E.AccessDeniedError),
+        ("UnrecognizedClientException", E.AccessDeniedError),
+        ("403", E.AccessDeniedError),
         ("SomethingNew", E.AwsError),
     ],
 )
@@ -71,6 +82,15 @@ def test_connection_credentials_and_region_problems_are_explained() -> None:
     region = E.map_client_error(NoRegionError())
     assert isinstance(region, E.ConfigError)
     assert region.problems[0].path == "aws.region"
+
+
+def test_client_side_problems_are_explained() -> None:
+    invalid = E.map_client_error(ParamValidationError(report="Invalid length for parameter modelId"))
+    assert isinstance(invalid, E.RequestValidationError) and "modelId" in str(invalid)
+    profile = E.map_client_error(ProfileNotFound(profile="prod"))
+    assert isinstance(profile, E.ConfigError) and profile.problems[0].path == "aws.profile"
+    slow = E.map_client_error(ReadTimeoutError(endpoint_url="http://127.0.0.1:1"))
+    assert isinstance(slow, E.ServiceUnavailableError) and "read_timeout" in str(slow)
 
 
 def test_translate_client_errors_keeps_the_cause() -> None:

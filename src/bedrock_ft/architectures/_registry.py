@@ -118,12 +118,13 @@ class _Registry:
             for other in self._by_name.values():
                 if other.name == arch.name:
                     continue
-                taken = set(other.model_types) & set(arch.model_types)
-                if taken:
-                    raise RegistryError(
-                        f"architecture {arch.name!r}: model_type {sorted(taken)[0]!r} already belongs to "
-                        f"architecture {other.name!r}"
-                    )
+                for attr, label in (("model_types", "model_type"), ("hf_architectures", "class")):
+                    taken = set(getattr(other, attr)) & set(getattr(arch, attr))
+                    if taken:
+                        raise RegistryError(
+                            f"architecture {arch.name!r}: {label} {sorted(taken)[0]!r} already belongs to "
+                            f"architecture {other.name!r}"
+                        )
             self._by_name[arch.name] = arch
         return arch
 
@@ -142,10 +143,17 @@ class _Registry:
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
+        # The (re-entrant) lock is held for the whole load, so no thread reads a half-loaded registry;
+        # a plugin module may still call register_architecture itself while it is imported.
         with self._lock:
             if self._entry_points_loaded:
                 return
-            self._entry_points_loaded = True
+            try:
+                self._load_entry_points_locked()
+            finally:
+                self._entry_points_loaded = True
+
+    def _load_entry_points_locked(self) -> None:
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -153,25 +161,18 @@ class _Registry:
                 obj = ep.load()
                 if callable(obj) and not isinstance(obj, Architecture):
                     obj = obj()
-                found = (
-                    [obj]
-                    if isinstance(obj, Architecture)
-                    else list(obj)
-                    if isinstance(obj, list | tuple)
-                    else []
-                )
+                found = list(obj) if isinstance(obj, list | tuple) else [obj]
                 for arch in found:
                     if not isinstance(arch, Architecture):
                         raise RegistryError(f"expected an Architecture, got {type(arch).__name__}")
-                    with self._lock:
-                        if self._by_name.get(arch.name) is not arch:
-                            self.register(arch, replace=False)
+                    if self._by_name.get(arch.name) is not arch:  # a module may have registered it already
+                        self.register(arch, replace=False)
             except Exception as exc:
                 # One broken plugin must not take down every other use of the registry.
                 warnings.warn(
                     f"{ENTRY_POINT_GROUP} entry point {ep.name!r} ({ep.value}) was not loaded: {exc}",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
 
 

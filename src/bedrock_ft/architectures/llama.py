@@ -21,8 +21,15 @@ _LLAMA3_VOCAB = 128256
 _LLAMA3_ROPE_THETA = 500000.0
 
 
+def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The language model's settings: Mllama keeps them under ``text_config``."""
+    text = config.get("text_config")
+    return text if isinstance(text, Mapping) else config
+
+
 def is_llama3(config: Mapping[str, Any]) -> bool:
     """Llama 3.x: a llama3 rope type, or Llama 3's tokenizer size or rope base."""
+    config = _text_config(config)
     rope = config.get("rope_scaling")
     if isinstance(rope, Mapping) and (rope.get("rope_type") or rope.get("type")) == "llama3":
         return True
@@ -33,7 +40,7 @@ def llama3_rope_override(config: Mapping[str, Any]) -> Iterator[Finding]:
     """Warn when Bedrock's fixed Llama 3 ``rope_scaling`` differs from the model's own."""
     if not is_llama3(config):
         return
-    rope = config.get("rope_scaling")
+    rope = _text_config(config).get("rope_scaling")
     current = dict(rope) if isinstance(rope, Mapping) else None
     if current is not None and all(
         _same(current.get(k, current.get("type") if k == "rope_type" else None), v)
