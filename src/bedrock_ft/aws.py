@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from bedrock_ft.config import BaseConfig
-from bedrock_ft.errors import map_client_error
+from bedrock_ft.errors import translate_client_errors
 
 if TYPE_CHECKING:
     import boto3
@@ -71,14 +71,14 @@ class AwsConfig(BaseConfig):
 
     def session(self) -> boto3.session.Session:
         """The boto3 session for this config's region and profile (shared; used under a lock)."""
-        return _sessions.get(self)
+        return _cache.session(self)
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service``, with this config's region, endpoint and retry settings.
 
         Clients are thread-safe and cached per config and service.
         """
-        return _clients.get(self, service, kwargs)
+        return _cache.client(self, service, kwargs)
 
     def endpoint_for(self, service: str) -> str | None:
         return resolve_endpoint(service, self)
@@ -116,92 +116,74 @@ def _env_key() -> tuple[str | None, ...]:
     return tuple(os.environ.get(k) for k in _CREDENTIAL_ENV)
 
 
-class _SessionCache:
-    """Sessions keyed by region, profile and the credential variables in the environment, so that
-    changing them (as ``LocalStack`` does) gives a fresh session rather than stale credentials."""
+class _BotoCache:
+    """Sessions and clients, keyed by everything that shapes them: the config, and the endpoint and
+    credential variables in the environment, so changing those (as a local stack does) gives fresh
+    ones instead of stale credentials. One lock guards both: boto3 sessions are not thread-safe;
+    the clients they make are."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[Any, ...], Any] = {}
+        self._clients: dict[tuple[Any, ...], Any] = {}
 
-    def get(self, config: AwsConfig) -> Any:
+    def session(self, config: AwsConfig) -> Any:
+        with self._lock:
+            return self._session_locked(config)
+
+    def _session_locked(self, config: AwsConfig) -> Any:
         import boto3
 
         key = (config.region, config.profile, _env_key())
-        # The AWS SDKs read AWS_REGION; boto3 sessions only read AWS_DEFAULT_REGION.
-        region = config.region or os.environ.get("AWS_REGION") or None
-        with self._lock:
-            session = self._sessions.get(key)
-            if session is None:
-                try:
-                    session = boto3.session.Session(region_name=region, profile_name=config.profile)
-                except Exception as exc:
-                    if not _is_botocore_error(exc):
-                        raise
-                    raise map_client_error(exc) from exc
-                self._sessions[key] = session
-            return session
+        session = self._sessions.get(key)
+        if session is None:
+            # The AWS SDKs read AWS_REGION; boto3 sessions only read AWS_DEFAULT_REGION.
+            region = config.region or os.environ.get("AWS_REGION") or None
+            with translate_client_errors():
+                session = boto3.session.Session(region_name=region, profile_name=config.profile)
+            self._sessions[key] = session
+        return session
 
-    def clear(self) -> None:
-        with self._lock:
-            self._sessions.clear()
-
-
-class _ClientCache:
-    """Clients keyed by everything that shapes them, the endpoint and credentials seen in the
-    environment included."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._clients: dict[tuple[Any, ...], Any] = {}
-
-    def get(self, config: AwsConfig, service: str, kwargs: dict[str, Any]) -> Any:
+    def client(self, config: AwsConfig, service: str, kwargs: dict[str, Any]) -> Any:
         from botocore.config import Config as BotoConfig
 
-        endpoint = resolve_endpoint(service, config)
-        key = (config.model_dump_json(), service, endpoint, _env_key(), repr(sorted(kwargs.items())))
+        kwargs = dict(kwargs)
+        endpoint = kwargs.pop("endpoint_url", None) or resolve_endpoint(service, config)
+        extra = kwargs.pop("config", None)
+        key = (
+            config.model_dump_json(),
+            service,
+            endpoint,
+            _env_key(),
+            repr(extra),
+            repr(sorted(kwargs.items())),
+        )
         with self._lock:
             client = self._clients.get(key)
-            if client is not None:
-                return client
-        session = _sessions.get(config)
-        boto_config = BotoConfig(
-            retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            max_pool_connections=32,
-        )
-        kwargs = dict(kwargs)
-        if (extra := kwargs.pop("config", None)) is not None:
-            boto_config = boto_config.merge(extra)  # the caller's settings win
-        endpoint = kwargs.pop("endpoint_url", endpoint)
-        with self._lock:  # boto3 sessions are not thread-safe; clients are
-            client = self._clients.get(key)
-            if client is not None:
-                return client
-            try:
-                client = session.client(service, endpoint_url=endpoint, config=boto_config, **kwargs)
-            except Exception as exc:
-                if not _is_botocore_error(exc):
-                    raise
-                raise map_client_error(exc) from exc
-            self._clients[key] = client
+            if client is None:
+                boto_config = BotoConfig(
+                    retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
+                    connect_timeout=config.connect_timeout,
+                    read_timeout=config.read_timeout,
+                    max_pool_connections=32,
+                )
+                if extra is not None:
+                    boto_config = boto_config.merge(extra)  # the caller's settings win
+                session = self._session_locked(config)
+                with translate_client_errors():
+                    client = session.client(service, endpoint_url=endpoint, config=boto_config, **kwargs)
+                self._clients[key] = client
             return client
 
     def clear(self) -> None:
         with self._lock:
+            self._sessions.clear()
             self._clients.clear()
 
 
-def _is_botocore_error(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith(("botocore", "boto3"))
-
-
-_sessions = _SessionCache()
-_clients = _ClientCache()
+_cache = _BotoCache()
 
 
 def clear_client_cache() -> None:
-    """Forget cached sessions and clients (after changing credentials in the environment)."""
-    _clients.clear()
-    _sessions.clear()
+    """Forget cached sessions and clients."""
+    _cache.clear()

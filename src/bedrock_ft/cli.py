@@ -26,18 +26,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-dataset_app = typer.Typer(help="Build SFT datasets.", no_args_is_help=True)
-local_app = typer.Typer(help="The local Bedrock and local S3.", no_args_is_help=True)
-models_app = typer.Typer(help="Imported models: list, delete.", no_args_is_help=True)
-app.add_typer(dataset_app, name="dataset")
-app.add_typer(local_app, name="local")
-app.add_typer(models_app, name="models")
+dataset_app = typer.Typer(name="dataset", help="Build SFT datasets.", no_args_is_help=True)
+local_app = typer.Typer(name="local", help="The local Bedrock and local S3.", no_args_is_help=True)
+models_app = typer.Typer(name="models", help="Imported models: list, delete.", no_args_is_help=True)
+for _sub in (dataset_app, local_app, models_app):
+    app.add_typer(_sub)
 
 err = Console(stderr=True, highlight=False)
 NOT_IMPLEMENTED = 2
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-ConfigArg = Annotated[Path | None, typer.Argument(help="Config file (YAML, TOML or JSON).")]
 
 
 def _version(value: bool) -> None:
@@ -144,79 +142,36 @@ def architectures_cmd(as_json: JsonOpt = False) -> None:
 
 # --- stages still to come ---------------------------------------------------------------------------
 
-
-def _not_implemented(what: str) -> None:
-    err.print(f"bedrock-ft {what}: not implemented yet")
-    raise typer.Exit(NOT_IMPLEMENTED)
-
-
-@app.command()
-def run(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Run the whole pipeline from one config file."""
-    _not_implemented("run")
-
-
-@dataset_app.command("build")
-def dataset_build(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Build the train/test splits (DatasetBuilder)."""
-    _not_implemented("dataset build")
+# (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
+_PENDING: list[tuple[typer.Typer, str, str]] = [
+    (app, "run", "Run the whole pipeline from one config file."),
+    (dataset_app, "build", "Build the train/test splits (DatasetBuilder)."),
+    (app, "train", "Fine-tune with QLoRA (QLoRATrainer)."),
+    (app, "merge", "Merge the adapter into the base model (AdapterMerger)."),
+    (app, "validate", "Check a model directory against the Custom Model Import rules."),
+    (app, "import", "Upload to S3 and run a Custom Model Import job (BedrockImporter)."),
+    (app, "invoke", "Invoke an imported model (ImportedModelClient)."),
+    (app, "evaluate", "Evaluate with fmeval's QA accuracy (Evaluator)."),
+    (local_app, "serve", "Serve the local S3 and local Bedrock on loopback."),
+    (models_app, "list", "List imported models."),
+    (models_app, "delete", "Delete an imported model."),
+]
 
 
-@app.command()
-def train(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Fine-tune with QLoRA (QLoRATrainer)."""
-    _not_implemented("train")
+def _pending(name: str) -> Callable[..., None]:
+    def command(
+        target: Annotated[str | None, typer.Argument(help="Config file, model directory or ARN.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        err.print(f"bedrock-ft {name}: not implemented yet")
+        raise typer.Exit(NOT_IMPLEMENTED)
+
+    return command
 
 
-@app.command()
-def merge(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Merge the adapter into the base model (AdapterMerger)."""
-    _not_implemented("merge")
-
-
-@app.command()
-def validate(
-    model_dir: Annotated[Path | None, typer.Argument(help="Model directory to check.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Check a model directory against the Custom Model Import rules."""
-    _not_implemented("validate")
-
-
-@app.command("import")
-def import_(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Upload to S3 and run a Custom Model Import job (BedrockImporter)."""
-    _not_implemented("import")
-
-
-@app.command()
-def invoke(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Invoke an imported model (ImportedModelClient)."""
-    _not_implemented("invoke")
-
-
-@app.command()
-def evaluate(config: ConfigArg = None, as_json: JsonOpt = False) -> None:
-    """Evaluate with fmeval's QA accuracy (Evaluator)."""
-    _not_implemented("evaluate")
-
-
-@local_app.command("serve")
-def local_serve(as_json: JsonOpt = False) -> None:
-    """Serve the local S3 and local Bedrock on loopback."""
-    _not_implemented("local serve")
-
-
-@models_app.command("list")
-def models_list(as_json: JsonOpt = False) -> None:
-    """List imported models."""
-    _not_implemented("models list")
-
-
-@models_app.command("delete")
-def models_delete(as_json: JsonOpt = False) -> None:
-    """Delete an imported model."""
-    _not_implemented("models delete")
+for _group, _name, _help in _PENDING:
+    _full = f"{_group.info.name} {_name}" if _group is not app else _name
+    _group.command(_name, help=_help + " Not implemented yet.")(_pending(_full))
 
 
 def main(argv: list[str] | None = None) -> None:
