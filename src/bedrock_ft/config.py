@@ -84,7 +84,7 @@ class BaseConfig(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed, validated like a new config (``model_copy`` is not)."""
-        return self.model_validate({**self.model_dump(exclude_unset=False), **changes})
+        return self.model_validate({**self.model_dump(), **changes})
 
     # --- loading ---------------------------------------------------------------------------------
 
