@@ -258,9 +258,7 @@ def convert_gguf(gguf: Path, out_dir: Path, spec: EmbeddedModelSpec) -> None:
     hf_logging.disable_progress_bar()
     try:
         source_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
-        )
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
@@ -323,7 +321,7 @@ def chat_generate(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     inputs = tokenizer.apply_chat_template(
         list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
