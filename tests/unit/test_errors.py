@@ -123,3 +123,14 @@ def test_import_job_error_carries_failure_message() -> None:
     err = E.ImportJobError("job failed", job_arn="arn:job", failure_message="unsupported architecture")
     assert err.failure_message == "unsupported architecture"
     assert err.job_arn == "arn:job"
+
+
+def test_a_missing_extra_names_what_to_install() -> None:
+    from bedrock_ft._deps import MissingDependencyError, require
+
+    with pytest.raises(
+        MissingDependencyError, match=r"needs no_such_module_xyz; .*pip install 'bedrock-ft\[local\]'"
+    ):
+        require("json", "no_such_module_xyz", extra="local", feature="the local Bedrock")
+    require("json", extra="local", feature="nothing missing")  # no error
+    assert issubclass(MissingDependencyError, ImportError)
