@@ -29,7 +29,8 @@ __all__ = [
 TEMP_MARK = ".bedrock-ft-tmp-"
 
 
-OLD_MARK = TEMP_MARK + "old."
+# A previous version moved aside by atomic_dir; never a prefix of TEMP_MARK names, whatever the target's name.
+OLD_MARK = ".bedrock-ft-old-"
 
 
 def _umask() -> int:
@@ -135,9 +136,10 @@ def remove_stale_temps(directory: str | Path) -> int:
             original = directory / entry.name[len(OLD_MARK) :].rsplit(".", 1)[0]
             if not original.exists():
                 os.replace(entry, original)
-                removed += 1
-                continue
-        if entry.name.startswith(TEMP_MARK):
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        elif entry.name.startswith(TEMP_MARK):
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

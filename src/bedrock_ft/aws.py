@@ -8,6 +8,7 @@ An endpoint set in :attr:`AwsConfig.endpoint_urls` wins over the environment.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,12 +23,22 @@ if TYPE_CHECKING:
 
 __all__ = ["AwsConfig", "env_var_for_service", "resolve_endpoint"]
 
-ServiceName = Literal["s3", "bedrock", "bedrock-runtime", "iam", "sts", "sagemaker", "logs"]
 
-
+@functools.cache
 def env_var_for_service(service: str) -> str:
-    """The boto3 environment variable that overrides a service's endpoint."""
-    return "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_").replace(" ", "_")
+    """The boto3 environment variable that overrides a service's endpoint.
+
+    boto3 names it after the service's ``serviceId``, not the client name: ``bedrock-runtime`` reads
+    ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``, ``logs`` reads ``AWS_ENDPOINT_URL_CLOUDWATCH_LOGS``.
+    """
+    name = service
+    try:
+        import botocore.session
+
+        name = str(botocore.session.get_session().get_service_model(service).service_id)
+    except Exception:  # an unknown service: fall back to its client name
+        pass
+    return "AWS_ENDPOINT_URL_" + name.upper().replace("-", "_").replace(" ", "_")
 
 
 class AwsConfig(BaseConfig):
@@ -70,8 +81,9 @@ class AwsConfig(BaseConfig):
     # --- clients ---------------------------------------------------------------------------------
 
     def session(self) -> boto3.session.Session:
-        """The boto3 session for this config's region and profile (shared; used under a lock)."""
-        return _cache.session(self)
+        """A new boto3 session for this config's region and profile (sessions aren't thread-safe,
+        so each caller gets its own; the clients from :meth:`client` share a cached one)."""
+        return _new_session(self)
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service``, with this config's region, endpoint and retry settings.
@@ -84,7 +96,7 @@ class AwsConfig(BaseConfig):
         return resolve_endpoint(service, self)
 
     def resolved_region(self) -> str | None:
-        return self.session().region_name  # type: ignore[no-any-return]
+        return _cache.region(self)
 
 
 def resolve_endpoint(service: str, config: AwsConfig | None = None) -> str | None:
@@ -127,35 +139,32 @@ class _BotoCache:
         self._sessions: dict[tuple[Any, ...], Any] = {}
         self._clients: dict[tuple[Any, ...], Any] = {}
 
-    def session(self, config: AwsConfig) -> Any:
+    def region(self, config: AwsConfig) -> str | None:
         with self._lock:
-            return self._session_locked(config)
+            return self._session_locked(config).region_name  # type: ignore[no-any-return]
 
     def _session_locked(self, config: AwsConfig) -> Any:
-        import boto3
-
         key = (config.region, config.profile, _env_key())
         session = self._sessions.get(key)
         if session is None:
-            # The AWS SDKs read AWS_REGION; boto3 sessions only read AWS_DEFAULT_REGION.
-            region = config.region or os.environ.get("AWS_REGION") or None
-            with translate_client_errors():
-                session = boto3.session.Session(region_name=region, profile_name=config.profile)
-            self._sessions[key] = session
+            session = self._sessions[key] = _new_session(config)
         return session
 
     def client(self, config: AwsConfig, service: str, kwargs: dict[str, Any]) -> Any:
         from botocore.config import Config as BotoConfig
 
         kwargs = dict(kwargs)
-        endpoint = kwargs.pop("endpoint_url", None) or resolve_endpoint(service, config)
+        # Only an explicit endpoint is passed; boto3 resolves AWS_ENDPOINT_URL_* itself (with the
+        # right variable names). The resolved one is part of the key, so a changed variable gives a
+        # fresh client.
+        explicit = kwargs.pop("endpoint_url", None) or config.endpoint_urls.get(service)
         extra = kwargs.pop("config", None)
         key = (
             config.model_dump_json(),
             service,
-            endpoint,
+            explicit or resolve_endpoint(service, config),
             _env_key(),
-            repr(extra),
+            _botocore_config_key(extra),
             repr(sorted(kwargs.items())),
         )
         with self._lock:
@@ -171,7 +180,7 @@ class _BotoCache:
                     boto_config = boto_config.merge(extra)  # the caller's settings win
                 session = self._session_locked(config)
                 with translate_client_errors():
-                    client = session.client(service, endpoint_url=endpoint, config=boto_config, **kwargs)
+                    client = session.client(service, endpoint_url=explicit, config=boto_config, **kwargs)
                 self._clients[key] = client
             return client
 
@@ -179,6 +188,23 @@ class _BotoCache:
         with self._lock:
             self._sessions.clear()
             self._clients.clear()
+
+
+def _new_session(config: AwsConfig) -> Any:
+    import boto3
+
+    # The AWS SDKs read AWS_REGION; boto3 sessions only read AWS_DEFAULT_REGION.
+    region = config.region or os.environ.get("AWS_REGION") or None
+    with translate_client_errors():
+        return boto3.session.Session(region_name=region, profile_name=config.profile)
+
+
+def _botocore_config_key(extra: Any) -> Any:
+    """A botocore Config by value (it has no __repr__ of its own, and ids get reused)."""
+    if extra is None:
+        return None
+    options = getattr(extra, "_user_provided_options", None)
+    return repr(sorted((options if isinstance(options, dict) else vars(extra)).items()))
 
 
 _cache = _BotoCache()

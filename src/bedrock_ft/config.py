@@ -12,7 +12,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
@@ -84,7 +84,8 @@ class BaseConfig(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed, validated like a new config (``model_copy`` is not)."""
-        return self.model_validate({**self.model_dump(), **changes})
+        # dict(self) keeps nested configs as instances, so a union member can't turn into another.
+        return self.model_validate({**dict(self), **changes})
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -154,15 +155,26 @@ class BaseConfig(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _hash_exclusions(self) -> dict[str, Any]:
-        """``hash_exclude`` of this config and, recursively, of every nested config."""
-        out: dict[str, Any] = dict.fromkeys(self.hash_exclude, True)
+        """``hash_exclude`` of this config and, recursively, of every nested config (in lists and
+        dicts too), in the nested form pydantic's ``exclude`` takes."""
+        out: dict[Any, Any] = dict.fromkeys(self.hash_exclude, True)
         for name in type(self).model_fields:
-            if name in out:
-                continue
-            value = getattr(self, name)
-            if isinstance(value, BaseConfig) and (nested := value._hash_exclusions()):
+            if name not in out and (nested := _nested_exclusions(getattr(self, name))):
                 out[name] = nested
         return out
+
+
+def _nested_exclusions(value: Any) -> dict[Any, Any]:
+    if isinstance(value, BaseConfig):
+        return value._hash_exclusions()
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return {}
+    return {key: nested for key, item in items if (nested := _nested_exclusions(item))}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -228,40 +240,50 @@ def _yaml_problem(exc: Exception) -> str:
 
 def _to_config_error(exc: ValidationError, model: type[BaseModel], source: str | None = None) -> ConfigError:
     problems: list[ConfigProblem] = []
-    union_alternatives: dict[str, list[str]] = {}
+    alternatives: dict[str, list[str]] = {}  # path -> what each union member expected
     for err in exc.errors(include_url=False):
-        loc = _field_loc(model, err["loc"])
-        tagged = len(loc) != len(err["loc"])
-        err["loc"] = loc
+        loc, parent, tagged = _resolve_loc(model, err["loc"])
         path = _format_loc(loc)
-        if tagged:
-            # A union reports once per member: say it once, listing what each member expected.
-            union_alternatives.setdefault(path, []).append(str(err["msg"]))
-            if len(union_alternatives[path]) > 1:
-                continue
-        problems.append(ConfigProblem(path, _describe(err, model)))
-    for path, alternatives in union_alternatives.items():
-        if len(alternatives) > 1:
+        message = _describe(err, parent)
+        if not tagged:
+            problems.append(ConfigProblem(path, message))
+            continue
+        # A union reports once per member: say it once, listing what each member expected.
+        if path not in alternatives:
+            problems.append(ConfigProblem(path, message))
+            alternatives[path] = []
+        alternatives[path].append(message)
+    for path, messages in alternatives.items():
+        if len(messages) > 1:
+            bodies = [m.rsplit(" (got ", 1)[0] for m in messages]
+            got = next((m.rsplit(" (got ", 1)[1] for m in messages if " (got " in m), None)
+            text = "does not match any allowed type: " + "; or ".join(dict.fromkeys(bodies))
             i = next(i for i, p in enumerate(problems) if p.path == path)
-            got = problems[i].message.rsplit(" (got ", 1)
-            suffix = f" (got {got[1]}" if len(got) == 2 else ""
-            problems[i] = ConfigProblem(path, " or ".join(alternatives) + suffix)
+            problems[i] = ConfigProblem(path, text + (f" (got {got}" if got else ""))
     return ConfigError(problems, source=source)
 
 
-def _field_loc(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[int | str, ...]:
-    """pydantic's error location without its union-member tags (``u.int``, ``u.str`` -> ``u``)."""
+def _resolve_loc(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[tuple[int | str, ...], Any, bool]:
+    """pydantic's error location without its union-member tags (``u.int``, ``u.str`` -> ``u``).
+
+    Also returns the type holding the last part (the union member that actually failed, when a tag
+    chose one), and whether a tag was dropped.
+    """
     out: list[int | str] = []
     annotation: Any = model
+    parent: Any = model
+    tagged = False
     for part in loc:
         members = _union_members(annotation)
         if members is not None and isinstance(part, str):
             # A tag naming which member of a union failed, not a field: skip it and follow that member.
             annotation = next((m for m in members if _type_tag(m) == part), None)
+            tagged = True
             continue
         out.append(part)
-        annotation = _child_annotation(_unwrap_optional(annotation), part)
-    return tuple(out)
+        parent = _unwrap_optional(annotation)
+        annotation = _child_annotation(parent, part)
+    return tuple(out), parent, tagged
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -305,14 +327,14 @@ def _format_loc(loc: Sequence[int | str]) -> str:
     return out
 
 
-def _describe(err: Any, model: type[BaseModel]) -> str:
+def _describe(err: Any, parent: Any) -> str:
+    """A readable message; ``parent`` is the type that holds the failing key."""
     kind = err["type"]
-    loc = tuple(err["loc"])
     if kind == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        if parent is not None:
+        if isinstance(parent, type) and issubclass(parent, BaseModel):
+            key = str(err["loc"][-1])
             allowed = sorted(parent.model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             return f"unknown key{hint} (allowed: {', '.join(allowed)})"
         return "unknown key"
@@ -325,28 +347,3 @@ def _describe(err: Any, model: type[BaseModel]) -> str:
             shown = shown[:57] + "..."
         message = f"{message} (got {shown})"
     return message
-
-
-def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
-    """Follow field names (skipping list/dict indexes) to the nested model class at ``loc``."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return None
-        current = _inner_model(field.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _inner_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None

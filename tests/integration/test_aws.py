@@ -13,6 +13,18 @@ from bedrock_ft.aws import AwsConfig, env_var_for_service, resolve_endpoint
 def test_env_var_names_follow_boto3() -> None:
     assert env_var_for_service("bedrock-runtime") == "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
     assert env_var_for_service("s3") == "AWS_ENDPOINT_URL_S3"
+    assert env_var_for_service("logs") == "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"  # named after the serviceId
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_the_service_variable_beats_the_generic_one(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", moto_endpoint)
+    logs = AwsConfig().client("logs")
+    assert logs.meta.endpoint_url == moto_endpoint
+    logs.create_log_group(logGroupName="g")
 
 
 @pytest.mark.usefixtures("aws_credentials")
@@ -142,6 +154,15 @@ def test_a_botocore_config_is_merged_over_ours(moto_endpoint: str) -> None:
         "s3", config=Config(connect_timeout=3)
     )
     assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 7)
+    # Configs are compared by value: a different one never gets a cached client made for another.
+    cfg = AwsConfig(endpoint_urls={"s3": moto_endpoint})
+    timeouts = [
+        cfg.client("s3", config=Config(read_timeout=100 + i)).meta.config.read_timeout for i in range(5)
+    ]
+    assert timeouts == [100, 101, 102, 103, 104]
+    assert cfg.client("s3", config=Config(read_timeout=101)) is cfg.client(
+        "s3", config=Config(read_timeout=101)
+    )
 
 
 @pytest.mark.usefixtures("aws_credentials")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from pydantic import Field, ValidationError
@@ -141,7 +142,40 @@ def test_union_members_do_not_leak_into_field_paths() -> None:
         WithUnion.from_dict({"value": [1], "items": [1, "x"], "limits": {"a": "b"}})
     problems = {p.path: p.message for p in info.value.problems}
     assert set(problems) == {"value", "items[1]", "limits.a"}
-    assert "valid integer or" in problems["value"] and "valid string" in problems["value"]
+    assert problems["value"] == (
+        "does not match any allowed type: Input should be a valid integer; "
+        "or Input should be a valid string (got [1])"
+    )
+
+
+class KindA(BaseConfig):
+    kind: Literal["a"] = Field(default="a", description="Which member.")
+    a_only: int = Field(default=1, description="Only in A.")
+    shared: int = Field(default=2, description="In both.")
+
+
+class KindB(BaseConfig):
+    kind: Literal["b"] = Field(default="b", description="Which member.")
+    shared: int = Field(default=2, description="In both.")
+
+
+class Holder(BaseConfig):
+    sub: KindA | KindB = Field(default_factory=KindA, description="One of two shapes.")
+    n: int = Field(default=0, description="A number.")
+
+
+def test_unknown_key_hints_come_from_the_member_that_rejected_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        Holder.from_dict({"sub": {"kind": "b", "a_only": 2}})
+    problems = {p.path: p.message for p in info.value.problems}
+    assert problems["sub.a_only"] == "unknown key (allowed: kind, shared)"
+
+
+def test_replace_keeps_the_union_member() -> None:
+    holder = Holder(sub=KindB(shared=5))
+    changed = holder.replace(n=1)
+    assert isinstance(changed.sub, KindB)
+    assert (changed.sub.shared, changed.n) == (5, 1)
 
 
 def test_a_config_may_not_define_init() -> None:
@@ -194,6 +228,21 @@ def test_nested_hash_exclusions_apply() -> None:
     remote = Stage(aws={"region": "us-east-1", "profile": "prod"})
     assert local.config_hash() == remote.config_hash()
     assert local.config_hash() != local.replace(steps=2).config_hash()
+
+
+class Fleet(BaseConfig):
+    regions: list[AwsConfig] = Field(default_factory=list, description="Several places.")
+    named: dict[str, AwsConfig] = Field(default_factory=dict, description="Places by name.")
+
+
+def test_hash_exclusions_reach_into_lists_and_dicts() -> None:
+    a = Fleet(regions=[{"region": "us-east-1"}], named={"x": {"region": "eu-west-1"}})
+    b = Fleet(
+        regions=[{"region": "us-east-1", "profile": "p"}],
+        named={"x": {"region": "eu-west-1", "profile": "q"}},
+    )
+    assert a.config_hash() == b.config_hash()
+    assert a.config_hash() != Fleet(regions=[{"region": "us-west-2"}], named=a.named).config_hash()
 
 
 def test_aws_config_validates_endpoint_urls() -> None:

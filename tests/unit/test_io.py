@@ -86,3 +86,12 @@ def test_sha256_file(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abc")
     assert _io.sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_target_named_old_is_not_mistaken_for_a_moved_aside_version(tmp_path: Path) -> None:
+    # What a killed atomic_dir(tmp_path / "old.ckpt") leaves: a half-built temp directory.
+    half = tmp_path / f"{_io.TEMP_MARK}old.ckpt.abc123"
+    half.mkdir()
+    (half / "weights").write_text("half")
+    assert _io.remove_stale_temps(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == []  # deleted, never published as "ckpt"
