@@ -86,20 +86,27 @@ def quickstart(
     cache: Annotated[Path | None, typer.Option(help="Cache directory (default $BEDROCK_FT_CACHE).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the quickstart on the embedded model (SmolLM2-135M-Instruct), fully offline."""
-    from bedrock_ft.models import chat_generate, embedded_model
+    """Run the quickstart on the embedded model (SmolLM2-135M-Instruct), fully offline.
+
+    It imports the model into the local Bedrock (a local S3 and a local Custom Model Import) and asks
+    it a question through the real Bedrock runtime API.
+    """
+    from bedrock_ft.quickstart import run_quickstart
 
     with _steps() as step:
-        step("embedded model: looking in the cache")
-        model_dir = embedded_model(cache=cache, progress=step)
-        step(f"generating an answer with {model_dir.name}")
-        answer = chat_generate(model_dir, [{"role": "user", "content": question}])
+        result = run_quickstart(question, cache=cache, step=step)
     if as_json:
-        _print_json({"model_dir": str(model_dir), "question": question, "answer": answer})
+        _print_json(result)
         return
-    err.print(f"embedded model: [bold]{model_dir}[/bold]", soft_wrap=True)
+    err.print(f"embedded model: [bold]{result['model_dir']}[/bold]", soft_wrap=True)
+    err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
+    usage = result["usage"]
+    err.print(
+        f"tokens: {usage['prompt_tokens']} in, {usage['completion_tokens']} out "
+        f"({result['finish_reason']}); first answer after {result['first_answer_seconds']} s"
+    )
     typer.echo(f"Q: {question}")
-    typer.echo(f"A: {answer}")
+    typer.echo(f"A: {result['answer']}")
 
 
 @app.command("architectures")
@@ -140,19 +147,120 @@ def architectures_cmd(as_json: JsonOpt = False) -> None:
     Console().print(table)
 
 
+@dataset_app.command("build")
+def dataset_build(
+    config: Annotated[Path, typer.Argument(help="Config file (YAML, TOML or JSON) holding a DatasetConfig.")],
+    section: Annotated[
+        str | None, typer.Option(help="Read this top-level key of the file, e.g. 'dataset'.")
+    ] = None,
+    output: Annotated[str | None, typer.Option(help="Write here instead of the config's output.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous build at the output.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the train/test splits and the evaluation file from a config file (DatasetBuilder)."""
+    from bedrock_ft.data import DatasetBuilder, DatasetConfig
+    from bedrock_ft.data.report import summarize
+
+    cfg = DatasetConfig.from_file(config, section=section)
+    changes: dict[str, Any] = {"output": output} if output else {}
+    if overwrite:
+        changes["overwrite"] = True
+    if changes:
+        cfg = cfg.replace(**changes)
+    # Plain step lines: the record counter below them is datasets' own progress bar.
+    artifact = DatasetBuilder(cfg, progress=lambda m: err.print(m, soft_wrap=True, markup=False)).build()
+    if as_json:
+        _print_json(artifact.model_dump(mode="json"))
+        return
+    for line in summarize(artifact):
+        typer.echo(line)
+
+
+@app.command()
+def validate(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory: config.json, tokenizer, safetensors.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a model directory against the Custom Model Import rules. Exits 1 if Bedrock would refuse it."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    from bedrock_ft.preflight import Severity, check_model_dir
+
+    report = check_model_dir(model_dir)
+    if as_json:
+        _print_json({**report.model_dump(mode="json"), "ok": report.ok})
+    else:
+        style = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+        for f in report.findings:  # Text, not markup: messages hold brackets
+            line = Text.assemble((f.severity.value, style[f.severity]), f" {f.rule} ({f.path}): {f.message}")
+            err.print(line, soft_wrap=True)
+        counts = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        verdict = "[green]passes preflight[/green]" if report.ok else "[red]Bedrock would refuse it[/red]"
+        err.print(f"{escape(str(model_dir))}: {counts}; {verdict}", soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@local_app.command("serve")
+def local_serve(  # noqa: PLR0917 - one parameter per CLI option
+    port: Annotated[int, typer.Option(help="Port of the local Bedrock (0: a free one).")] = 0,
+    s3_port: Annotated[int, typer.Option(help="Port of the local S3 (0: a free one).")] = 0,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (loopback unless --allow-remote).")
+    ] = "127.0.0.1",
+    data_dir: Annotated[Path | None, typer.Option(help="Keep jobs and models here across restarts.")] = None,
+    cold_start: Annotated[bool, typer.Option(help="ModelNotReadyException while a model loads.")] = True,
+    idle_unload: Annotated[float | None, typer.Option(help="Unload a model after N idle seconds.")] = 300.0,
+    throttle_rps: Annotated[float | None, typer.Option(help="ThrottlingException above this rate.")] = None,
+    allow_remote: Annotated[bool, typer.Option(help="Allow a non-loopback --host.")] = False,
+    debug: Annotated[bool, typer.Option(help="Log requests, bodies included.")] = False,
+) -> None:
+    """Serve the local S3 and the local Bedrock until interrupted; prints the variables to export."""
+    import logging
+    import signal
+    import threading
+
+    from bedrock_ft.local import LocalBedrockConfig, LocalStack
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(message)s")
+    config = LocalBedrockConfig(
+        host=host,
+        port=port,
+        s3_port=s3_port,
+        data_dir=data_dir,
+        cold_start=cold_start,
+        idle_unload_seconds=idle_unload,
+        throttle_rps=throttle_rps,
+        allow_remote=allow_remote,
+        debug=debug,
+    )
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    with LocalStack(config, export_env=False) as stack:
+        err.print(f"local S3      {stack.s3_url}\nlocal Bedrock {stack.bedrock_url}")
+        where = f"state in      {stack.data_dir}" + ("" if data_dir else " (removed on exit)")
+        err.print(where, soft_wrap=True)
+        err.print("Point AWS SDKs and the AWS CLI at it (Ctrl-C stops both servers):")
+        typer.echo(stack.shell_exports(), nl=True)
+        sys.stdout.flush()
+        stopped.wait()
+    err.print("stopped")
+
+
 # --- stages still to come ---------------------------------------------------------------------------
 
 # (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
 _PENDING: list[tuple[typer.Typer, str, str]] = [
     (app, "run", "Run the whole pipeline from one config file."),
-    (dataset_app, "build", "Build the train/test splits (DatasetBuilder)."),
     (app, "train", "Fine-tune with QLoRA (QLoRATrainer)."),
     (app, "merge", "Merge the adapter into the base model (AdapterMerger)."),
-    (app, "validate", "Check a model directory against the Custom Model Import rules."),
     (app, "import", "Upload to S3 and run a Custom Model Import job (BedrockImporter)."),
     (app, "invoke", "Invoke an imported model (ImportedModelClient)."),
     (app, "evaluate", "Evaluate with fmeval's QA accuracy (Evaluator)."),
-    (local_app, "serve", "Serve the local S3 and local Bedrock on loopback."),
     (models_app, "list", "List imported models."),
     (models_app, "delete", "Delete an imported model."),
 ]

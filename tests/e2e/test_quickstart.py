@@ -27,6 +27,7 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     answer = next(line for line in proc.stdout.splitlines() if line.startswith("A: "))
     assert "Paris" in answer
     assert str(embedded_dir) in proc.stderr
+    assert "imported as:    arn:aws:bedrock:us-east-1:123456789012:imported-model/" in proc.stderr
 
 
 def test_quickstart_json(embedded_dir: Path) -> None:
@@ -44,3 +45,8 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     # A 135M model is no geographer: only check that the question reached it and it answered.
     assert result["answer"].strip()
     assert "Paris" not in result["answer"]
+    # The answer came through a local Custom Model Import and the Bedrock runtime API.
+    assert result["model_arn"].startswith("arn:aws:bedrock:us-east-1:123456789012:imported-model/")
+    assert result["s3_uri"] == "s3://bedrock-ft-quickstart/embedded/"
+    assert result["usage"]["completion_tokens"] > 0
+    assert result["finish_reason"] in ("stop", "length")

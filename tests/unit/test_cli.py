@@ -21,14 +21,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     "args",
     [
         ["run", "pipeline.yaml"],
-        ["dataset", "build"],
         ["train"],
         ["merge"],
-        ["validate", "some/dir"],
         ["import"],
         ["invoke"],
         ["evaluate"],
-        ["local", "serve"],
         ["models", "list"],
     ],
 )

@@ -1,15 +1,13 @@
-"""Custom Model Import preflight: the findings a rule reports, and the report that collects them.
-
-The rule set itself (``check_model_dir``) is shared by ``BedrockImporter`` and the local Bedrock.
-Architecture-specific rules live with their architecture (``bedrock_ft.architectures``) and report
-the same :class:`Finding` type.
-"""
+"""What a preflight rule reports (:class:`Finding`), and the report that collects the findings."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from bedrock_ft.errors import PreflightError
 
 __all__ = ["Finding", "PreflightReport", "Severity"]
 
@@ -20,6 +18,9 @@ class Severity(str, Enum):
     WARNING = "warning"
     """The import succeeds, but something behaves differently from what you may expect."""
     INFO = "info"
+
+
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 class Finding(BaseModel):
@@ -44,6 +45,11 @@ class PreflightReport(BaseModel):
     model_dir: str = Field(description="The directory that was checked.")
     findings: tuple[Finding, ...] = Field(default=(), description="Every finding, errors first.")
 
+    @classmethod
+    def of(cls, model_dir: str, findings: Iterable[Finding]) -> PreflightReport:
+        """A report with ``findings`` ordered errors first, then warnings, then info (stable within each)."""
+        return cls(model_dir=model_dir, findings=tuple(sorted(findings, key=lambda f: _ORDER[f.severity])))
+
     @property
     def errors(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity is Severity.ERROR)
@@ -56,3 +62,17 @@ class PreflightReport(BaseModel):
     def ok(self) -> bool:
         """True when nothing would stop the import."""
         return not self.errors
+
+    def raise_for_errors(self) -> PreflightReport:
+        """Raise :class:`~bedrock_ft.errors.PreflightError` listing the errors, if any; else return self.
+
+        Warnings never raise: ``check_model_dir(path).raise_for_errors()`` passes a model Bedrock accepts.
+        """
+        if self.errors:
+            raise PreflightError(
+                self.errors,
+                f"{self.model_dir} fails Bedrock Custom Model Import preflight "
+                f"({len(self.errors)} error{'s' if len(self.errors) != 1 else ''}):\n"
+                + "\n".join(f"  - {f}" for f in self.errors),
+            )
+        return self

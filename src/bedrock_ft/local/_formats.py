@@ -1,0 +1,326 @@
+"""InvokeModel bodies of imported models: parse a request, shape a response or a stream chunk.
+
+Models imported after 2025-11-11 accept three formats, told apart by their keys:
+
+- OpenAIChatCompletion: ``messages``;
+- OpenAICompletion: ``prompt`` with ``max_tokens`` (or another OpenAI-only key);
+- BedrockCompletion: ``prompt``, optionally ``max_gen_len``.
+
+Models imported as "legacy" accept only their family's native body (Mistral's or Llama's). Every
+parameter is checked; an unknown one or one out of range is a ``ValidationException`` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bedrock_ft.local._errors import ServiceError
+from bedrock_ft.local.engine import Delta, SamplingParams
+
+__all__ = ["InvokeRequest", "parse_invoke_body", "response_body", "stream_chunks"]
+
+Kind = Literal["bedrock", "openai_completion", "openai_chat", "mistral", "llama"]
+
+_COMMON = {"temperature", "top_p", "top_k", "stop", "seed"}
+_OPENAI = {"model", "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty"}
+_ALLOWED: dict[Kind, set[str]] = {
+    "bedrock": {"prompt", "max_gen_len"} | _COMMON,
+    "openai_completion": {"prompt", "max_tokens", "echo", "logprobs"} | _COMMON | _OPENAI,
+    "openai_chat": {"messages", "max_tokens", "max_completion_tokens", "logprobs"} | _COMMON | _OPENAI,
+    "mistral": {"prompt", "max_tokens", "temperature", "top_p", "top_k", "stop"},
+    "llama": {"prompt", "max_gen_len", "temperature", "top_p"},
+}
+# Defaults when a request leaves them out: OpenAI's for its formats, the Bedrock model pages' otherwise.
+_DEFAULTS: dict[Kind, tuple[int, float, float]] = {
+    "bedrock": (512, 0.5, 0.9),
+    "openai_completion": (16, 1.0, 1.0),
+    "openai_chat": (512, 1.0, 1.0),
+    "mistral": (512, 0.5, 0.9),
+    "llama": (512, 0.5, 0.9),
+}
+_MAX_KEY = {"bedrock": "max_gen_len", "llama": "max_gen_len"}
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    kind: Kind
+    params: SamplingParams
+    prompt: str | None = None
+    messages: tuple[dict[str, Any], ...] = ()
+    include_usage: bool = True
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError("ValidationException", f"Malformed input request: {message}")
+
+
+def parse_invoke_body(
+    body: bytes, invoke_format: str, *, max_tokens_limit: int, stream: bool
+) -> InvokeRequest:
+    """Parse and check an InvokeModel body for a model whose format is ``invoke_format``."""
+    try:
+        data = json.loads(body.decode("utf-8")) if body else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _invalid(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _invalid("the body must be a JSON object")
+    kind = _kind(data, invoke_format)
+    unknown = sorted(set(data) - _ALLOWED[kind])
+    if unknown:
+        allowed = ", ".join(sorted(_ALLOWED[kind]))
+        raise _invalid(
+            f"unknown parameter(s) {', '.join(unknown)} for the {_label(kind)} format; allowed: {allowed}"
+        )
+    params = _sampling(data, kind, max_tokens_limit)
+    if data.get("stream") and not stream:
+        raise _invalid("'stream': true needs InvokeModelWithResponseStream")
+    include_usage = True
+    if "stream_options" in data:
+        options = data["stream_options"]
+        if not isinstance(options, dict) or set(options) - {"include_usage"}:
+            raise _invalid("'stream_options' must be an object with only 'include_usage'")
+        include_usage = bool(options.get("include_usage", True))
+    if kind == "openai_chat":
+        messages = _messages(data["messages"])
+        # The rendered chat template carries its own special tokens.
+        chat_params = _with(params, add_special_tokens=False)
+        return InvokeRequest(kind, chat_params, messages=messages, include_usage=include_usage)
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise _invalid("'prompt' must be a non-empty string")
+    return InvokeRequest(kind, params, prompt=prompt, include_usage=include_usage)
+
+
+def _label(kind: Kind) -> str:
+    return {
+        "bedrock": "BedrockCompletion",
+        "openai_completion": "OpenAICompletion",
+        "openai_chat": "OpenAIChatCompletion",
+        "mistral": "native Mistral",
+        "llama": "native Llama",
+    }[kind]
+
+
+def _kind(data: Mapping[str, Any], invoke_format: str) -> Kind:
+    if invoke_format in ("mistral", "llama"):
+        if "messages" in data:
+            raise _invalid(f"this model was imported with the {invoke_format} native format; send 'prompt'")
+        return "mistral" if invoke_format == "mistral" else "llama"
+    if "messages" in data:
+        if "prompt" in data:
+            raise _invalid("send either 'prompt' or 'messages', not both")
+        return "openai_chat"
+    if "prompt" not in data:
+        raise _invalid("the body needs 'prompt' (a completion) or 'messages' (a chat)")
+    if "max_gen_len" in data:
+        return "bedrock"
+    if set(data) & ({"max_tokens", "echo", "logprobs"} | _OPENAI):
+        return "openai_completion"
+    return "bedrock"
+
+
+def _number(
+    data: Mapping[str, Any], key: str, low: float, high: float, *, low_open: bool = False
+) -> float | None:
+    if key not in data or data[key] is None:
+        return None
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(f"'{key}' must be a number, got {value!r}")
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise _invalid(f"'{key}' must be in {bracket}{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _integer(data: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
+    if key not in data or data[key] is None:
+        return None
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(f"'{key}' must be an integer, got {value!r}")
+    if value < low or value > high:
+        raise _invalid(f"'{key}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def _sampling(data: Mapping[str, Any], kind: Kind, limit: int) -> SamplingParams:
+    default_max, default_temperature, default_top_p = _DEFAULTS[kind]
+    max_key = _MAX_KEY.get(kind, "max_tokens")
+    max_new = _integer(data, max_key, 1, limit)
+    if kind == "openai_chat" and max_new is None:
+        max_new = _integer(data, "max_completion_tokens", 1, limit)
+    temperature = _number(data, "temperature", 0.0, 2.0)
+    top_p = _number(data, "top_p", 0.0, 1.0, low_open=True)
+    top_k = _integer(data, "top_k", -1, 100_000)
+    seed = _integer(data, "seed", 0, 2**63 - 1)
+    n = _integer(data, "n", 1, 128)
+    if n is not None and n != 1:
+        raise _invalid("'n' other than 1 is not supported by the local Bedrock")
+    for key in ("presence_penalty", "frequency_penalty"):
+        if _number(data, key, -2.0, 2.0):
+            raise _invalid(f"'{key}' is not supported by the local Bedrock (only 0)")
+    if data.get("echo") or data.get("logprobs"):
+        raise _invalid("'echo' and 'logprobs' are not supported by the local Bedrock")
+    return SamplingParams(
+        max_new_tokens=max_new if max_new is not None else min(default_max, limit),
+        temperature=default_temperature if temperature is None else temperature,
+        top_p=default_top_p if top_p is None else top_p,
+        top_k=max(top_k or 0, 0),
+        stop=_stops(data.get("stop")),
+        seed=seed,
+    )
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise _invalid("'stop' must be a non-empty string or a list of them")
+    if len(value) > 16:
+        raise _invalid("'stop' takes at most 16 sequences")
+    return tuple(value)
+
+
+def _messages(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list) or not value:
+        raise _invalid("'messages' must be a non-empty list")
+    out = []
+    for index, message in enumerate(value):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise _invalid(f"{where} must be an object with 'role' and 'content'")
+        role = message.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise _invalid(f"{where}.role must be system, user or assistant, got {role!r}")
+        content = message.get("content")
+        if isinstance(content, list):  # OpenAI content parts: text only here
+            texts = []
+            for part in content:
+                if (
+                    not isinstance(part, dict)
+                    or part.get("type") != "text"
+                    or not isinstance(part.get("text"), str)
+                ):
+                    raise _invalid(f"{where}.content: only text parts are supported by the local Bedrock")
+                texts.append(part["text"])
+            content = "".join(texts)
+        if not isinstance(content, str):
+            raise _invalid(f"{where}.content must be a string")
+        out.append({"role": role, "content": content})
+    return tuple(out)
+
+
+def _with(params: SamplingParams, **changes: Any) -> SamplingParams:
+    from dataclasses import replace
+
+    return replace(params, **changes)
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+def _usage(last: Delta) -> dict[str, int]:
+    return {
+        "prompt_tokens": last.prompt_tokens,
+        "completion_tokens": last.completion_tokens,
+        "total_tokens": last.prompt_tokens + last.completion_tokens,
+    }
+
+
+def response_body(request: InvokeRequest, text: str, last: Delta, model_arn: str) -> dict[str, Any]:
+    """The whole-response body for ``request``'s format."""
+    reason = last.finish_reason or "stop"
+    if request.kind in ("bedrock", "llama"):
+        return {
+            "generation": text,
+            "prompt_token_count": last.prompt_tokens,
+            "generation_token_count": last.completion_tokens,
+            "stop_reason": reason,
+        }
+    if request.kind == "mistral":
+        return {"outputs": [{"text": text, "stop_reason": reason}]}
+    created = int(time.time())
+    if request.kind == "openai_completion":
+        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": created,
+            "model": model_arn,
+            "choices": [choice],
+            "usage": _usage(last),
+        }
+    message = {"role": "assistant", "content": text}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model_arn,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
+        "usage": _usage(last),
+    }
+
+
+def stream_chunks(
+    request: InvokeRequest, deltas: Iterable[Delta], model_arn: str, *, started: float
+) -> Iterator[dict[str, Any]]:
+    """One JSON chunk per delta, as InvokeModelWithResponseStream sends them; the last one carries
+    the stop reason, token counts and ``amazon-bedrock-invocationMetrics``."""
+    ident = f"{'chatcmpl' if request.kind == 'openai_chat' else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    first_byte: float | None = None
+    generated = 0
+    for delta in deltas:
+        if first_byte is None:
+            first_byte = time.perf_counter()
+        last = delta.finish_reason is not None
+        reason = delta.finish_reason
+        if not last:
+            generated += 1
+        chunk: dict[str, Any]
+        if request.kind in ("bedrock", "llama"):
+            chunk = {
+                "generation": delta.text,
+                "prompt_token_count": delta.prompt_tokens if last else None,
+                "generation_token_count": delta.completion_tokens if last else generated,
+                "stop_reason": reason,
+            }
+        elif request.kind == "mistral":
+            chunk = {"outputs": [{"text": delta.text, "stop_reason": reason}]}
+        elif request.kind == "openai_completion":
+            chunk = {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": model_arn,
+                "choices": [{"index": 0, "text": delta.text, "logprobs": None, "finish_reason": reason}],
+            }
+        else:
+            chunk = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model_arn,
+                "choices": [
+                    {"index": 0, "delta": {"content": delta.text}, "logprobs": None, "finish_reason": reason}
+                ],
+            }
+        if last:
+            if request.kind in ("openai_completion", "openai_chat") and request.include_usage:
+                chunk["usage"] = _usage(delta)
+            end = time.perf_counter()
+            chunk["amazon-bedrock-invocationMetrics"] = {
+                "inputTokenCount": delta.prompt_tokens,
+                "outputTokenCount": delta.completion_tokens,
+                "invocationLatency": int((end - started) * 1000),
+                "firstByteLatency": int(((first_byte or end) - started) * 1000),
+            }
+        yield chunk

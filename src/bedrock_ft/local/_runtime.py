@@ -1,0 +1,196 @@
+"""The Bedrock runtime for imported models: InvokeModel, its streaming twin, Converse, ConverseStream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from bedrock_ft.local._control import ControlPlane
+from bedrock_ft.local._errors import ServiceError
+from bedrock_ft.local._formats import InvokeRequest, parse_invoke_body, response_body, stream_chunks
+from bedrock_ft.local._pool import ModelPool
+from bedrock_ft.local._store import ModelRecord
+from bedrock_ft.local.engine import Delta, LoadedModel, SamplingParams
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("bedrock_ft.local")
+
+_STOP_REASON = {"stop": "end_turn", "length": "max_tokens"}
+
+
+class Runtime:
+    def __init__(self, control: ControlPlane, pool: ModelPool, *, max_tokens_limit: int) -> None:
+        self.control = control
+        self.pool = pool
+        self.max_tokens_limit = max_tokens_limit
+
+    def _model(self, model_id: str) -> ModelRecord:
+        try:
+            return self.control.model(model_id)
+        except ServiceError:
+            raise ServiceError(
+                "ResourceNotFoundException", f"The model {model_id} doesn't exist or you can't access it."
+            ) from None
+
+    # --- InvokeModel -------------------------------------------------------------------------------
+
+    def invoke(self, params: dict[str, Any]) -> dict[str, Any]:
+        record = self._model(params["modelId"])
+        request = parse_invoke_body(
+            params.get("body") or b"",
+            record.invoke_format,
+            max_tokens_limit=self.max_tokens_limit,
+            stream=False,
+        )
+        with self.pool.use(record.id, self.control.store.weights_dir(record.id)) as model:
+            deltas = list(_generate(model, request))
+        text = "".join(delta.text for delta in deltas)
+        return response_body(request, text, deltas[-1], record.arn)
+
+    def invoke_stream(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Checks everything and takes the model before returning, so errors are plain responses."""
+        record = self._model(params["modelId"])
+        request = parse_invoke_body(
+            params.get("body") or b"",
+            record.invoke_format,
+            max_tokens_limit=self.max_tokens_limit,
+            stream=True,
+        )
+        started = time.perf_counter()
+        context = self.pool.use(record.id, self.control.store.weights_dir(record.id))
+        model = context.__enter__()
+
+        def chunks() -> Iterator[dict[str, Any]]:
+            try:
+                yield from stream_chunks(request, _generate(model, request), record.arn, started=started)
+            finally:
+                context.__exit__(None, None, None)
+
+        return chunks()
+
+    # --- Converse ----------------------------------------------------------------------------------
+
+    def _converse_request(
+        self, params: dict[str, Any]
+    ) -> tuple[ModelRecord, list[dict[str, str]], SamplingParams]:
+        from bedrock_ft.architectures import get_architecture
+
+        record = self._model(params["modelId"])
+        try:
+            supported = get_architecture(record.architecture).supports_converse
+        except Exception:
+            supported = False
+        if not supported:
+            raise ServiceError(
+                "ValidationException",
+                f"The Converse API is not supported for {record.architecture} models; use InvokeModel.",
+            )
+        if not record.instruct_supported:
+            raise ServiceError(
+                "ValidationException", "This model has no chat template, which the Converse API needs."
+            )
+        for key in ("toolConfig", "guardrailConfig", "promptVariables", "outputConfig"):
+            if key in params:
+                raise ServiceError("ValidationException", f"{key} is not supported by imported models here.")
+        messages: list[dict[str, str]] = []
+        for index, block in enumerate(params.get("system") or []):
+            if "text" not in block:
+                raise ServiceError("ValidationException", f"system[{index}]: only text blocks are supported.")
+            messages.append({"role": "system", "content": block["text"]})
+        for index, message in enumerate(params.get("messages") or []):
+            texts = []
+            for part, content in enumerate(message["content"]):
+                if "text" not in content:
+                    raise ServiceError(
+                        "ValidationException", f"messages[{index}].content[{part}]: only text is supported."
+                    )
+                texts.append(content["text"])
+            messages.append({"role": message["role"], "content": "".join(texts)})
+        if not params.get("messages"):
+            raise ServiceError("ValidationException", "messages must hold at least one message.")
+        config = params.get("inferenceConfig") or {}
+        extra = params.get("additionalModelRequestFields") or {}
+        unknown = sorted(set(extra) - {"top_k", "seed"})
+        if unknown:
+            raise ServiceError(
+                "ValidationException", f"additionalModelRequestFields: unknown field(s) {', '.join(unknown)}."
+            )
+        max_tokens = int(config.get("maxTokens", 512))
+        if max_tokens > self.max_tokens_limit:
+            raise ServiceError("ValidationException", f"maxTokens must be at most {self.max_tokens_limit}.")
+        sampling = SamplingParams(
+            max_new_tokens=max_tokens,
+            temperature=float(config.get("temperature", 0.5)),
+            top_p=float(config.get("topP", 0.9)) or 1.0,
+            top_k=int(extra.get("top_k", 0)),
+            seed=extra.get("seed"),
+            stop=tuple(config.get("stopSequences") or ()),
+            add_special_tokens=False,
+        )
+        return record, messages, sampling
+
+    def converse(self, params: dict[str, Any]) -> dict[str, Any]:
+        record, messages, sampling = self._converse_request(params)
+        started = time.perf_counter()
+        with self.pool.use(record.id, self.control.store.weights_dir(record.id)) as model:
+            deltas = list(model.stream(model.render_chat(messages), sampling))
+        last = deltas[-1]
+        return {
+            "output": {
+                "message": {"role": "assistant", "content": [{"text": "".join(d.text for d in deltas)}]}
+            },
+            "stopReason": _converse_stop(last),
+            "usage": _converse_usage(last),
+            "metrics": {"latencyMs": int((time.perf_counter() - started) * 1000)},
+        }
+
+    def converse_stream(self, params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        record, messages, sampling = self._converse_request(params)
+        started = time.perf_counter()
+        context = self.pool.use(record.id, self.control.store.weights_dir(record.id))
+        model = context.__enter__()
+
+        def events() -> Iterator[tuple[str, dict[str, Any]]]:
+            try:
+                yield "messageStart", {"role": "assistant"}
+                last = Delta("")
+                for delta in model.stream(model.render_chat(messages), sampling):
+                    if delta.finish_reason is not None:
+                        last = delta
+                    elif delta.text:
+                        yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": delta.text}}
+                yield "contentBlockStop", {"contentBlockIndex": 0}
+                yield "messageStop", {"stopReason": _converse_stop(last)}
+                latency = int((time.perf_counter() - started) * 1000)
+                yield "metadata", {"usage": _converse_usage(last), "metrics": {"latencyMs": latency}}
+            finally:
+                context.__exit__(None, None, None)
+
+        return events()
+
+
+def _generate(model: LoadedModel, request: InvokeRequest) -> Iterator[Delta]:
+    prompt = request.prompt if request.prompt is not None else model.render_chat(list(request.messages))
+    return model.stream(prompt, request.params)
+
+
+def _converse_stop(last: Delta) -> str:
+    if last.stop_sequence is not None:
+        return "stop_sequence"
+    return _STOP_REASON.get(last.finish_reason or "stop", "end_turn")
+
+
+def _converse_usage(last: Delta) -> dict[str, int]:
+    return {
+        "inputTokens": last.prompt_tokens,
+        "outputTokens": last.completion_tokens,
+        "totalTokens": last.prompt_tokens + last.completion_tokens,
+    }
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,107 @@
+"""The quickstart: the embedded model through a Custom Model Import rehearsal, fully offline.
+
+It runs every stage that exists so far, on the embedded default:
+
+1. the embedded model (SmolLM2-135M-Instruct) from the cache, fetched and converted on first use;
+2. a small synthetic QA dataset, built with ``DatasetBuilder``, and its statistics;
+3. a ``LocalStack`` (local S3 + local Bedrock): upload the model, run the import job, invoke the
+   imported model with the OpenAIChatCompletion body, retrying its cold start as a client must.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_quickstart"]
+
+BUCKET = "bedrock-ft-quickstart"
+ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockModelImport"
+
+Step = Callable[[str], None]
+
+
+def _upload(s3: Any, directory: Path, bucket: str, prefix: str) -> str:
+    s3.create_bucket(Bucket=bucket)
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
+    return f"s3://{bucket}/{prefix}/"
+
+
+def _wait_for_job(bedrock: Any, job_arn: str, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = bedrock.get_model_import_job(jobIdentifier=job_arn)
+        if job["status"] != "InProgress" or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def _invoke_chat(runtime: Any, model_arn: str, body: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """InvokeModel, retrying ModelNotReadyException (the cold start) until the model has loaded."""
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    while True:
+        try:
+            response = runtime.invoke_model(modelId=model_arn, body=json.dumps(body))
+            result: dict[str, Any] = json.loads(response["body"].read())
+            return result
+        except runtime.exceptions.ModelNotReadyException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
+    """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
+    from bedrock_ft.errors import ImportJobError, translate_client_errors
+    from bedrock_ft.local import LocalStack
+    from bedrock_ft.models import embedded_model
+
+    say = step or (lambda message: None)
+    say("embedded model: looking in the cache")
+    model_dir = embedded_model(cache=cache, progress=say)
+    result: dict[str, Any] = {"model_dir": str(model_dir), "question": question}
+
+    say("starting the local S3 and the local Bedrock")
+    with LocalStack() as stack, translate_client_errors():
+        config = stack.aws_config()
+        s3, bedrock, runtime = (config.client(name) for name in ("s3", "bedrock", "bedrock-runtime"))
+        say(f"uploading {model_dir.name} to the local S3")
+        s3_uri = _upload(s3, model_dir, BUCKET, "embedded")
+        say("running the Custom Model Import job")
+        job_arn = bedrock.create_model_import_job(
+            jobName="quickstart-import",
+            importedModelName="smollm2-quickstart",
+            roleArn=ROLE_ARN,
+            modelDataSource={"s3DataSource": {"s3Uri": s3_uri}},
+        )["jobArn"]
+        job = _wait_for_job(bedrock, job_arn)
+        if job["status"] != "Completed":
+            raise ImportJobError(
+                f"import job {job_arn} ended {job['status']}: {job.get('failureMessage')}",
+                job_arn=job_arn,
+                failure_message=job.get("failureMessage"),
+            )
+        model_arn = job["importedModelArn"]
+        say("invoking the imported model (the first call is a cold start)")
+        started = time.perf_counter()
+        body = {"messages": [{"role": "user", "content": question}], "max_tokens": 48, "temperature": 0}
+        out = _invoke_chat(runtime, model_arn, body)
+        result.update(
+            {
+                "s3_uri": s3_uri,
+                "job_arn": job_arn,
+                "model_arn": model_arn,
+                "answer": out["choices"][0]["message"]["content"].strip(),
+                "finish_reason": out["choices"][0]["finish_reason"],
+                "usage": out["usage"],
+                "first_answer_seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+    return result

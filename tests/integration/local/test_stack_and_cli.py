@@ -1,0 +1,112 @@
+"""LocalStack's environment, and the AWS CLI against the local Bedrock."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bedrock_ft.local import LocalBedrockConfig, LocalStack
+
+from .conftest import invoke_until_ready
+
+
+def test_the_block_exports_endpoints_and_restores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "real-account")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREAL")
+    with LocalStack() as stack:
+        assert os.environ["AWS_ENDPOINT_URL_BEDROCK"] == stack.bedrock_url
+        assert os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] == stack.bedrock_url
+        assert os.environ["AWS_ENDPOINT_URL_S3"] == stack.s3_url
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "testing"
+        assert "AWS_PROFILE" not in os.environ
+        assert stack.bedrock_url.startswith("http://127.0.0.1:")
+        # Plain boto3, no endpoint argument: the exported variables route it here.
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="plain")
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["plain"]
+        assert boto3.client("bedrock").list_imported_models()["modelSummaries"] == []
+        assert "export AWS_ENDPOINT_URL_BEDROCK=" in stack.shell_exports()
+        data_dir = stack.data_dir
+        assert data_dir.is_dir()
+    assert os.environ["AWS_PROFILE"] == "real-account"
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "AKIAREAL"
+    assert "AWS_ENDPOINT_URL_BEDROCK" not in os.environ
+    assert not data_dir.exists()  # a temporary state directory goes with the stack
+
+
+def test_a_non_loopback_host_needs_allow_remote() -> None:
+    from bedrock_ft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allow_remote"):
+        LocalBedrockConfig(host="0.0.0.0")
+
+
+@pytest.mark.skipif(
+    shutil.which("aws") is None and not (Path(sys.executable).parent / "aws").exists(), reason="awscli"
+)
+def test_aws_cli_lists_and_invokes(embedded_stack: tuple[LocalStack, str], tmp_path: Path) -> None:
+    stack, arn = embedded_stack
+    from .conftest import client
+
+    invoke_until_ready(client(stack, "bedrock-runtime"), arn, {"prompt": "Hi", "max_gen_len": 1})  # warm it
+    aws = (
+        str(Path(sys.executable).parent / "aws") if (Path(sys.executable).parent / "aws").exists() else "aws"
+    )
+    env = {**os.environ, **stack.env}
+    listed = subprocess.run(
+        [aws, "bedrock", "list-imported-models", "--output", "json"],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [m["modelArn"] for m in json.loads(listed.stdout)["modelSummaries"]] == [arn]
+    out = tmp_path / "out.json"
+    body = json.dumps(
+        {
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 24,
+            "temperature": 0,
+        }
+    )
+    invoked = subprocess.run(
+        [aws, "bedrock-runtime", "invoke-model", "--model-id", arn, "--body", body, str(out)],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
+    assert invoked.returncode == 0, invoked.stderr
+    assert "Paris" in json.loads(out.read_text())["choices"][0]["message"]["content"]
+    bad = subprocess.run(
+        [
+            aws,
+            "bedrock",
+            "create-model-import-job",
+            "--job-name",
+            "bad name!",
+            "--imported-model-name",
+            "m",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/r",
+            "--model-data-source",
+            "s3DataSource={s3Uri=s3://models/x/}",
+        ],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert "ValidationException" in bad.stderr and "jobName" in bad.stderr
