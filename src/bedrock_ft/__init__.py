@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from bedrock_ft.aws import AwsConfig
     from bedrock_ft.config import BaseConfig
+    from bedrock_ft.data import DatasetBuilder, DatasetConfig, register_chat_template, register_format
     from bedrock_ft.errors import (
         AccessDeniedError,
         ArtifactError,
@@ -70,6 +71,8 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "DatasetArtifact",
+    "DatasetBuilder",
+    "DatasetConfig",
     "DatasetError",
     "EndpointUnreachableError",
     "EvaluationError",
@@ -95,6 +98,8 @@ __all__ = [
     "list_architectures",
     "load_artifact",
     "register_architecture",
+    "register_chat_template",
+    "register_format",
 ]
 
 # Public name -> module that defines it. Loaded lazily on first attribute access.
@@ -117,6 +122,11 @@ _EXPORTS: dict[str, str] = {
     "load_artifact": "bedrock_ft.artifacts",
     # configs
     "AwsConfig": "bedrock_ft.aws",
+    # datasets
+    "DatasetBuilder": "bedrock_ft.data",
+    "DatasetConfig": "bedrock_ft.data",
+    "register_chat_template": "bedrock_ft.data",
+    "register_format": "bedrock_ft.data",
     "BaseConfig": "bedrock_ft.config",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",

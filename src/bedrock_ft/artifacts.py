@@ -28,6 +28,7 @@ __all__ = [
     "AnyArtifact",
     "Artifact",
     "DatasetArtifact",
+    "DroppedRecord",
     "EvaluationReport",
     "FileEntry",
     "ImportedModel",
@@ -161,6 +162,16 @@ class TokenStats(BaseModel):
     over_max_length: float = Field(default=0.0, description="Share of records longer than max_length (0..1).")
 
 
+class DroppedRecord(BaseModel):
+    """One record a dataset build left out, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(description="Position of the record in the source (0-based).")
+    field: str | None = Field(default=None, description="The field at fault, when one is.")
+    detail: str = Field(default="", description="What was wrong, and where (file and line) when known.")
+
+
 class DatasetArtifact(Artifact):
     """What DatasetBuilder produced: JSONL splits plus how they were made."""
 
@@ -172,7 +183,9 @@ class DatasetArtifact(Artifact):
     )
     format: str = Field(description="Record format the source was read as (openorca, alpaca, ...).")
     chat_template_name: str | None = Field(
-        default=None, description="Name of the chat template, if built-in."
+        default=None,
+        description="Name of the chat template: a built-in or registered name, 'tokenizer' for the "
+        "tokenizer's own, 'custom' for a Jinja string.",
     )
     chat_template: str | None = Field(
         default=None, description="The Jinja chat template training, invoke and evaluation all use."
@@ -180,6 +193,14 @@ class DatasetArtifact(Artifact):
     record_counts: dict[str, int] = Field(default_factory=dict, description="Records per split.")
     dropped: dict[str, int] = Field(default_factory=dict, description="Records dropped, per reason.")
     token_stats: TokenStats | None = Field(default=None, description="Token lengths of the training split.")
+    dropped_examples: dict[str, tuple[DroppedRecord, ...]] = Field(
+        default_factory=dict, description="The first few dropped records per reason."
+    )
+    source: str | None = Field(default=None, description="Where the raw records came from.")
+    source_records: int | None = Field(default=None, description="Records read from the source.")
+    text_column: bool = Field(
+        default=False, description="Whether split records also carry `text`, rendered with the template."
+    )
 
     path_fields: ClassVar[tuple[str, ...]] = ("train_uri", "test_uri", "eval_uri")
 
