@@ -99,6 +99,9 @@ def quickstart(
         _print_json(result)
         return
     err.print(f"embedded model: [bold]{result['model_dir']}[/bold]", soft_wrap=True)
+    typer.echo("dataset:")
+    for line in result["dataset_summary"]:
+        typer.echo(f"  {line}")
     err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
     usage = result["usage"]
     err.print(

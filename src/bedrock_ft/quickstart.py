@@ -59,14 +59,21 @@ def _invoke_chat(runtime: Any, model_arn: str, body: dict[str, Any], timeout: fl
 
 def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
     """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
+    from bedrock_ft.data import build_synthetic_dataset, summarize
     from bedrock_ft.errors import ImportJobError, translate_client_errors
     from bedrock_ft.local import LocalStack
-    from bedrock_ft.models import embedded_model
+    from bedrock_ft.models import cache_dir, embedded_model
 
     say = step or (lambda message: None)
     say("embedded model: looking in the cache")
     model_dir = embedded_model(cache=cache, progress=say)
     result: dict[str, Any] = {"model_dir": str(model_dir), "question": question}
+
+    say("building the synthetic QA dataset (seeded arithmetic and facts)")
+    data_dir = (Path(cache) if cache else cache_dir()) / "quickstart" / "dataset"
+    dataset = build_synthetic_dataset(data_dir, n=300, seed=0, tokenizer=str(model_dir), overwrite=True)
+    result["dataset"] = dataset.model_dump(mode="json")
+    result["dataset_summary"] = summarize(dataset)
 
     say("starting the local S3 and the local Bedrock")
     with LocalStack() as stack, translate_client_errors():

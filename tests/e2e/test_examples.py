@@ -12,6 +12,12 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 EXPECTED = {
+    "01_dataset_openorca.py": [
+        "records: train 55, test 16 (read 4000, dropped 2403)",
+        "dropped id_filter: 2403 (e.g. record 0, field 'id': id 'niv.0' does not contain 'flan')",
+        "chat template: human_assistant",
+        "files: eval_dataset.jsonl, manifest.json, test_dataset.json, train_dataset.json",
+    ],
     "embedded_model.py": ["A: The capital of France is Paris."],
     "register_architecture.py": [
         "before: unknown architecture 'gpt_neox'",
@@ -29,6 +35,22 @@ EXPECTED = {
     "aws_clients.py": [
         "objects: ['hello.txt']",
         "translated: ResourceNotFoundError (service code NoSuchKey)",
+    ],
+    "local_bedrock.py": [
+        "import job: Completed",
+        "architecture: llama, instruct: True",
+        "OpenAIChatCompletion: The capital of France is Paris.",
+        "BedrockCompletion: The capital of France is Paris. (stop_reason=stop)",
+        "OpenAICompletion, max_tokens=3: finish_reason=length",
+        "chunks: The capital of France is Paris.",
+        "Converse: The capital of France is Paris. (end_turn)",
+        "refused: 1 validation error detected: Value 'bad name!' at 'jobName'",
+    ],
+    "preflight.py": [
+        "smollm2-135m-instruct: passes, 0 error(s), 0 warning(s)",
+        "broken copy: refused, 1 error(s), 1 warning(s)",
+        "[warning] chat-template (tokenizer_config.json)",
+        "raise_for_errors: [error] safetensors-only (pytorch_model.bin)",
     ],
 }
 

@@ -24,6 +24,9 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Q: What is the capital of France?" in proc.stdout
+    # The dataset step: the seeded synthetic QA set, with its statistics.
+    assert "  records: train 240, test 60 (read 300, dropped 0)" in proc.stdout
+    assert "tokens per training record: min " in proc.stdout
     answer = next(line for line in proc.stdout.splitlines() if line.startswith("A: "))
     assert "Paris" in answer
     assert str(embedded_dir) in proc.stderr
@@ -50,3 +53,7 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert result["s3_uri"] == "s3://bedrock-ft-quickstart/embedded/"
     assert result["usage"]["completion_tokens"] > 0
     assert result["finish_reason"] in ("stop", "length")
+    dataset = result["dataset"]
+    assert dataset["record_counts"] == {"train": 240, "test": 60}
+    assert dataset["chat_template_name"] == "tokenizer"
+    assert Path(dataset["train_uri"]).is_file() and Path(dataset["eval_uri"]).is_file()

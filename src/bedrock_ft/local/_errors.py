@@ -24,6 +24,10 @@ class ServiceError(Exception):
         return status_for(self.code)
 
 
+# Codes the service sends that its botocore model doesn't declare as error shapes.
+_UNDECLARED = {"SerializationException": 400, "UnknownOperationException": 404}
+
+
 @functools.cache
 def status_for(code: str) -> int:
     from bedrock_ft.local._shapes import service_model
@@ -34,4 +38,4 @@ def status_for(code: str) -> int:
             status = model.shape_for(code).metadata.get("error", {}).get("httpStatusCode")
             if isinstance(status, int):
                 return status
-    return 500
+    return _UNDECLARED.get(code, 500)

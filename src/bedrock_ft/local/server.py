@@ -165,8 +165,8 @@ def build_app(service: LocalBedrock) -> Any:
                 )
                 _shapes.validate_input(service_name, operation, params)
                 result = await run_in_threadpool(service.call, operation, params)
-            except _shapes.ShapeValidationError as exc:
-                return error(ServiceError("ValidationException", str(exc)), request_id)
+            except _shapes.ShapeValidationError as exc:  # ValidationException, or SerializationException
+                return error(ServiceError(exc.code, str(exc)), request_id)
             except ServiceError as exc:
                 log.info("%s -> %s: %s", operation, exc.code, exc.message)
                 return error(exc, request_id)

@@ -1,0 +1,84 @@
+"""The transformers engine: batched decoding gives each request exactly its own answer."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bedrock_ft.local.engine import Delta, SamplingParams, TransformersEngine
+
+PROMPTS = [
+    "What is the capital of France?",
+    "What is 2 + 2?",
+    "Name a primary colour.",
+    "Write one word that rhymes with cat, and nothing else, please.",
+]
+
+
+@pytest.fixture(scope="module")
+def model(embedded_dir: Path) -> object:
+    loaded = TransformersEngine(max_batch=8, batch_window=0.2).load(embedded_dir)
+    yield loaded
+    loaded.close()
+
+
+def _answer(model: object, question: str, **params: object) -> list[Delta]:
+    prompt = model.render_chat([{"role": "user", "content": question}])  # type: ignore[attr-defined]
+    settings = SamplingParams(
+        **{"max_new_tokens": 16, "temperature": 0.0, "add_special_tokens": False, **params}
+    )  # type: ignore[arg-type]
+    return list(model.stream(prompt, settings))  # type: ignore[attr-defined]
+
+
+def test_concurrent_requests_match_sequential_ones(model: object) -> None:
+    sequential = [_answer(model, q) for q in PROMPTS]
+    results: dict[int, list[Delta]] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, _answer(model, PROMPTS[i])))
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, deltas in enumerate(sequential):
+        assert "".join(d.text for d in results[index]) == "".join(d.text for d in deltas), PROMPTS[index]
+        assert results[index][-1].completion_tokens == deltas[-1].completion_tokens
+        assert results[index][-1].prompt_tokens == deltas[-1].prompt_tokens
+    assert "Paris" in "".join(d.text for d in sequential[0])
+
+
+def test_each_request_keeps_its_own_limits_and_stops(model: object) -> None:
+    results: dict[str, list[Delta]] = {}
+    jobs = {
+        "short": {"max_new_tokens": 2},
+        "stop": {"stop": (" Paris",)},
+        "long": {"max_new_tokens": 16},
+    }
+    threads = [
+        threading.Thread(target=lambda k=k, p=p: results.__setitem__(k, _answer(model, PROMPTS[0], **p)))
+        for k, p in jobs.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results["short"][-1].finish_reason == "length" and results["short"][-1].completion_tokens == 2
+    assert results["stop"][-1].stop_sequence == " Paris"
+    assert "Paris" not in "".join(d.text for d in results["stop"])
+    assert "Paris" in "".join(d.text for d in results["long"])
+    assert results["long"][-1].finish_reason == "stop"
+
+
+def test_a_consumer_that_stops_early_frees_its_slot(model: object) -> None:
+    prompt = model.render_chat([{"role": "user", "content": "Tell me a long story."}])  # type: ignore[attr-defined]
+    stream = model.stream(prompt, SamplingParams(max_new_tokens=400, temperature=0.0))  # type: ignore[attr-defined]
+    next(stream)
+    request = stream.gi_frame.f_locals["request"]
+    stream.close()  # the client went away
+    assert "Paris" in "".join(d.text for d in _answer(model, PROMPTS[0]))
+    # The abandoned request stopped decoding instead of running to its 400 tokens.
+    assert request.cancelled and request.finished
+    assert len(request.generated) < 100
