@@ -33,11 +33,17 @@ def _upload(s3: Any, directory: Path, bucket: str, prefix: str) -> str:
 
 
 def _wait_for_job(bedrock: Any, job_arn: str, timeout: float = 600) -> dict[str, Any]:
+    from bedrock_ft.errors import ImportJobError
+
     deadline = time.monotonic() + timeout
     while True:
         job: dict[str, Any] = bedrock.get_model_import_job(jobIdentifier=job_arn)
-        if job["status"] != "InProgress" or time.monotonic() > deadline:
+        if job["status"] != "InProgress":
             return job
+        if time.monotonic() > deadline:
+            raise ImportJobError(
+                f"import job {job_arn} still InProgress after {timeout:.0f} s", job_arn=job_arn
+            )
         time.sleep(0.2)
 
 

@@ -67,18 +67,18 @@ class ControlPlane:
         if not s3_uri:
             raise ServiceError("ValidationException", "modelDataSource.s3DataSource.s3Uri is required.")
         with self.store.lock:
-            if token:
-                for job in self.store.jobs.values():
-                    if job.client_token == token:
-                        if job.request != params:
-                            raise ServiceError(
-                                "ConflictException",
-                                f"The clientRequestToken {token} was already used with different parameters.",
-                            )
-                        return 201, {"jobArn": job.arn}
+            existing = self._idempotent(token, params)
+            if existing is not None:
+                return 201, {"jobArn": existing}
             self._check_names(params["jobName"], params["importedModelName"])
             self._check_quotas()
-            self._check_source(s3_uri)
+        self._check_source(s3_uri)  # network I/O: outside the lock, which every invoke takes
+        with self.store.lock:
+            existing = self._idempotent(token, params)
+            if existing is not None:
+                return 201, {"jobArn": existing}
+            self._check_names(params["jobName"], params["importedModelName"])
+            self._check_quotas()
             job_id, model_id = new_id(), new_id()
             stamp = now()
             job = JobRecord(
@@ -100,6 +100,20 @@ class ControlPlane:
         self._threads.append(thread)
         thread.start()
         return 201, {"jobArn": job.arn}
+
+    def _idempotent(self, token: str | None, params: dict[str, Any]) -> str | None:
+        """The job a repeated clientRequestToken already created, if the request is the same."""
+        if not token:
+            return None
+        for job in self.store.jobs.values():
+            if job.client_token == token:
+                if job.request != params:
+                    raise ServiceError(
+                        "ConflictException",
+                        f"The clientRequestToken {token} was already used with different parameters.",
+                    )
+                return job.arn
+        return None
 
     def _check_names(self, job_name: str, model_name: str) -> None:
         if any(job.name == job_name for job in self.store.jobs.values()):
@@ -126,11 +140,13 @@ class ControlPlane:
             )
 
     def _check_source(self, s3_uri: str) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, prefix = parse_s3_uri(s3_uri)
         try:
             objects = list_model_objects(self._s3(), bucket, prefix)
+        except BotoCoreError as exc:  # no credentials, S3 unreachable
+            raise ServiceError("AccessDeniedException", f"Can't read {s3_uri}: {exc}") from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchBucket", "404"):

@@ -21,6 +21,8 @@ log = logging.getLogger("bedrock_ft.local")
 
 _GIB = 1 << 30
 _CMU_BYTES = 8 * _GIB
+_MAX_BYTES = 200 * 10**9
+"""Checked before copying; preflight checks the exact per-architecture limit afterwards."""
 """A rough Custom Model Unit size: Bedrock gives an 8B bf16 model (16 GB) 2 CMUs per copy."""
 
 
@@ -71,8 +73,20 @@ def run_import(store: Store, job: JobRecord, s3: Any, *, legacy_format: bool) ->
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        objects = list_model_objects(s3, bucket, prefix)
+        listed = sum(int(obj.get("Size", 0)) for obj in objects)
+        free = shutil.disk_usage(staging).free
+        if listed > free:
+            raise ImportFailed(
+                f"The model at {job.s3_uri} is {listed / _GIB:.1f} GiB; the local Bedrock's data directory "
+                f"has {free / _GIB:.1f} GiB free."
+            )
+        if listed > _MAX_BYTES:
+            raise ImportFailed(
+                f"The model at {job.s3_uri} is {listed / 1e9:.0f} GB, over Bedrock's 200 GB limit."
+            )
         total = 0
-        for obj in list_model_objects(s3, bucket, prefix):
+        for obj in objects:
             relative = safe_relative_key(obj["Key"], prefix)
             target = staging / Path(*relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)

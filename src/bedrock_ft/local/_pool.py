@@ -34,6 +34,8 @@ class _Slot:
     last_used: float = field(default_factory=time.monotonic)
     in_flight: int = 0
     load_seconds: float | None = None
+    retiring: bool = False
+    """Removed from the pool while loading or in use: closed when the last request lets go."""
 
 
 class ModelPool:
@@ -67,6 +69,9 @@ class ModelPool:
             with self._lock:
                 slot.in_flight -= 1
                 slot.last_used = self._clock()
+                close = slot.retiring and slot.in_flight == 0
+            if close:
+                model.close()
 
     def is_loaded(self, model_id: str) -> bool:
         with self._lock:
@@ -79,10 +84,15 @@ class ModelPool:
             return None if slot is None else slot.load_seconds
 
     def unload(self, model_id: str) -> None:
+        """Forget a model. A load in progress, or requests still using it, close it when they finish."""
         with self._lock:
             slot = self._slots.pop(model_id, None)
-        if slot is not None and slot.model is not None:
-            slot.model.close()
+            if slot is None:
+                return
+            slot.retiring = True
+            model = slot.model if slot.in_flight == 0 else None
+        if model is not None:
+            model.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -112,6 +122,9 @@ class ModelPool:
         if self.cold_start:
             raise ServiceError("ModelNotReadyException", NOT_READY_MESSAGE)
         loading.wait()
+        with self._lock:
+            if self._slots.get(model_id) is not slot:
+                raise ServiceError("ResourceNotFoundException", f"The model {model_id} was deleted.")
         return self._acquire(model_id, model_dir)
 
     def _load(self, model_id: str, model_dir: Path, slot: _Slot) -> None:
@@ -129,7 +142,11 @@ class ModelPool:
                 slot.load_seconds = time.perf_counter() - started
                 slot.last_used = self._clock()
                 event, slot.loading = slot.loading, None
-            log.info("loaded %s in %.2f s", model_id, slot.load_seconds)
+                orphaned = slot.retiring  # deleted or unloaded while it loaded
+            if orphaned:
+                model.close()
+            else:
+                log.info("loaded %s in %.2f s", model_id, slot.load_seconds)
         if event is not None:
             event.set()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from bedrock_ft.local._control import ControlPlane
@@ -13,7 +15,7 @@ from bedrock_ft.local._errors import ServiceError
 from bedrock_ft.local._formats import InvokeRequest, parse_invoke_body, response_body, stream_chunks
 from bedrock_ft.local._pool import ModelPool
 from bedrock_ft.local._store import ModelRecord
-from bedrock_ft.local.engine import Delta, LoadedModel, SamplingParams
+from bedrock_ft.local.engine import Delta, LoadedModel, PromptTooLongError, SamplingParams
 
 __all__ = ["Runtime"]
 
@@ -38,39 +40,46 @@ class Runtime:
 
     # --- InvokeModel -------------------------------------------------------------------------------
 
-    def invoke(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, params: dict[str, Any], *, stream: bool) -> tuple[ModelRecord, InvokeRequest]:
         record = self._model(params["modelId"])
         request = parse_invoke_body(
             params.get("body") or b"",
             record.invoke_format,
             max_tokens_limit=self.max_tokens_limit,
-            stream=False,
+            stream=stream,
         )
-        with self.pool.use(record.id, self.control.store.weights_dir(record.id)) as model:
+        if request.kind == "openai_chat" and not record.instruct_supported:
+            raise ServiceError(
+                "ValidationException",
+                "This model has no chat template, which the messages format needs; send a 'prompt'.",
+            )
+        return record, request
+
+    def _lease(self, record: ModelRecord) -> AbstractContextManager[LoadedModel]:
+        return self.pool.use(record.id, self.control.store.weights_dir(record.id))
+
+    def invoke(self, params: dict[str, Any]) -> dict[str, Any]:
+        record, request = self._request(params, stream=False)
+        with self._lease(record) as model:
             deltas = list(_generate(model, request))
         text = "".join(delta.text for delta in deltas)
         return response_body(request, text, deltas[-1], record.arn)
 
     def invoke_stream(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Checks everything and takes the model before returning, so errors are plain responses."""
-        record = self._model(params["modelId"])
-        request = parse_invoke_body(
-            params.get("body") or b"",
-            record.invoke_format,
-            max_tokens_limit=self.max_tokens_limit,
-            stream=True,
-        )
+        """Checks the request, takes the model and computes the first chunk before returning, so that
+        errors are plain error responses and an abandoned stream still releases the model."""
+        record, request = self._request(params, stream=True)
         started = time.perf_counter()
-        context = self.pool.use(record.id, self.control.store.weights_dir(record.id))
-        model = context.__enter__()
+        lease = self._lease(record)
+        model = lease.__enter__()
 
         def chunks() -> Iterator[dict[str, Any]]:
             try:
                 yield from stream_chunks(request, _generate(model, request), record.arn, started=started)
             finally:
-                context.__exit__(None, None, None)
+                lease.__exit__(None, None, None)
 
-        return chunks()
+        return _started(chunks())
 
     # --- Converse ----------------------------------------------------------------------------------
 
@@ -119,14 +128,23 @@ class Runtime:
             raise ServiceError(
                 "ValidationException", f"additionalModelRequestFields: unknown field(s) {', '.join(unknown)}."
             )
-        max_tokens = int(config.get("maxTokens", 512))
+        max_tokens = int(config.get("maxTokens", min(512, self.max_tokens_limit)))
         if max_tokens > self.max_tokens_limit:
             raise ServiceError("ValidationException", f"maxTokens must be at most {self.max_tokens_limit}.")
+        for key, high in (("top_k", 100_000), ("seed", 2**63 - 1)):
+            value = extra.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high
+            ):
+                message = (
+                    f"additionalModelRequestFields.{key} must be an integer in [0, {high}], got {value!r}."
+                )
+                raise ServiceError("ValidationException", message)
         sampling = SamplingParams(
             max_new_tokens=max_tokens,
             temperature=float(config.get("temperature", 0.5)),
             top_p=float(config.get("topP", 0.9)) or 1.0,
-            top_k=int(extra.get("top_k", 0)),
+            top_k=int(extra.get("top_k") or 0),
             seed=extra.get("seed"),
             stop=tuple(config.get("stopSequences") or ()),
             add_special_tokens=False,
@@ -136,8 +154,8 @@ class Runtime:
     def converse(self, params: dict[str, Any]) -> dict[str, Any]:
         record, messages, sampling = self._converse_request(params)
         started = time.perf_counter()
-        with self.pool.use(record.id, self.control.store.weights_dir(record.id)) as model:
-            deltas = list(model.stream(model.render_chat(messages), sampling))
+        with self._lease(record) as model:
+            deltas = list(_checked(lambda: model.stream(_render(model, messages), sampling)))
         last = deltas[-1]
         return {
             "output": {
@@ -151,14 +169,16 @@ class Runtime:
     def converse_stream(self, params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         record, messages, sampling = self._converse_request(params)
         started = time.perf_counter()
-        context = self.pool.use(record.id, self.control.store.weights_dir(record.id))
-        model = context.__enter__()
+        lease = self._lease(record)
+        model = lease.__enter__()
 
         def events() -> Iterator[tuple[str, dict[str, Any]]]:
             try:
+                deltas = _checked(lambda: model.stream(_render(model, messages), sampling))
+                first = next(deltas)  # errors surface before anything is sent
                 yield "messageStart", {"role": "assistant"}
                 last = Delta("")
-                for delta in model.stream(model.render_chat(messages), sampling):
+                for delta in itertools.chain([first], deltas):
                     if delta.finish_reason is not None:
                         last = delta
                     elif delta.text:
@@ -168,14 +188,51 @@ class Runtime:
                 latency = int((time.perf_counter() - started) * 1000)
                 yield "metadata", {"usage": _converse_usage(last), "metrics": {"latencyMs": latency}}
             finally:
-                context.__exit__(None, None, None)
+                lease.__exit__(None, None, None)
 
-        return events()
+        return _started(events())
+
+
+def _started(items: Iterator[Any]) -> Iterator[Any]:
+    """Run ``items`` up to its first element now: a failure raises here, in the request, and the
+    generator is then suspended inside its ``try``, so dropping it still runs its ``finally``."""
+    try:
+        first = next(items)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], items)
+
+
+def _render(model: LoadedModel, messages: Any) -> str:
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return model.render_chat(list(messages))
+    except TemplateError as exc:
+        raise ServiceError(
+            "ValidationException", f"The model's chat template refused the messages: {exc}"
+        ) from None
+
+
+def _checked(start: Any) -> Iterator[Delta]:
+    """Start a model stream; a prompt over the context is the client's error, whenever it's found."""
+    try:
+        stream: Iterator[Delta] = start()
+    except PromptTooLongError as exc:
+        raise ServiceError("ValidationException", str(exc)) from None
+    return _mapped(stream)
+
+
+def _mapped(stream: Iterator[Delta]) -> Iterator[Delta]:
+    try:
+        yield from stream
+    except PromptTooLongError as exc:
+        raise ServiceError("ValidationException", str(exc)) from None
 
 
 def _generate(model: LoadedModel, request: InvokeRequest) -> Iterator[Delta]:
-    prompt = request.prompt if request.prompt is not None else model.render_chat(list(request.messages))
-    return model.stream(prompt, request.params)
+    prompt = request.prompt if request.prompt is not None else _render(model, request.messages)
+    return _checked(lambda: model.stream(prompt, request.params))
 
 
 def _converse_stop(last: Delta) -> str:

@@ -284,7 +284,8 @@ def _render(value: Any) -> str:
         return "[" + ", ".join(_render(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}={_render(v)}" for k, v in value.items()) + "}"
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return text if len(text) <= 256 else text[:256] + "..."  # don't echo a megabyte back
 
 
 def _null(path: str) -> str:
@@ -306,6 +307,8 @@ def _constraints(shape: Any, value: Any) -> Iterable[str]:
         yield f"Member must have {what} greater than or equal to {meta['min']}"
     if "max" in meta and size > meta["max"]:
         yield f"Member must have {what} less than or equal to {meta['max']}"
+        if not numeric:
+            return  # matching a pattern against an over-long value only costs time
     matches = pattern_matcher(meta["pattern"]) if kind == "string" and "pattern" in meta else None
     if matches is not None and not matches(value):
         yield f"Member must satisfy regular expression pattern: {meta['pattern']}"

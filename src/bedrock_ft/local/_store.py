@@ -13,7 +13,9 @@ alphanumerics, as Bedrock's are; anything else is refused before it touches the 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import re
 import secrets
 import shutil
@@ -26,7 +28,14 @@ from typing import Any
 
 from bedrock_ft._io import atomic_write_text
 
-__all__ = ["JobRecord", "ModelRecord", "Store", "new_id", "now"]
+__all__ = ["JobRecord", "ModelRecord", "Store", "StoreLockedError", "new_id", "now"]
+
+log = logging.getLogger("bedrock_ft.local")
+
+
+class StoreLockedError(RuntimeError):
+    """Another local Bedrock is using this data directory."""
+
 
 _ID = re.compile(r"^[a-z0-9]{12}$")
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -88,6 +97,14 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.lock = threading.RLock()
+        root.mkdir(parents=True, exist_ok=True)
+        # One server per data directory: a second would fail the first one's jobs and delete its copies.
+        self._lockfile = (root / ".lock").open("a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockfile.close()
+            raise StoreLockedError(f"{root} is in use by another local Bedrock") from None
         for sub in ("jobs", "models", "staging"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.jobs: dict[str, JobRecord] = {}
@@ -125,9 +142,19 @@ class Store:
             (directory / "model.json").unlink(missing_ok=True)
             shutil.rmtree(directory, ignore_errors=True)
 
+    def close(self) -> None:
+        """Release the data directory for another server."""
+        if not self._lockfile.closed:
+            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+            self._lockfile.close()
+
     def _load(self) -> None:
         for path in sorted((self.root / "jobs").glob("*.json")):
-            job = JobRecord(**json.loads(path.read_text(encoding="utf-8")))
+            try:
+                job = JobRecord(**json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable job record %s: %s", path, exc)
+                continue
             if job.status == "InProgress":
                 # The thread that ran it is gone with the old process.
                 job.status = "Failed"
@@ -136,11 +163,15 @@ class Store:
                 self.save_job(job)
             self.jobs[job.id] = job
         for path in sorted((self.root / "models").glob("*/model.json")):
-            model = ModelRecord(**json.loads(path.read_text(encoding="utf-8")))
+            try:
+                model = ModelRecord(**json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable model record %s: %s", path, exc)
+                continue
             self.models[model.id] = model
         for leftover in (self.root / "staging").iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
         # A model directory without model.json is a crashed import's or delete's leftover.
         for directory in (self.root / "models").iterdir():
-            if directory.is_dir() and not (directory / "model.json").exists():
+            if directory.is_dir() and not (directory / "model.json").exists() and _ID.match(directory.name):
                 shutil.rmtree(directory, ignore_errors=True)

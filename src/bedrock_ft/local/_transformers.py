@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bedrock_ft.local.engine import Delta, FinishReason, SamplingParams, chat_template_of
+from bedrock_ft.local.engine import Delta, FinishReason, PromptTooLongError, SamplingParams, chat_template_of
 
 __all__ = ["TransformersModel"]
 
@@ -62,8 +63,15 @@ class TransformersModel:
         self._eos: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         pad = self.tokenizer.pad_token_id
         self._pad = int(pad if pad is not None else next(iter(self._eos), 0))
+        config = self.model.config
+        self.max_positions: int | None = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
         self.max_batch = max_batch
         self.batch_window = batch_window
+        self.batch_sizes: Counter[int] = Counter()
+        """How many batches of each size were decoded (for tests and tuning)."""
+        self._closed = False
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"decode-{model_dir.name}", daemon=True)
         self._worker.start()
@@ -78,8 +86,26 @@ class TransformersModel:
         )
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Delta]:
+        """Tokenizes and checks at once (errors raise here, not at the first ``next``)."""
+        if self._closed:
+            raise RuntimeError("the model was unloaded")
         request = _Request(prompt, params)
+        request.ids = list(self.tokenizer(prompt, add_special_tokens=params.add_special_tokens)["input_ids"])
+        needed = len(request.ids) + params.max_new_tokens
+        if self.max_positions and needed > self.max_positions:
+            raise PromptTooLongError(
+                f"This model's maximum context length is {self.max_positions} tokens. However, you "
+                f"requested {needed} tokens ({len(request.ids)} in the prompt, {params.max_new_tokens} "
+                "for the completion). Reduce the prompt or the maximum tokens."
+            )
+        if params.seed is not None:
+            import torch
+
+            request.generator = torch.Generator(device=self.device).manual_seed(params.seed)
         self._queue.put(request)
+        return self._results(request)
+
+    def _results(self, request: _Request) -> Iterator[Delta]:
         try:
             while True:
                 item = request.out.get()
@@ -92,6 +118,7 @@ class TransformersModel:
             request.cancelled = True  # a consumer that stops early frees its batch slot
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
 
     # --- the worker ----------------------------------------------------------------------------------
@@ -99,7 +126,10 @@ class TransformersModel:
     def _work(self) -> None:
         while True:
             first = self._queue.get()
-            if first is None:
+            if first is None or self._closed:  # closed: what hasn't started yet fails
+                if first is not None:
+                    self._queue.put(first)
+                self._drain()
                 return
             batch = [first]
             while len(batch) < self.max_batch:
@@ -111,6 +141,7 @@ class TransformersModel:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(item)
+            self.batch_sizes[len(batch)] += 1
             try:
                 self._decode(batch)
             except Exception as exc:
@@ -122,14 +153,21 @@ class TransformersModel:
                 for request in batch:
                     request.out.put(_DONE)
 
+    def _drain(self) -> None:
+        """After close: nothing still queued may wait forever."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item.out.put(RuntimeError("the model was unloaded"))
+                item.out.put(_DONE)
+        self.model = None
+
     def _decode(self, batch: list[_Request]) -> None:
         import torch
 
-        for request in batch:
-            encoded = self.tokenizer(request.prompt, add_special_tokens=request.params.add_special_tokens)
-            request.ids = list(encoded["input_ids"])
-            if request.params.seed is not None:
-                request.generator = torch.Generator(device=self.device).manual_seed(request.params.seed)
         width = max(len(r.ids) for r in batch)
         input_ids = torch.tensor(
             [[self._pad] * (width - len(r.ids)) + r.ids for r in batch], device=self.device
@@ -149,6 +187,7 @@ class TransformersModel:
                     position_ids=step_positions,
                     past_key_values=past,
                     use_cache=True,
+                    logits_to_keep=1,  # the prompt's other positions' logits would be (batch, width, vocab)
                 )
                 past = out.past_key_values
                 logits = out.logits[:, -1].float()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from bedrock_ft.config import BaseConfig
 
@@ -17,6 +17,9 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class LocalBedrockConfig(BaseConfig):
     """How the local Bedrock runs. Every default mirrors the real service where there is one."""
 
+    allow_remote: bool = Field(
+        default=False, description="Allow binding a non-loopback address. The server checks no signatures."
+    )
     host: str = Field(
         default="127.0.0.1",
         description="Address to bind. Loopback only unless allow_remote is set: the server has no auth.",
@@ -25,9 +28,6 @@ class LocalBedrockConfig(BaseConfig):
         default=0, ge=0, le=65535, description="Port for the Bedrock server; 0 picks a free one."
     )
     s3_port: int = Field(default=0, ge=0, le=65535, description="Port for the local S3 (moto); 0 picks one.")
-    allow_remote: bool = Field(
-        default=False, description="Allow binding a non-loopback address. The server checks no signatures."
-    )
     data_dir: Path | None = Field(
         default=None,
         description="Where jobs, imported models and their weights are kept across restarts. "
@@ -76,12 +76,11 @@ class LocalBedrockConfig(BaseConfig):
 
     @field_validator("host")
     @classmethod
-    def _loopback(cls, value: str) -> str:
-        return value.strip()
-
-    def model_post_init(self, __context: object) -> None:
-        if self.host not in _LOOPBACK and not self.allow_remote:
+    def _loopback(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value not in _LOOPBACK and not info.data.get("allow_remote", False):
             raise ValueError(
-                f"host {self.host!r} is not a loopback address; set allow_remote=True to bind it "
+                f"{value!r} is not a loopback address; set allow_remote=True to bind it "
                 "(the local Bedrock checks no credentials)"
             )
+        return value

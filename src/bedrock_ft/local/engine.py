@@ -18,12 +18,17 @@ __all__ = [
     "Delta",
     "InferenceEngine",
     "LoadedModel",
+    "PromptTooLongError",
     "SamplingParams",
     "TransformersEngine",
     "chat_template_of",
 ]
 
 FinishReason = Literal["stop", "length"]
+
+
+class PromptTooLongError(ValueError):
+    """The prompt and the tokens asked for don't fit in the model's context."""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ class LocalBedrock:
     def close(self) -> None:
         self.control.join(timeout=30)
         self.pool.close()
+        self.store.close()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -234,6 +235,7 @@ class BedrockServer:
     ) -> None:
         self.config = config or LocalBedrockConfig()
         self.service = LocalBedrock(self.config, s3_endpoint_url=s3_endpoint_url, engine=engine)
+        self._closed = False
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -269,4 +271,6 @@ class BedrockServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.service.close()
+        if not self._closed:
+            self._closed = True
+            self.service.close()

@@ -290,3 +290,73 @@ def test_legacy_import_answers_in_the_mistral_native_body(
             modelId=job["importedModelArn"], body=json.dumps({"messages": [{"role": "user", "content": "x"}]})
         )
     assert "native format" in _error(caught)[1]
+
+
+def test_chat_needs_a_template_and_a_template_may_refuse(
+    new_stack: StackFactory, make_model: Callable[..., Path]
+) -> None:
+    no_template = make_model()
+    config = json.loads((no_template / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+    strict = make_model(
+        add={
+            "chat_template.jinja": b"{% for m in messages %}{% if m['role'] == 'system' %}"
+            b"{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+        }
+    )
+    stack = new_stack(cold_start=False, max_imported_models=5)
+    plain = import_model(stack, upload_dir(stack, no_template, "plain"), "plain")
+    fussy = import_model(stack, upload_dir(stack, strict, "fussy"), "fussy")
+    bedrock, runtime = client(stack, "bedrock"), client(stack, "bedrock-runtime")
+    assert bedrock.get_imported_model(modelIdentifier="plain")["instructSupported"] is False
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+    for arn, needle in (
+        (plain["importedModelArn"], "no chat template"),
+        (fussy["importedModelArn"], "System role"),
+    ):
+        with pytest.raises(ClientError) as caught:
+            runtime.invoke_model(modelId=arn, body=json.dumps({**chat, "max_tokens": 2}))
+        assert _error(caught)[0] == "ValidationException" and needle in _error(caught)[1]
+        with pytest.raises(ClientError) as caught:  # the stream fails the same way, before any event
+            runtime.invoke_model_with_response_stream(modelId=arn, body=json.dumps({**chat, "max_tokens": 2}))
+        assert _error(caught)[0] == "ValidationException"
+    with pytest.raises(ClientError) as caught:
+        runtime.converse(
+            modelId=fussy["importedModelArn"],
+            system=[{"text": "Be brief."}],
+            messages=[{"role": "user", "content": [{"text": "hi"}]}],
+        )
+    assert "System role" in _error(caught)[1]
+
+
+def test_over_long_requests_and_bad_extra_fields_are_client_errors(
+    new_stack: StackFactory, tiny_model_dir: Path
+) -> None:
+    stack = new_stack(cold_start=False)
+    arn = import_model(stack, upload_dir(stack, tiny_model_dir, "tiny"), "tiny")["importedModelArn"]
+    runtime = client(stack, "bedrock-runtime")
+    with pytest.raises(ClientError) as caught:  # the tiny model's context is 2048 tokens
+        runtime.invoke_model(modelId=arn, body=json.dumps({"prompt": "hi", "max_tokens": 4000}))
+    assert _error(caught)[0] == "ValidationException"
+    assert "maximum context length is 2048" in _error(caught)[1]
+    for extra in ({"seed": "x"}, {"seed": 2**70}, {"top_k": "abc"}, {"frobnicate": 1}):
+        with pytest.raises(ClientError) as caught:
+            runtime.converse(
+                modelId=arn,
+                messages=[{"role": "user", "content": [{"text": "hi"}]}],
+                additionalModelRequestFields=extra,
+            )
+        assert _error(caught)[0] == "ValidationException", extra
+    body = json.dumps({"prompt": "hi", "max_gen_len": 2})  # and the model still serves
+    assert (
+        json.loads(runtime.invoke_model(modelId=arn, body=body)["body"].read())["generation_token_count"] >= 1
+    )
+
+
+def test_one_server_per_data_dir(new_stack: StackFactory, tmp_path: Path) -> None:
+    from bedrock_ft.local._store import StoreLockedError
+
+    new_stack(data_dir=tmp_path / "shared")
+    with pytest.raises(StoreLockedError, match="in use by another local Bedrock"):
+        new_stack(data_dir=tmp_path / "shared")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bedrock_ft.local.engine import Delta, SamplingParams, TransformersEngine
+from bedrock_ft.local.engine import Delta, PromptTooLongError, SamplingParams, TransformersEngine
 
 PROMPTS = [
     "What is the capital of France?",
@@ -48,6 +48,28 @@ def test_concurrent_requests_match_sequential_ones(model: object) -> None:
         assert results[index][-1].completion_tokens == deltas[-1].completion_tokens
         assert results[index][-1].prompt_tokens == deltas[-1].prompt_tokens
     assert "Paris" in "".join(d.text for d in sequential[0])
+    assert max(model.batch_sizes) > 1  # type: ignore[attr-defined]  # they really shared a batch
+
+
+def test_a_prompt_over_the_context_is_refused_before_decoding(model: object) -> None:
+    limit = model.max_positions  # type: ignore[attr-defined]
+    with pytest.raises(PromptTooLongError, match=f"maximum context length is {limit} tokens"):
+        model.stream("hello " * limit, SamplingParams(max_new_tokens=8))  # type: ignore[attr-defined]
+    with pytest.raises(PromptTooLongError):
+        model.stream("hello", SamplingParams(max_new_tokens=limit))  # type: ignore[attr-defined]
+
+
+def test_requests_queued_on_a_closed_model_fail_instead_of_hanging(embedded_dir: Path) -> None:
+    loaded = TransformersEngine(batch_window=0.0).load(embedded_dir)
+    busy = loaded.stream("Once upon a time", SamplingParams(max_new_tokens=64, temperature=0.0))
+    first = next(busy)  # its batch is running
+    queued = loaded.stream("Hi", SamplingParams(max_new_tokens=4, temperature=0.0))
+    loaded.close()
+    assert [first, *busy][-1].completion_tokens == 64  # the running batch finishes
+    with pytest.raises(RuntimeError, match="unloaded"):
+        list(queued)
+    with pytest.raises(RuntimeError, match="unloaded"):
+        loaded.stream("Hi", SamplingParams(max_new_tokens=4))
 
 
 def test_each_request_keeps_its_own_limits_and_stops(model: object) -> None:
