@@ -16,6 +16,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.model import ShapeResolver
 
+from bedrock_ft.local import _patterns as P
 from bedrock_ft.local import _shapes as S
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:imported-model/abc123def456"
@@ -342,7 +343,7 @@ def test_map_keys_and_values_and_other_scalar_types() -> None:
 def test_every_model_pattern_runs_on_the_linear_engine() -> None:
     patterns = _model_patterns()
     assert len(patterns) > 100
-    kinds = {p: S._compile_pattern(p)[0] for p in patterns}
+    kinds = {p: P._compile_pattern(p)[0] for p in patterns}
     assert {k for k in kinds.values()} == {"nfa"}
     # \p{L} is one the model needs translated: Python's re refuses it as written.
     unicode_names = [p for p in patterns if "\\p{" in p]
@@ -400,13 +401,13 @@ def test_java_semantics_are_kept() -> None:
 def test_untranslatable_patterns_are_skipped_not_guessed(
     pattern: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    S._compile_pattern.cache_clear()
-    with caplog.at_level("WARNING", logger=S.__name__):
+    P._compile_pattern.cache_clear()
+    with caplog.at_level("WARNING", logger="bedrock_ft.local._shapes"):
         assert S.pattern_matcher(pattern) is None
     assert "has no Python equivalent" in caplog.text
     assert S.validate_value(_shape({"type": "string", "pattern": pattern}), "anything!", "v") == []
 
 
 def test_constructs_outside_the_engine_fall_back_to_re() -> None:
-    kind, matches = S._compile_pattern(r"(a)\1")
+    kind, matches = P._compile_pattern(r"(a)\1")
     assert kind == "re" and matches is not None and matches("aa") and not matches("ab")

@@ -135,8 +135,8 @@ class LocalBedrock:
 
 def build_app(service: LocalBedrock) -> Any:
     """The Starlette app for ``service``."""
+    import anyio
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
@@ -144,6 +144,9 @@ def build_app(service: LocalBedrock) -> Any:
     from bedrock_ft.local import _eventstream, _shapes
 
     debug = service.config.debug
+    # Runtime calls wait on generation and hold their worker threads (anyio's default pool of 40); the
+    # control plane gets threads of its own, so GetModelImportJob never queues behind invocations.
+    control_threads = anyio.CapacityLimiter(8)
 
     def error(exc: ServiceError, request_id: str) -> Response:
         headers = {"x-amzn-ErrorType": exc.code, "x-amzn-RequestId": request_id}
@@ -165,7 +168,8 @@ def build_app(service: LocalBedrock) -> Any:
                     dict(request.headers),
                 )
                 _shapes.validate_input(service_name, operation, params)
-                result = await run_in_threadpool(service.call, operation, params)
+                limiter = control_threads if operation in _CONTROL_OPS else None
+                result = await anyio.to_thread.run_sync(service.call, operation, params, limiter=limiter)
             except _shapes.ShapeValidationError as exc:  # ValidationException, or SerializationException
                 return error(ServiceError(exc.code, str(exc)), request_id)
             except ServiceError as exc:
