@@ -36,7 +36,11 @@ class _Request:
     # Decoding state, owned by the worker.
     ids: list[int] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
+    text: str = ""
+    """Everything decoded so far (emitted, or held back while it may still become a stop sequence)."""
     emitted: str = ""
+    prefix_offset: int = 0
+    read_offset: int = 0
     finished: bool = False
     generator: Any = None
 
@@ -215,9 +219,10 @@ class TransformersModel:
             self._finish(request, "stop", None)
             return
         request.generated.append(token)
-        text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence waits for the next token
-            cut = _find_stop(text, params.stop)
+        if self._decode_new(request):  # an incomplete UTF-8 sequence waits for the next token
+            text = request.text
+            longest = max((len(s) for s in params.stop), default=0)
+            cut = _find_stop(text, params.stop, start=max(0, len(request.emitted) - longest))
             if cut is not None:
                 stop, index = cut
                 if index > len(request.emitted):
@@ -225,17 +230,37 @@ class TransformersModel:
                 request.emitted = text[:index]
                 self._finish(request, "stop", stop)
                 return
-            holdback = max((len(s) for s in params.stop), default=1) - 1
-            safe = len(text) - holdback
+            safe = len(text) - max(longest - 1, 0)
             if safe > len(request.emitted):
                 request.out.put(Delta(text[len(request.emitted) : safe]))
                 request.emitted = text[:safe]
         if len(request.generated) >= params.max_new_tokens:
             self._finish(request, "length", None)
 
+    def _decode_new(self, request: _Request) -> bool:
+        """Append the text of the newest tokens to ``request.text``; False while it's incomplete UTF-8.
+
+        Decoding only a short window (the new tokens, after those read the step before as context)
+        keeps each step O(1) instead of decoding the whole answer again; the context tokens make
+        tokenizers that drop a leading space at the start of a decode still produce it.
+        """
+        decode = self.tokenizer.decode
+        window = request.generated[request.prefix_offset :]
+        before = decode(
+            request.generated[request.prefix_offset : request.read_offset], skip_special_tokens=True
+        )
+        after = decode(window, skip_special_tokens=True)
+        if after.endswith("\ufffd") or len(after) < len(before):
+            return False
+        request.text += after[len(before) :]
+        request.prefix_offset = request.read_offset
+        request.read_offset = len(request.generated)
+        return True
+
     def _finish(self, request: _Request, reason: FinishReason, stop: str | None) -> None:
         if stop is None:
-            text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
+            self._decode_new(request)  # whatever is still pending
+            text = request.text
             if len(text) > len(request.emitted):
                 request.out.put(Delta(text[len(request.emitted) :]))
         request.out.put(
@@ -250,10 +275,10 @@ class TransformersModel:
         request.finished = True
 
 
-def _find_stop(text: str, stops: tuple[str, ...]) -> tuple[str, int] | None:
+def _find_stop(text: str, stops: tuple[str, ...], start: int = 0) -> tuple[str, int] | None:
     best: tuple[str, int] | None = None
     for stop in stops:
-        index = text.find(stop)
+        index = text.find(stop, start)
         if index >= 0 and (best is None or index < best[1]):
             best = (stop, index)
     return best

@@ -104,3 +104,24 @@ def test_a_consumer_that_stops_early_frees_its_slot(model: object) -> None:
     # The abandoned request stopped decoding instead of running to its 400 tokens.
     assert request.cancelled and request.finished
     assert len(request.generated) < 100
+
+
+@pytest.mark.parametrize(
+    "question", ["Écris une phrase en français sur l'été.", "Reply with three emoji about the sea 🌊."]
+)
+def test_streamed_text_is_exactly_the_decoded_answer(model: object, question: str) -> None:
+    """Incremental detokenization (and multi-byte characters split across tokens) loses nothing:
+    the streamed pieces join to what transformers' own greedy generate decodes."""
+    import torch
+
+    prompt = model.render_chat([{"role": "user", "content": question}])  # type: ignore[attr-defined]
+    streamed = list(
+        model.stream(prompt, SamplingParams(max_new_tokens=48, temperature=0.0, add_special_tokens=False))
+    )  # type: ignore[attr-defined]
+    tokenizer, hf = model.tokenizer, model.model  # type: ignore[attr-defined]
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    with torch.inference_mode():
+        out = hf.generate(**ids, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "".join(d.text for d in streamed) == expected
+    assert len(streamed) > 3
