@@ -21,6 +21,7 @@ from bedrock_ft.data import (
     synthetic_openorca,
     synthetic_qa,
 )
+from bedrock_ft.data.writers import write_jsonl as write_jsonl_rows
 from bedrock_ft.errors import DatasetError
 
 
@@ -102,6 +103,20 @@ def test_splits_match_datasets_train_test_split(tmp_path: Path) -> None:
     assert [r["question"] for r in read_jsonl(art.eval_uri or "")] == expected["test"]["question"]
     train_questions = [r["messages"][0]["content"] for r in read_jsonl(art.train_uri)]
     assert train_questions == expected["train"]["question"]
+
+
+@pytest.mark.parametrize(("n", "train", "test"), [(100, None, 0.07), (100, 0.29, 0.1), (1000, 0.035, 0.01)])
+def test_split_counts_keep_parity_with_datasets_at_float_edges(
+    n: int, train: float | None, test: float
+) -> None:
+    """0.07 * 100 is 7.000000000000001: datasets (and scikit-learn) take its ceiling, 8, and so do we."""
+    import datasets
+
+    expected = datasets.Dataset.from_dict({"x": list(range(n))}).train_test_split(
+        train_size=train, test_size=test, seed=0
+    )
+    assert split_counts(n, train, test) == (len(expected["train"]), len(expected["test"]))
+    assert split_counts(100, None, 0.07) == (92, 8)
 
 
 QA_ROWS = [
@@ -309,23 +324,56 @@ def test_a_previous_build_is_refused_unless_overwrite(tmp_path: Path) -> None:
     assert DatasetArtifact.read(tmp_path / "out").test_uri is None
 
 
-def test_an_interrupted_build_leaves_no_half_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_overwrite_leaves_the_previous_build_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bedrock_ft.data import builder
 
     build(tmp_path, source=list(QA_ROWS), format="qa", test_size=1)
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = 0
 
-    def explode(fh: Any, rows: Iterator[dict[str, Any]]) -> int:
-        fh.write(b'{"messages": [')  # half a record, then the process "dies"
+    def explode_on_the_second_split(fh: Any, rows: Iterator[dict[str, Any]]) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return write_jsonl_rows(fh, rows)  # the train split is complete...
+        fh.write(b'{"messages": [')  # ...the test split is half written when the process "dies"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(builder, "write_jsonl", explode)
+    monkeypatch.setattr(builder, "write_jsonl", explode_on_the_second_split)
     with pytest.raises(KeyboardInterrupt):
-        build(tmp_path, source=synthetic_qa(10), format="qa", overwrite=True)
+        build(tmp_path, source=synthetic_qa(10), format="qa", test_size=2, overwrite=True)
+    # nothing was published: the old build, manifest included, is exactly as it was; no temp is left
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_crash_while_publishing_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from bedrock_ft.data import writers
+
+    build(tmp_path, source=list(QA_ROWS), format="qa", test_size=1)
+
+    class SecondRenameFails:
+        renames = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def replace(self, src: Any, dst: Any) -> None:
+            self.renames += 1
+            if self.renames == 2:
+                raise OSError("disk gone")
+            os.replace(src, dst)
+
+    monkeypatch.setattr(writers, "os", SecondRenameFails())
+    with pytest.raises(OSError, match="disk gone"):
+        build(tmp_path, source=synthetic_qa(10), format="qa", test_size=2, overwrite=True)
     out = tmp_path / "out"
-    assert not (out / "manifest.json").exists()  # no manifest: nobody mistakes this for a build
+    assert not (out / "manifest.json").exists()  # a mix of old and new files is never called a build
     assert sorted(p.name for p in out.iterdir()) == sorted([TRAIN_FILE, TEST_FILE, EVAL_FILE])
-    for name in (TRAIN_FILE, TEST_FILE, EVAL_FILE):  # each file is whole: the previous build's
-        assert all(json.loads(line) for line in (out / name).read_text().splitlines())
 
 
 def test_mixed_types_in_a_jsonl_column_are_counted_not_fatal(tmp_path: Path) -> None:

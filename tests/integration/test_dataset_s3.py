@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,50 @@ def test_a_previous_s3_build_is_refused_unless_overwrite(aws: AwsConfig, bucket:
     keys = sorted(o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["ds/manifest.json", "ds/train_dataset.json"]  # the old test and eval files are gone
     assert len(get_text(aws, bucket, "ds/train_dataset.json").splitlines()) == 30
+
+
+def test_a_previous_build_under_a_busy_prefix_is_found(aws: AwsConfig, bucket: str) -> None:
+    cfg = DatasetConfig(output=f"s3://{bucket}/ds", format="qa", test_size=0, aws=aws)
+    DatasetBuilder(cfg, source=synthetic_qa(5)).build()
+    s3 = aws.client("s3")
+    with ThreadPoolExecutor(8) as pool:  # more keys before the build's than one listing page holds
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"ds/a{i:04d}.log", Body=b""), range(1001)))
+    with pytest.raises(DatasetError, match=r"holds a previous build \(manifest\.json, train_dataset\.json\)"):
+        DatasetBuilder(cfg, source=synthetic_qa(5)).build()
+
+
+def test_a_failed_s3_overwrite_before_upload_leaves_the_previous_build(
+    aws: AwsConfig, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bedrock_ft.data import builder
+
+    cfg = DatasetConfig(output=f"s3://{bucket}/ds", format="qa", test_size=0.2, aws=aws)
+    DatasetBuilder(cfg, source=synthetic_qa(20)).build()
+    before = {k: get_text(aws, bucket, k) for k in _keys(aws, bucket)}
+
+    def explode(fh: Any, rows: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "write_jsonl", explode)
+    with pytest.raises(KeyboardInterrupt):
+        DatasetBuilder(cfg.replace(overwrite=True), source=synthetic_qa(30)).build()
+    assert {k: get_text(aws, bucket, k) for k in _keys(aws, bucket)} == before
+
+
+def test_an_output_under_the_source_prefix_is_not_read_back(
+    tmp_path: Path, aws: AwsConfig, bucket: str
+) -> None:
+    aws.client("s3").put_object(Bucket=bucket, Key="raw/qa.jsonl", Body=jsonl(synthetic_qa(12)))
+    cfg = DatasetConfig(
+        source=f"s3://{bucket}/raw/", output=f"s3://{bucket}/raw/out", format="qa", test_size=2, aws=aws
+    )
+    first = DatasetBuilder(cfg).build()
+    second = DatasetBuilder(cfg.replace(overwrite=True)).build()
+    assert second.source_records == first.source_records == 12
+
+
+def _keys(aws: AwsConfig, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=bucket)["Contents"])
 
 
 def test_read_a_source_from_s3_object_and_prefix(tmp_path: Path, aws: AwsConfig, bucket: str) -> None:

@@ -215,6 +215,34 @@ def test_config_needs_model_type_and_architectures(model: Path, key: str) -> Non
     assert key in only(model, "config-keys").message
 
 
+@pytest.mark.parametrize(
+    ("changes", "shown"),
+    [
+        ({"architectures": [["LlamaForCausalLM"]]}, 'architectures is [["LlamaForCausalLM"]]'),
+        ({"architectures": "LlamaForCausalLM"}, 'architectures is "LlamaForCausalLM"'),
+        ({"model_type": ["llama"]}, 'model_type is ["llama"]'),
+        ({"model_type": 7, "architectures": [{"a": 1}]}, "model_type is 7"),
+    ],
+)
+def test_config_keys_of_the_wrong_type_are_a_finding_not_a_crash(
+    model: Path, changes: dict[str, Any], shown: str
+) -> None:
+    edit_json(model / "config.json", **changes)
+    report = check_model_dir(model)
+    assert {f.rule for f in report.findings} == {"config-keys"}, [str(f) for f in report.findings]
+    assert any(shown in f.message for f in report.findings)
+
+
+def test_a_well_typed_key_still_picks_the_architecture_beside_a_bad_one(model: Path) -> None:
+    edit_json(model / "config.json", model_type=["llama"], architectures=["LlamaForSequenceClassification"])
+    assert {f.rule for f in check_model_dir(model).findings} == {"config-keys", "architecture"}
+
+
+def test_a_tokenizer_class_that_is_not_a_string_is_a_finding(model: Path) -> None:
+    edit_json(model / "tokenizer_config.json", tokenizer_class=["GPT2Tokenizer"])
+    assert "['GPT2Tokenizer']" in only(model, "tokenizer-class").message
+
+
 def test_config_with_only_transformers5_dtype_is_a_warning(model: Path) -> None:
     edit_json(model / "config.json", torch_dtype=None, dtype="bfloat16")
     message = only(model, "config-torch-dtype", Severity.WARNING).message
@@ -451,6 +479,19 @@ def test_context_over_128k(model: Path) -> None:
     assert check_model_dir(model).findings == ()
     edit_json(model / "config.json", max_position_embeddings=CONTEXT_LIMIT * 2)
     assert "262144" in only(model, "context-length").message
+
+
+def test_context_of_gpt_bigcode_is_read_from_n_positions(model: Path) -> None:
+    edit_json(
+        model / "config.json",
+        model_type="gpt_bigcode",
+        architectures=["GPTBigCodeForCausalLM"],
+        max_position_embeddings=None,
+        n_positions=CONTEXT_LIMIT,
+    )
+    assert not findings(model, "context-length")
+    edit_json(model / "config.json", n_positions=CONTEXT_LIMIT + 1)
+    assert f"n_positions is {CONTEXT_LIMIT + 1}" in only(model, "context-length").message
 
 
 def test_context_of_a_multimodal_model_is_read_from_text_config(model: Path) -> None:

@@ -25,6 +25,7 @@ from bedrock_ft.data.sources import RecordSource, open_source
 from bedrock_ft.data.splits import split_counts, split_indices
 from bedrock_ft.data.templates import ChatTemplate, resolve_chat_template
 from bedrock_ft.data.writers import (
+    BUILD_FILES,
     EVAL_FILE,
     TEST_FILE,
     TRAIN_FILE,
@@ -106,6 +107,7 @@ class DatasetBuilder:
                 work_dir=work,
                 aws=cfg.aws,
                 batch_size=cfg.batch_size,
+                skip={target.uri(name) for name in BUILD_FILES},  # an output inside the source
             )
             self._say(f"reading {source.description} as {fmt.name}")
             arrow_path, read = _process(source, processor, work / "records.arrow", cfg.batch_size)
@@ -145,34 +147,40 @@ class DatasetBuilder:
             token_stats = _token_stats(column.to_numpy()[train_idx], cfg.max_length)
 
         target.begin(overwrite=cfg.overwrite)
-        self._say(f"writing {n_train} train and {n_test} test records to {cfg.output}")
-        self._write(target, TRAIN_FILE, _rows(records, train_idx, cfg.batch_size, text=cfg.text_column))
-        written = [TRAIN_FILE]
-        if n_test:
-            self._write(target, TEST_FILE, _rows(records, test_idx, cfg.batch_size, text=cfg.text_column))
-            written.append(TEST_FILE)
-            if cfg.eval_file:
-                self._write(target, EVAL_FILE, _eval_rows(records, test_idx, cfg.batch_size))
-                written.append(EVAL_FILE)
-        target.remove([name for name in (TEST_FILE, EVAL_FILE) if name not in written])
+        try:  # the target only stages until finish(); abort() leaves a previous build as it was
+            self._say(f"writing {n_train} train and {n_test} test records to {cfg.output}")
+            rows = _rows(records, train_idx, cfg.batch_size, text=cfg.text_column)
+            self._write(target, TRAIN_FILE, rows)
+            written = [TRAIN_FILE]
+            if n_test:
+                rows = _rows(records, test_idx, cfg.batch_size, text=cfg.text_column)
+                self._write(target, TEST_FILE, rows)
+                written.append(TEST_FILE)
+                if cfg.eval_file:
+                    self._write(target, EVAL_FILE, _eval_rows(records, test_idx, cfg.batch_size))
+                    written.append(EVAL_FILE)
+            target.remove([name for name in (TEST_FILE, EVAL_FILE) if name not in written])
 
-        artifact = DatasetArtifact(
-            train_uri=target.uri(TRAIN_FILE),
-            test_uri=target.uri(TEST_FILE) if TEST_FILE in written else None,
-            eval_uri=target.uri(EVAL_FILE) if EVAL_FILE in written else None,
-            format=cfg.format,
-            chat_template_name=template.name if template else None,
-            chat_template=template.source if template else None,
-            record_counts={"train": n_train, "test": n_test},
-            dropped=dict(sorted(drops.counts.items())),
-            dropped_examples={k: tuple(v) for k, v in sorted(drops.examples.items())},
-            token_stats=token_stats,
-            source=source.description,
-            source_records=read,
-            text_column=cfg.text_column,
-            config_hash=cfg.config_hash(),
-        )
-        target.finish(artifact)  # the manifest goes last: its presence means a complete build
+            artifact = DatasetArtifact(
+                train_uri=target.uri(TRAIN_FILE),
+                test_uri=target.uri(TEST_FILE) if TEST_FILE in written else None,
+                eval_uri=target.uri(EVAL_FILE) if EVAL_FILE in written else None,
+                format=cfg.format,
+                chat_template_name=template.name if template else None,
+                chat_template=template.source if template else None,
+                record_counts={"train": n_train, "test": n_test},
+                dropped=dict(sorted(drops.counts.items())),
+                dropped_examples={k: tuple(v) for k, v in sorted(drops.examples.items())},
+                token_stats=token_stats,
+                source=source.description,
+                source_records=read,
+                text_column=cfg.text_column,
+                config_hash=cfg.config_hash(),
+            )
+            target.finish(artifact)  # publishes every file; the manifest goes last
+        except BaseException:
+            target.abort()
+            raise
         self._say(f"wrote {target.uri('manifest.json')}")
         del records
         return artifact

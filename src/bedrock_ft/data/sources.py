@@ -1,23 +1,32 @@
-"""Where raw records come from. Every source is read as a stream, never loaded whole.
+"""Where raw records come from. Every source is read as a stream, never loaded whole (but see JSON arrays).
 
-- JSON Lines, JSON arrays, CSV: read record by record here, so a bad line is reported by its number
-  and mixed-type columns (a number where text was expected) reach the format as they are and are
-  counted, instead of failing the whole file in an Arrow reader.
+- JSON Lines, JSON arrays, CSV: read record by record here, so a bad line is reported by its file and
+  number and mixed-type columns (a number where text was expected) reach the format as they are and are
+  counted, instead of failing the whole file in an Arrow reader. Text is UTF-8, with or without a BOM.
+  A JSON array is one document, so it is parsed in memory; JSON Lines is the streaming format.
 - Parquet: read batch by batch with pyarrow.
-- A hub id or a local dataset directory: ``datasets.load_dataset`` (Arrow, memory-mapped), then
-  iterated in batches; ``save_to_disk`` directories with ``load_from_disk``.
+- A local directory of data files: every data file at its top level, sorted by name, read as above.
+- A hub id, or a local dataset repository (a README.md card, a loading script, or data only in
+  subfolders): ``datasets.load_dataset`` (Arrow, memory-mapped), then iterated in batches; a local
+  repository's Arrow cache goes to the build's work directory, so nothing is left behind.
+  ``save_to_disk`` directories with ``load_from_disk``.
 - ``s3://`` objects: downloaded to the build's work directory through boto3 first (streamed to disk).
 - In memory: a list (or any iterable) of dicts, a ``datasets.Dataset`` or ``IterableDataset``.
+
+``skip`` names files (local paths and ``s3://`` URIs) never read from a directory or prefix: the build
+passes its own output files, so an output inside the source is not read back as data.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sized
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bedrock_ft.errors import AwsError, DatasetError, translate_client_errors
 
@@ -49,6 +58,7 @@ def open_source(
     work_dir: Path,
     aws: Any = None,
     batch_size: int = 1000,
+    skip: Collection[str] = (),
 ) -> RecordSource:
     """A :class:`RecordSource` for a configured source string or an in-memory one."""
     if source is None:
@@ -60,7 +70,7 @@ def open_source(
         source = str(source)
     if isinstance(source, str):
         if source.startswith("s3://"):
-            files = _download_s3(source, work_dir / "source", aws)
+            files = _download_s3(source, work_dir / "source", aws, skip)
             return _files(files, source_type, label=source, batch_size=batch_size)
         path = Path(source).expanduser()
         if source_type == "hub" or (
@@ -74,11 +84,24 @@ def open_source(
                 (path / "dataset_info.json").exists() and (path / "state.json").exists()
             ):
                 return _disk(path, split, batch_size)
-            if source_type in ("auto", "hub"):
-                return _hub(str(path), hub_config, split, batch_size)
+            skipped = {Path(s) for s in skip if not s.startswith("s3://")}
+            kinds = set(FILE_TYPES.values()) if source_type == "auto" else {source_type}
             files = sorted(
-                p for p in path.iterdir() if p.is_file() and FILE_TYPES.get(p.suffix) == source_type
+                p
+                for p in path.iterdir()
+                if p.is_file() and FILE_TYPES.get(p.suffix) in kinds and p.resolve() not in skipped
             )
+            if source_type == "auto" and _is_dataset_repo(path, files):
+                if any(s.parent.is_relative_to(path.resolve()) for s in skipped):
+                    raise DatasetError(
+                        f"source {path}: the output is inside this dataset repository, where "
+                        "datasets.load_dataset may read it back as data; choose an output elsewhere, "
+                        "or point `source` at the data files",
+                        field="output",
+                    )
+                return _hub(str(path), hub_config, split, batch_size, cache_dir=work_dir / "hf-cache")
+            if source_type == "auto":
+                _refuse_split_layout(path, files)
             return _files(files, source_type, label=str(path), batch_size=batch_size)
         if source_type == "disk":
             raise DatasetError(
@@ -99,6 +122,35 @@ def open_source(
         label = f"in-memory records ({total})" if total is not None else "in-memory records"
         return RecordSource(label, ((record, None) for record in source), total)
     raise DatasetError(f"source: can't read records from a {type(source).__name__}", field="source")
+
+
+def _is_dataset_repo(path: Path, data_files: list[Path]) -> bool:
+    """A dataset card or loading script, or no data file at the top level: ``load_dataset``'s job."""
+    return not data_files or (path / "README.md").exists() or any(path.glob("*.py"))
+
+
+_SPLIT_WORDS = {
+    "train": "train", "training": "train",
+    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
+}  # fmt: skip
+"""File-name words by which ``datasets`` assigns a data file to a split."""
+
+
+def _refuse_split_layout(path: Path, files: list[Path]) -> None:
+    """A plain directory is read whole; one laid out as several splits must not be mixed into one."""
+    splits: dict[str, str] = {}
+    for p in files:
+        for word in re.split(r"[^a-z]+", p.stem.lower()):
+            splits.setdefault(_SPLIT_WORDS.get(word, ""), p.name)
+    splits.pop("", None)
+    if len(splits) > 1:
+        named = ", ".join(sorted(splits.values()))
+        raise DatasetError(
+            f"source {path}: holds several splits ({named}), and a directory is read whole; point "
+            "`source` at one file, or set source_type='hub' to read `split` with datasets.load_dataset",
+            field="source",
+        )
 
 
 def _looks_like_hub_id(value: str) -> bool:
@@ -141,46 +193,60 @@ def _files(files: list[Path], source_type: str, *, label: str, batch_size: int) 
     return RecordSource(label, records())
 
 
-def _read_json(path: Path) -> Iterator[tuple[Any, str | None]]:
-    """JSON Lines, or one JSON array of records (detected by its first character)."""
+def _lines(path: Path, fh: BinaryIO) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file (a leading BOM dropped); a bad byte names its line."""
+    for lineno, raw in enumerate(fh, start=1):
+        try:
+            yield lineno, (raw.removeprefix(codecs.BOM_UTF8) if lineno == 1 else raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: line {lineno}: not UTF-8 text ({exc.reason})") from None
+
+
+def _open(path: Path) -> BinaryIO:
     try:
-        fh = path.open("r", encoding="utf-8")
+        return path.open("rb")
     except OSError as exc:
         raise DatasetError(f"source {path}: can't read: {exc}", field="source") from None
-    with fh:
-        head = fh.read(4096).lstrip()
-        fh.seek(0)
-        if head.startswith("["):
+
+
+def _read_json(path: Path) -> Iterator[tuple[Any, str | None]]:
+    """JSON Lines, or one JSON array of records (detected by its first character)."""
+    with _open(path) as fh:
+        if fh.read(4096).removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"["):
+            fh.seek(0)
+            data = fh.read()  # one JSON document: parsed whole, in memory
             try:
-                data = json.load(fh)
+                records = json.loads(data.decode("utf-8-sig"))
+            except UnicodeDecodeError as exc:
+                at = data.count(b"\n", 0, exc.start) + 1
+                raise DatasetError(f"{path}: line {at}: not UTF-8 text ({exc.reason})") from None
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
-            for i, record in enumerate(data):
+            del data
+            for i, record in enumerate(records):
                 yield record, f"{path.name} item {i}"
             return
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(
-                        f"{path}: line {lineno}: not valid JSON Lines ({exc.msg} at column {exc.colno})"
-                    ) from None
-                yield record, f"{path.name} line {lineno}"
-        except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        fh.seek(0)
+        for lineno, line in _lines(path, fh):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"{path}: line {lineno}: not valid JSON Lines ({exc.msg} at column {exc.colno})"
+                ) from None
+            yield record, f"{path.name} line {lineno}"
 
 
 def _read_csv(path: Path) -> Iterator[tuple[Any, str | None]]:
     """CSV with a header row; every value stays text (no type guessing: "12" is an answer, not a number)."""
-    with path.open("r", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
+    with _open(path) as fh:
+        reader = csv.DictReader(text for _, text in _lines(path, fh))
         try:
             for record in reader:
                 yield record, f"{path.name} line {reader.line_num}"
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except csv.Error as exc:
             raise DatasetError(f"{path}: line {reader.line_num}: not valid CSV: {exc}") from None
 
 
@@ -215,14 +281,18 @@ def _dataset(ds: Any, description: str, batch_size: int) -> RecordSource:
     return RecordSource(description, ((record, None) for record in ds))  # an IterableDataset
 
 
-def _hub(name: str, hub_config: str | None, split: str, batch_size: int) -> RecordSource:
+def _hub(
+    name: str, hub_config: str | None, split: str, batch_size: int, *, cache_dir: Path | None = None
+) -> RecordSource:
+    """``load_dataset``: a hub id uses the shared Hugging Face cache, a local repository ``cache_dir``."""
     from bedrock_ft._deps import require
 
     require("datasets", extra="train", feature="reading hub datasets")
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, name=hub_config, split=split)
+        extra = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
+        ds = datasets.load_dataset(name, name=hub_config, split=split, **extra)
     except (ConnectionError, TimeoutError) as exc:
         raise DatasetError(
             f"source {name}: can't reach the Hugging Face hub ({exc}); download the dataset first, or point "
@@ -256,8 +326,8 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _download_s3(uri: str, dest: Path, aws: Any) -> list[Path]:
-    """Download one object, or every data file under a prefix (sorted by key), into ``dest``."""
+def _download_s3(uri: str, dest: Path, aws: Any, skip: Collection[str] = ()) -> list[Path]:
+    """Download one object, or every data file under a prefix (sorted by key, ``skip`` left out)."""
     from bedrock_ft.aws import AwsConfig
 
     s3 = (aws or AwsConfig()).client("s3")
@@ -272,7 +342,9 @@ def _download_s3(uri: str, dest: Path, aws: Any) -> list[Path]:
                 keys = []
                 for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                     keys += [
-                        o["Key"] for o in page.get("Contents", []) if Path(o["Key"]).suffix in FILE_TYPES
+                        o["Key"]
+                        for o in page.get("Contents", [])
+                        if Path(o["Key"]).suffix in FILE_TYPES and f"s3://{bucket}/{o['Key']}" not in skip
                     ]
                 keys.sort()
             if not keys:

@@ -1,21 +1,26 @@
 """Writing a build: JSON Lines splits and the manifest, to a local directory or an ``s3://`` prefix.
 
-A build never leaves a half-written split. Locally each file is written under a temporary name and
-renamed into place; on S3 each split is uploaded whole (an object appears complete or not at all).
-The manifest is written last and, when a previous build is replaced, removed first: a directory or
-prefix with a manifest always holds a complete build.
+Every file of a build is staged first (locally: a temporary name in the output directory; for S3: the
+build's work directory) and published only by ``finish``, once all of them are complete: the old
+manifest is removed, the new files take their place (renamed, or uploaded whole), the old build's
+files the new one lacks are deleted, and the new manifest is written last. A build that fails before
+``finish`` leaves a previous build as it was; one that fails inside ``finish`` (a crash between two
+renames, a failed upload) leaves no manifest. So a directory or prefix with a manifest always holds a
+complete build, and its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from bedrock_ft._io import atomic_file, remove_stale_temps
+from bedrock_ft._io import TEMP_MARK, file_mode, remove_stale_temps
 from bedrock_ft.artifacts import MANIFEST_NAME, DatasetArtifact
 from bedrock_ft.errors import AwsError, DatasetError, ResourceNotFoundError, translate_client_errors
 
@@ -39,7 +44,10 @@ BUILD_FILES = (MANIFEST_NAME, TRAIN_FILE, TEST_FILE, EVAL_FILE)
 
 
 class OutputTarget(Protocol):
-    """Where a build goes. ``check`` runs before any work, so a bad output fails fast."""
+    """Where a build goes. ``check`` runs before any work, so a bad output fails fast.
+
+    ``open`` and ``remove`` only stage; ``finish`` publishes; ``abort`` drops what was staged.
+    """
 
     def uri(self, name: str) -> str: ...
 
@@ -52,6 +60,8 @@ class OutputTarget(Protocol):
     def remove(self, names: Sequence[str]) -> None: ...
 
     def finish(self, artifact: DatasetArtifact) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 def open_output(output: str, *, aws: Any = None, staging: Path | None = None) -> OutputTarget:
@@ -72,6 +82,8 @@ def _previous_build_error(where: str, found: Iterable[str]) -> DatasetError:
 class LocalOutput:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._staged: dict[str, Path] = {}
+        self._obsolete: list[str] = []
 
     def uri(self, name: str) -> str:
         return str(self.directory.resolve() / name)
@@ -91,17 +103,33 @@ class LocalOutput:
         except OSError as exc:
             raise DatasetError(f"can't create {self.directory}: {exc}", field="output") from None
         remove_stale_temps(self.directory)  # what a killed build left
-        (self.directory / MANIFEST_NAME).unlink(missing_ok=True)
 
-    def open(self, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        return atomic_file(self.directory / name)
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_MARK + name + ".", dir=self.directory)
+        self._staged[name] = Path(tmp)  # registered first: abort() removes it however the write ends
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
 
     def remove(self, names: Sequence[str]) -> None:
-        for name in names:
-            (self.directory / name).unlink(missing_ok=True)
+        self._obsolete = list(names)
 
     def finish(self, artifact: DatasetArtifact) -> None:
+        (self.directory / MANIFEST_NAME).unlink(missing_ok=True)
+        for name, tmp in list(self._staged.items()):
+            os.replace(tmp, self.directory / name)
+            del self._staged[name]
+        for name in self._obsolete:
+            (self.directory / name).unlink(missing_ok=True)
         artifact.write(self.directory)
+
+    def abort(self) -> None:
+        for tmp in self._staged.values():
+            tmp.unlink(missing_ok=True)
+        self._staged.clear()
 
 
 class S3Output:
@@ -114,6 +142,9 @@ class S3Output:
         self.prefix = f"{prefix}/" if prefix else ""
         self.aws = aws or AwsConfig()
         self.staging = staging
+        self._dir: Path | None = None
+        self._staged: list[str] = []
+        self._obsolete: list[str] = []
 
     def uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
@@ -140,40 +171,55 @@ class S3Output:
             raise _previous_build_error(self.output, found)
 
     def _existing(self) -> list[str]:
-        with translate_client_errors():
-            page = self._client().list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
-        present = {o["Key"][len(self.prefix) :] for o in page.get("Contents", [])}
-        return [name for name in BUILD_FILES if name in present]
+        """The build files present: one HEAD each, so a busy prefix (many keys) can't hide them."""
+        found = []
+        for name in BUILD_FILES:
+            try:
+                with translate_client_errors():
+                    self._client().head_object(Bucket=self.bucket, Key=self.prefix + name)
+            except ResourceNotFoundError:
+                continue
+            found.append(name)
+        return found
 
     def begin(self, *, overwrite: bool) -> None:
         self.check(overwrite=overwrite)
-        with translate_client_errors():
-            self._client().delete_object(Bucket=self.bucket, Key=self.prefix + MANIFEST_NAME)
+        self._dir = Path(tempfile.mkdtemp(prefix="bedrock-ft-upload-", dir=self.staging))
 
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:
-        with tempfile.TemporaryDirectory(prefix="bedrock-ft-upload-", dir=self.staging) as tmp:
-            path = Path(tmp) / name
-            with path.open("w+b") as fh:
-                yield fh
-            with translate_client_errors():
-                self._client().upload_file(str(path), self.bucket, self.prefix + name)
+        if self._dir is None:
+            raise RuntimeError("S3Output.open() before begin()")
+        with (self._dir / name).open("w+b") as fh:
+            yield fh
+        self._staged.append(name)  # uploaded by finish(), once every file is complete
 
     def remove(self, names: Sequence[str]) -> None:
-        if names:
-            with translate_client_errors():
-                self._client().delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": self.prefix + n} for n in names]}
-                )
+        self._obsolete = list(names)
 
     def finish(self, artifact: DatasetArtifact) -> None:
-        with translate_client_errors():
-            self._client().put_object(
-                Bucket=self.bucket,
-                Key=self.prefix + MANIFEST_NAME,
-                Body=artifact.to_json().encode("utf-8"),
-                ContentType="application/json",
-            )
+        s3, staged = self._client(), [(self._dir / n, n) for n in self._staged if self._dir is not None]
+        try:
+            with translate_client_errors():
+                s3.delete_object(Bucket=self.bucket, Key=self.prefix + MANIFEST_NAME)
+                for path, name in staged:
+                    s3.upload_file(str(path), self.bucket, self.prefix + name)
+                if self._obsolete:
+                    objects = [{"Key": self.prefix + n} for n in self._obsolete]
+                    s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+                s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.prefix + MANIFEST_NAME,
+                    Body=artifact.to_json().encode("utf-8"),
+                    ContentType="application/json",
+                )
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir, self._staged = None, []
 
 
 def write_jsonl(fh: BinaryIO, rows: Iterable[Mapping[str, Any]]) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from bedrock_ft.preflight._model_dir import CONFIG, ModelDir, finding
 from bedrock_ft.preflight._report import Finding, PreflightReport, Severity
@@ -58,6 +59,17 @@ def _config_keys(m: ModelDir) -> Iterator[Finding]:
             f"config.json has no {' or '.join(missing)}; Bedrock's transformers 4.x needs both to pick the "
             "model class. Save with transformers 4.x, or copy them from the base model's config.json.",
         )  # fmt: skip
+    model_type, classes = _model_keys(m.config)
+    for key, value, want in (
+        ("model_type", model_type, 'a string, for example "llama"'),
+        ("architectures", classes, 'a list of class names, for example ["LlamaForCausalLM"]'),
+    ):
+        if value is None and m.config.get(key):
+            yield finding(
+                "config-keys", CONFIG,
+                f"config.json's {key} is {_shown(m.config[key])}; Bedrock's transformers 4.x needs {want}. "
+                "Copy it from the base model's config.json.",
+            )  # fmt: skip
     if "torch_dtype" not in m.config:
         dtype = m.config.get("dtype")
         has = f'only "dtype": {dtype!r} (what transformers 4.56 and later write)' if dtype else "no dtype"
@@ -68,17 +80,32 @@ def _config_keys(m: ModelDir) -> Iterator[Finding]:
         )  # fmt: skip
 
 
+def _model_keys(config: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
+    """model_type and architectures when they have the right type (a string, a list of strings)."""
+    model_type, classes = config.get("model_type"), config.get("architectures")
+    ok_classes = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    return (model_type if isinstance(model_type, str) else None), (classes if ok_classes else None)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _architecture(m: ModelDir) -> Iterator[Finding]:
-    if m.config is None or not (m.config.get("model_type") or m.config.get("architectures")):
-        return  # config-json or config-keys has said why
+    if m.config is None:
+        return  # config-json has said why
+    model_type, typed_classes = _model_keys(m.config)
+    classes = typed_classes or []
+    if not (model_type or classes):
+        return  # config-keys has said why (missing, or of the wrong type)
     from bedrock_ft.architectures import architecture_for_config, get_architecture, list_architectures
     from bedrock_ft.errors import RegistryError
 
-    model_type, classes = m.config.get("model_type"), m.config.get("architectures") or []
     supported = [a for a in map(get_architecture, list_architectures()) if a.bedrock_supported]
     listing = ", ".join(t for a in supported for t in a.model_types)
-    try:
-        arch = architecture_for_config(m.config)
+    try:  # only well-typed keys reach the registry: a list where a string belongs is config-keys' finding
+        arch = architecture_for_config({**m.config, "model_type": model_type, "architectures": classes})
     except RegistryError:
         yield finding(
             "architecture", CONFIG,
@@ -113,14 +140,20 @@ def _architecture(m: ModelDir) -> Iterator[Finding]:
         yield from found
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions")
+"""Where config.json keeps the context length: most families, and GPT-2-style ones (gpt_bigcode)."""
+
+
 def _context(m: ModelDir) -> Iterator[Finding]:
-    seen: list[object] = []
-    for where, cfg in (("", m.config or {}), ("text_config.", m.text_config)):
-        value = cfg.get("max_position_embeddings")
-        if isinstance(value, int) and value > CONTEXT_LIMIT and not any(cfg is s for s in seen):
-            seen.append(cfg)
-            yield finding(
-                "context-length", CONFIG,
-                f"{where}max_position_embeddings is {value}; Bedrock supports contexts up to 128K "
-                f"({CONTEXT_LIMIT} tokens). Set it to {CONTEXT_LIMIT} or less.",
-            )  # fmt: skip
+    configs: list[tuple[str, Mapping[str, Any]]] = [("", m.config or {})]
+    if m.text_config is not m.config:
+        configs.append(("text_config.", m.text_config))
+    for where, cfg in configs:
+        for key in CONTEXT_KEYS:
+            value = cfg.get(key)
+            if isinstance(value, int) and value > CONTEXT_LIMIT:
+                yield finding(
+                    "context-length", CONFIG,
+                    f"{where}{key} is {value}; Bedrock supports contexts up to 128K "
+                    f"({CONTEXT_LIMIT} tokens). Set it to {CONTEXT_LIMIT} or less.",
+                )  # fmt: skip

@@ -35,7 +35,7 @@ def _tokenizer_class(m: ModelDir) -> Iterator[Finding]:
             'Set one, for example "PreTrainedTokenizerFast".',
             Severity.WARNING,
         )  # fmt: skip
-    elif cls not in SUPPORTED_TOKENIZER_CLASSES:
+    elif not isinstance(cls, str) or cls not in SUPPORTED_TOKENIZER_CLASSES:
         hint = " (a transformers 5 class)" if cls == "TokenizersBackend" else ""
         yield finding(
             "tokenizer-class", TOKENIZER_CONFIG,

@@ -66,8 +66,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "config-keys", Severity.ERROR,
-        "config.json has the keys Bedrock's transformers 4.x reads to pick the model: model_type and "
-        "architectures.",
+        "config.json has the keys Bedrock's transformers 4.x reads to pick the model: model_type (a "
+        "string) and architectures (a list of class names).",
         "Save with transformers 4.x, or add the keys from the base model's config.json.",
     ),
     Rule(
@@ -123,8 +123,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "context-length", Severity.ERROR,
-        f"max_position_embeddings (top level and text_config) is at most {CONTEXT_LIMIT} (128K).",
-        f"Set max_position_embeddings to {CONTEXT_LIMIT} or less; the model then can't use longer prompts.",
+        "The context length, max_position_embeddings or n_positions (GPT-2-style families such as "
+        f"gpt_bigcode), at the top level and in text_config, is at most {CONTEXT_LIMIT} (128K).",
+        f"Set it to {CONTEXT_LIMIT} or less; the model then can't use longer prompts.",
     ),
     Rule(
         "tokenizer-files", Severity.ERROR,
