@@ -59,9 +59,9 @@ def main() -> None:
         print(f"architecture: {model['modelArchitecture']}, instruct: {model['instructSupported']}")
 
         runtime = boto3.client("bedrock-runtime")
-        chat = invoke(
-            runtime, model_arn, {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 32}
-        )
+        # temperature 0: greedy. Without it the OpenAI formats sample at OpenAI's default of 1.0.
+        chat_body = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 32, "temperature": 0}
+        chat = invoke(runtime, model_arn, chat_body)
         print(f"OpenAIChatCompletion: {chat['choices'][0]['message']['content']}")  # type: ignore[index]
 
         prompt = f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
