@@ -158,18 +158,19 @@ def build_app(service: LocalBedrock) -> Any:
             body = await request.body()
             if debug:
                 log.debug("%s %s %s body=%r", request.method, request.url.path, operation, body[:4096])
-            try:
+            path_params, query = dict(request.path_params), request.query_params.multi_items()
+            request_headers = dict(request.headers)
+
+            def run() -> Any:  # parsing and validating a large body is work too: off the event loop
                 params = _shapes.parse_request(
-                    service_name,
-                    operation,
-                    dict(request.path_params),
-                    request.query_params.multi_items(),
-                    body,
-                    dict(request.headers),
+                    service_name, operation, path_params, query, body, request_headers
                 )
                 _shapes.validate_input(service_name, operation, params)
+                return service.call(operation, params)
+
+            try:
                 limiter = control_threads if operation in _CONTROL_OPS else None
-                result = await anyio.to_thread.run_sync(service.call, operation, params, limiter=limiter)
+                result = await anyio.to_thread.run_sync(run, limiter=limiter)
             except _shapes.ShapeValidationError as exc:  # ValidationException, or SerializationException
                 return error(ServiceError(exc.code, str(exc)), request_id)
             except ServiceError as exc:
