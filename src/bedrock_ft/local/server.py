@@ -246,6 +246,13 @@ class BedrockServer:
         self.url = ""
 
     def start(self, timeout: float = 30.0) -> str:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # releases the data directory's lock and the service's threads
+            raise
+
+    def _start(self, timeout: float) -> str:
         import uvicorn
 
         config = uvicorn.Config(
@@ -257,19 +264,26 @@ class BedrockServer:
             lifespan="off",
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="local-bedrock", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="local-bedrock", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the local Bedrock did not start on {self.config.host}:{self.config.port}"
+                    f"the local Bedrock did not start on {self.config.host}:{self.config.port} "
+                    "(is the port in use?)"
                 )
             time.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         self.url = f"http://{host}:{port}"
         return self.url
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except SystemExit:  # uvicorn exits when it can't bind; start() reports it
+            log.debug("uvicorn exited", exc_info=True)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -360,3 +360,18 @@ def test_one_server_per_data_dir(new_stack: StackFactory, tmp_path: Path) -> Non
     new_stack(data_dir=tmp_path / "shared")
     with pytest.raises(StoreLockedError, match="in use by another local Bedrock"):
         new_stack(data_dir=tmp_path / "shared")
+
+
+def test_a_failed_start_releases_the_data_dir(tmp_path: Path) -> None:
+    import socket
+
+    from bedrock_ft.local import LocalBedrockConfig, LocalStack
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = LocalBedrockConfig(data_dir=tmp_path / "data", port=busy.getsockname()[1])
+        with pytest.raises(RuntimeError, match="did not start"):
+            LocalStack(config, export_env=False).start()
+    with LocalStack(config.replace(port=0), export_env=False) as stack:  # the same data dir, at once
+        assert stack.bedrock_url
