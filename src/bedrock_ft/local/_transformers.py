@@ -28,6 +28,41 @@ _DONE = object()
 
 
 @dataclass
+class IncrementalText:
+    """Text of a growing token sequence, decoded a few tokens at a time.
+
+    Decoding the whole answer at every step is quadratic in its length. This decodes only the new
+    tokens, after those read the step before as context (as vLLM does): tokenizers that drop a leading
+    space at the start of a decode (SentencePiece's Metaspace) still produce it. Special tokens are
+    left out of the window, or one would stand where that context belongs.
+    """
+
+    text: str = ""
+    """Everything decoded so far."""
+    visible: list[int] = field(default_factory=list)
+    prefix_offset: int = 0
+    read_offset: int = 0
+
+    def add(self, tokenizer: Any, token: int, special: set[int]) -> bool:
+        """Take one token; True when ``text`` grew, False while it ends in incomplete UTF-8."""
+        if token in special:
+            return False
+        self.visible.append(token)
+        return self.flush(tokenizer)
+
+    def flush(self, tokenizer: Any) -> bool:
+        before = tokenizer.decode(
+            self.visible[self.prefix_offset : self.read_offset], skip_special_tokens=True
+        )
+        after = tokenizer.decode(self.visible[self.prefix_offset :], skip_special_tokens=True)
+        if after.endswith("\ufffd") or len(after) <= len(before):
+            return False
+        self.text += after[len(before) :]
+        self.prefix_offset, self.read_offset = self.read_offset, len(self.visible)
+        return True
+
+
+@dataclass
 class _Request:
     prompt: str
     params: SamplingParams
@@ -36,11 +71,8 @@ class _Request:
     # Decoding state, owned by the worker.
     ids: list[int] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
-    text: str = ""
-    """Everything decoded so far (emitted, or held back while it may still become a stop sequence)."""
+    decoded: IncrementalText = field(default_factory=IncrementalText)
     emitted: str = ""
-    prefix_offset: int = 0
-    read_offset: int = 0
     finished: bool = False
     generator: Any = None
 
@@ -67,6 +99,7 @@ class TransformersModel:
         self._eos: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         pad = self.tokenizer.pad_token_id
         self._pad = int(pad if pad is not None else next(iter(self._eos), 0))
+        self._special = set(self.tokenizer.all_special_ids)
         config = self.model.config
         self.max_positions: int | None = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
@@ -219,8 +252,8 @@ class TransformersModel:
             self._finish(request, "stop", None)
             return
         request.generated.append(token)
-        if self._decode_new(request):  # an incomplete UTF-8 sequence waits for the next token
-            text = request.text
+        if request.decoded.add(self.tokenizer, token, self._special):
+            text = request.decoded.text
             longest = max((len(s) for s in params.stop), default=0)
             cut = _find_stop(text, params.stop, start=max(0, len(request.emitted) - longest))
             if cut is not None:
@@ -237,30 +270,10 @@ class TransformersModel:
         if len(request.generated) >= params.max_new_tokens:
             self._finish(request, "length", None)
 
-    def _decode_new(self, request: _Request) -> bool:
-        """Append the text of the newest tokens to ``request.text``; False while it's incomplete UTF-8.
-
-        Decoding only a short window (the new tokens, after those read the step before as context)
-        keeps each step O(1) instead of decoding the whole answer again; the context tokens make
-        tokenizers that drop a leading space at the start of a decode still produce it.
-        """
-        decode = self.tokenizer.decode
-        window = request.generated[request.prefix_offset :]
-        before = decode(
-            request.generated[request.prefix_offset : request.read_offset], skip_special_tokens=True
-        )
-        after = decode(window, skip_special_tokens=True)
-        if after.endswith("\ufffd") or len(after) < len(before):
-            return False
-        request.text += after[len(before) :]
-        request.prefix_offset = request.read_offset
-        request.read_offset = len(request.generated)
-        return True
-
     def _finish(self, request: _Request, reason: FinishReason, stop: str | None) -> None:
         if stop is None:
-            self._decode_new(request)  # whatever is still pending
-            text = request.text
+            request.decoded.flush(self.tokenizer)  # whatever is still pending
+            text = request.decoded.text
             if len(text) > len(request.emitted):
                 request.out.put(Delta(text[len(request.emitted) :]))
         request.out.put(

@@ -125,3 +125,25 @@ def test_streamed_text_is_exactly_the_decoded_answer(model: object, question: st
     expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "".join(d.text for d in streamed) == expected
     assert len(streamed) > 3
+
+
+def test_incremental_text_keeps_the_space_after_a_special_token() -> None:
+    """SentencePiece-style decoders drop the leading space of a decode; a special token in the
+    context window would make the next word lose its space."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from bedrock_ft.local._transformers import IncrementalText
+
+    vocab = {"<unk>": 0, "<tool>": 1, "▁Hello": 2, ",": 3, "▁world": 4, "▁again": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<tool>"]})
+    ids = [2, 3, 1, 4, 5]
+    decoded = IncrementalText()
+    for token in ids:
+        decoded.add(tokenizer, token, set(tokenizer.all_special_ids))
+    decoded.flush(tokenizer)
+    assert decoded.text == tokenizer.decode(ids, skip_special_tokens=True) == "Hello, world again"
