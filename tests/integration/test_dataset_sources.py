@@ -144,3 +144,17 @@ def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path: Path, kind: st
     path.write_bytes(b"".join(lines))
     with pytest.raises(DatasetError, match=rf"latin1\.{kind}: line 3: not UTF-8 text"):
         build(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+@pytest.mark.parametrize("newline", [b"\r\n", b"\r"])
+def test_windows_and_old_mac_line_endings_read_like_unix_ones(
+    tmp_path: Path, kind: str, newline: bytes
+) -> None:
+    plain = build(_write(tmp_path / f"plain.{kind}", kind, ROWS), tmp_path / "plain")
+    other = tmp_path / f"other.{kind}"
+    unix = _write(tmp_path / f"unix.{kind}", kind, ROWS).read_bytes().replace(b"\r\n", b"\n")
+    other.write_bytes(unix.replace(b"\n", newline))
+    built = build(other, tmp_path / "other")
+    assert built.dropped == {}
+    assert Path(built.train_uri).read_bytes() == Path(plain.train_uri).read_bytes()

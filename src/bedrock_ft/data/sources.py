@@ -194,12 +194,18 @@ def _files(files: list[Path], source_type: str, *, label: str, batch_size: int) 
 
 
 def _lines(path: Path, fh: BinaryIO) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a UTF-8 file (a leading BOM dropped); a bad byte names its line."""
-    for lineno, raw in enumerate(fh, start=1):
-        try:
-            yield lineno, (raw.removeprefix(codecs.BOM_UTF8) if lineno == 1 else raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}: line {lineno}: not UTF-8 text ({exc.reason})") from None
+    """``(line number, text)`` of a UTF-8 file (a leading BOM dropped); a bad byte names its line.
+
+    Lines end at ``\n``, ``\r\n`` or a bare ``\r`` (old Mac exports), as in text mode.
+    """
+    lineno = 0
+    for chunk in fh:
+        for raw in chunk.splitlines(keepends=True) if b"\r" in chunk else (chunk,):
+            lineno += 1
+            try:
+                yield lineno, (raw.removeprefix(codecs.BOM_UTF8) if lineno == 1 else raw).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{path}: line {lineno}: not UTF-8 text ({exc.reason})") from None
 
 
 def _open(path: Path) -> BinaryIO:
