@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bedrock_ft.cli import main
 from bedrock_ft.data import synthetic_openorca
 
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conftest.py)
 
 
 @pytest.fixture
@@ -38,8 +30,8 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_dataset_build_from_a_config_file(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
-    code, out, err = run_cli(capsys, "dataset", "build", str(config_file), "--section", "dataset", "--json")
+def test_dataset_build_from_a_config_file(run_cli: RunCli, config_file: Path) -> None:
+    code, out, err = run_cli("dataset", "build", str(config_file), "--section", "dataset", "--json")
     assert code == 0, err
     artifact = json.loads(out)
     assert artifact["kind"] == "dataset"
@@ -48,24 +40,20 @@ def test_dataset_build_from_a_config_file(capsys: pytest.CaptureFixture[str], co
     assert Path(artifact["train_uri"]).exists()
     assert "reading" in err  # progress on stderr
 
-    code, out, err = run_cli(capsys, "dataset", "build", str(config_file), "--section", "dataset")
+    code, out, err = run_cli("dataset", "build", str(config_file), "--section", "dataset")
     assert code == 1
     assert "holds a previous build" in err
     assert len(err.strip().splitlines()) == 1
 
-    code, out, _ = run_cli(
-        capsys, "dataset", "build", str(config_file), "--section", "dataset", "--overwrite"
-    )
+    code, out, _ = run_cli("dataset", "build", str(config_file), "--section", "dataset", "--overwrite")
     assert code == 0
     assert out.startswith(f"records: train {artifact['record_counts']['train']}, test")
     assert "dropped id_filter" in out
 
 
-def test_dataset_build_reports_config_errors_in_one_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_dataset_build_reports_config_errors_in_one_line(run_cli: RunCli, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("format: orca\noutput: out\n")
-    code, _, err = run_cli(capsys, "dataset", "build", str(path))
+    code, _, err = run_cli("dataset", "build", str(path))
     assert code == 1
     assert "format: unknown record format 'orca'" in err

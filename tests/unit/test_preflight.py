@@ -11,14 +11,13 @@ import math
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bedrock_ft.architectures import Architecture, register_architecture, unregister_architecture
-from bedrock_ft.cli import main
 from bedrock_ft.errors import PreflightError
 from bedrock_ft.preflight import (
     CONTEXT_LIMIT,
@@ -29,6 +28,8 @@ from bedrock_ft.preflight import (
     check_model_dir,
     get_rule,
 )
+
+RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conftest.py)
 
 ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "F8_E4M3": 1, "I64": 8}
 VOCAB = 64
@@ -601,36 +602,26 @@ def test_unigram_vocab_is_counted(model: Path) -> None:
 # --- the CLI ------------------------------------------------------------------------------------------
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_validate_clean_model(capsys: pytest.CaptureFixture[str], model: Path) -> None:
-    code, out, err = run_cli(capsys, "validate", str(model))
+def test_cli_validate_clean_model(run_cli: RunCli, model: Path) -> None:
+    code, out, err = run_cli("validate", str(model))
     assert code == 0
     assert "0 error(s), 0 warning(s); passes preflight" in err
     assert out == ""
 
 
-def test_cli_validate_exits_1_on_errors(capsys: pytest.CaptureFixture[str], model: Path) -> None:
+def test_cli_validate_exits_1_on_errors(run_cli: RunCli, model: Path) -> None:
     (model / "pytorch_model.bin").write_bytes(b"x")
     edit_json(model / "config.json", architectures=["LlamaForSequenceClassification"])
-    code, _, err = run_cli(capsys, "validate", str(model))
+    code, _, err = run_cli("validate", str(model))
     assert code == 1
     assert "safetensors-only (pytorch_model.bin)" in err
     assert "['LlamaForSequenceClassification']" in err  # brackets survive rich
     assert "2 error(s)" in err
 
 
-def test_cli_validate_json(capsys: pytest.CaptureFixture[str], model: Path) -> None:
+def test_cli_validate_json(run_cli: RunCli, model: Path) -> None:
     edit_json(model / "tokenizer_config.json", chat_template=None)
-    code, out, _ = run_cli(capsys, "validate", str(model), "--json")
+    code, out, _ = run_cli("validate", str(model), "--json")
     assert code == 0
     data = json.loads(out)
     assert data["ok"] is True
@@ -638,7 +629,7 @@ def test_cli_validate_json(capsys: pytest.CaptureFixture[str], model: Path) -> N
     assert PreflightReport.model_validate(data).warnings[0].severity is Severity.WARNING
 
 
-def test_cli_validate_missing_dir(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = run_cli(capsys, "validate", str(tmp_path / "nope"), "--json")
+def test_cli_validate_missing_dir(run_cli: RunCli, tmp_path: Path) -> None:
+    code, out, _ = run_cli("validate", str(tmp_path / "nope"), "--json")
     assert code == 1
     assert json.loads(out)["findings"][0]["rule"] == "model-dir"
