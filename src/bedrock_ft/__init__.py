@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         ThrottledError,
         TrainingError,
     )
+    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
 
 __all__ = [
     "AccessDeniedError",
@@ -85,12 +86,15 @@ __all__ = [
     "ModelNotReadyError",
     "NativeFormat",
     "PreflightError",
+    "QLoRAConfig",
+    "QLoRATrainer",
     "QuotaExceededError",
     "RegistryError",
     "RequestValidationError",
     "ResourceNotFoundError",
     "ServiceUnavailableError",
     "ThrottledError",
+    "TrainingConfig",
     "TrainingError",
     "__version__",
     "architecture_for_config",
@@ -128,6 +132,10 @@ _EXPORTS: dict[str, str] = {
     "register_chat_template": "bedrock_ft.data",
     "register_format": "bedrock_ft.data",
     "BaseConfig": "bedrock_ft.config",
+    # training
+    "QLoRAConfig": "bedrock_ft.training",
+    "QLoRATrainer": "bedrock_ft.training",
+    "TrainingConfig": "bedrock_ft.training",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",
     "ArtifactError": "bedrock_ft.errors",

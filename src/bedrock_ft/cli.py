@@ -88,8 +88,9 @@ def quickstart(
 ) -> None:
     """Run the quickstart on the embedded model (SmolLM2-135M-Instruct), fully offline.
 
-    It imports the model into the local Bedrock (a local S3 and a local Custom Model Import) and asks
-    it a question through the real Bedrock runtime API.
+    It builds a synthetic QA dataset, fine-tunes the model on it with QLoRA (on CPU), imports the
+    model into the local Bedrock (a local S3 and a local Custom Model Import) and asks it a question
+    through the real Bedrock runtime API.
     """
     from bedrock_ft.quickstart import run_quickstart
 
@@ -102,6 +103,12 @@ def quickstart(
     typer.echo("dataset:")
     for line in result["dataset_summary"]:
         typer.echo(f"  {line}")
+    m = result["adapter"]["train_metrics"]
+    typer.echo(
+        f"fine-tuned: {int(m['global_step'])} steps, loss {m['first_loss']:.3f} -> {m['final_loss']:.3f}, "
+        f"{m.get('tokens_per_second', 0):,.0f} tok/s"
+    )
+    err.print(f"adapter:        {result['adapter']['adapter_dir']}", soft_wrap=True)
     err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
     usage = result["usage"]
     err.print(
@@ -182,6 +189,55 @@ def dataset_build(
 
 
 @app.command()
+def train(  # noqa: PLR0917 - one parameter per CLI option
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="Config file with 'dataset', 'qlora' and 'training' (all optional but dataset)."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset directory or manifest.json (overrides the config's).")
+    ] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model directory, hub id or 'embedded'.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run directory (overrides the config's).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete a previous run and start over.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune with QLoRA (QLoRATrainer) and write the adapter and its manifest to the run directory."""
+    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
+    from bedrock_ft.training.config import load_train_file
+
+    if config is not None:
+        ref, qlora, training = load_train_file(str(config), dataset=dataset)
+    elif dataset is not None:
+        ref, qlora, training = dataset, QLoRAConfig(), TrainingConfig()
+    else:
+        raise typer.BadParameter("give a config file, or --dataset")
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {"base_model": base_model, "output_dir": output_dir, "max_steps": max_steps}.items()
+        if v is not None
+    }
+    if resume:
+        changes["resume"] = True
+    if overwrite:
+        changes["overwrite"] = True
+    if changes:
+        training = training.replace(**changes)
+    trainer = QLoRATrainer(qlora, training, progress=lambda m: err.print(m, soft_wrap=True, markup=False))
+    artifact = trainer.train(ref)
+    if as_json:
+        _print_json(artifact.model_dump(mode="json"))
+        return
+    m = artifact.train_metrics
+    loss = f"loss {m['first_loss']:.3f} -> {m['final_loss']:.3f}" if "first_loss" in m else ""
+    rate = f", {m['tokens_per_second']:,.0f} tok/s" if "tokens_per_second" in m else ""
+    typer.echo(f"adapter: {artifact.adapter_dir}")
+    typer.echo(f"steps: {int(m.get('global_step', 0))}; {loss}{rate}")
+
+
+@app.command()
 def validate(
     model_dir: Annotated[Path, typer.Argument(help="Model directory: config.json, tokenizer, safetensors.")],
     as_json: JsonOpt = False,
@@ -259,7 +315,6 @@ def local_serve(  # noqa: PLR0917 - one parameter per CLI option
 # (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
 _PENDING: list[tuple[typer.Typer, str, str]] = [
     (app, "run", "Run the whole pipeline from one config file."),
-    (app, "train", "Fine-tune with QLoRA (QLoRATrainer)."),
     (app, "merge", "Merge the adapter into the base model (AdapterMerger)."),
     (app, "import", "Upload to S3 and run a Custom Model Import job (BedrockImporter)."),
     (app, "invoke", "Invoke an imported model (ImportedModelClient)."),

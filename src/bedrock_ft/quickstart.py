@@ -4,7 +4,9 @@ It runs every stage that exists so far, on the embedded default:
 
 1. the embedded model (SmolLM2-135M-Instruct) from the cache, fetched and converted on first use;
 2. a small synthetic QA dataset, built with ``DatasetBuilder``, and its statistics;
-3. a ``LocalStack`` (local S3 + local Bedrock): upload the model, run the import job, invoke the
+3. one epoch of QLoRA fine-tuning of the embedded model on it, on CPU (``QLoRATrainer``). The run
+   directory is kept in the cache: a second quickstart finds the finished run and reuses it;
+4. a ``LocalStack`` (local S3 + local Bedrock): upload the model, run the import job, invoke the
    imported model with the OpenAIChatCompletion body, retrying its cold start as a client must.
 """
 
@@ -63,6 +65,27 @@ def _invoke_chat(runtime: Any, model_arn: str, body: dict[str, Any], timeout: fl
             delay = min(delay * 2, 2.0)
 
 
+def _train(dataset: Any, output_dir: Path, say: Step) -> dict[str, Any]:
+    """One epoch over the synthetic QA set: ~10 optimizer steps, about a minute on two CPU cores."""
+    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
+
+    training = TrainingConfig(
+        output_dir=str(output_dir),
+        resume=True,  # a finished run with the same settings and data is returned as it is
+        max_length=256,
+        per_device_batch_size=4,
+        num_epochs=1,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        logging_steps=1,
+        save_steps=5,
+    )
+    trainer = QLoRATrainer(QLoRAConfig(), training, progress=say, progress_bar=False)
+    adapter = trainer.train(dataset)
+    out: dict[str, Any] = adapter.model_dump(mode="json")
+    return out
+
+
 def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
     """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
     from bedrock_ft.data import build_synthetic_dataset, summarize
@@ -80,6 +103,9 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
     dataset = build_synthetic_dataset(data_dir, n=300, seed=0, tokenizer=str(model_dir), overwrite=True)
     result["dataset"] = dataset.model_dump(mode="json")
     result["dataset_summary"] = summarize(dataset)
+
+    say("fine-tuning the embedded model with QLoRA (4-bit nf4, LoRA r16 on every projection)")
+    result["adapter"] = _train(dataset, (Path(cache) if cache else cache_dir()) / "quickstart" / "adapter", say)
 
     say("starting the local S3 and the local Bedrock")
     with LocalStack() as stack, translate_client_errors():

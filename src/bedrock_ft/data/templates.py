@@ -60,7 +60,7 @@ MISTRAL = r"""
       {{- '[INST] ' + message['content'] + ' [/INST]' -}}
     {%- endif -%}
   {%- else -%}
-    {{- ' ' + message['content'] + eos_token -}}
+    {%- generation -%}{{- ' ' + message['content'] + eos_token -}}{%- endgeneration -%}
   {%- endif -%}
 {%- endfor -%}
 """.strip()
@@ -69,7 +69,11 @@ LLAMA3 = r"""
 {{- bos_token -}}
 {%- for message in messages -%}
   {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' -}}
-  {{- message['content'] | trim + '<|eot_id|>' -}}
+  {%- if message['role'] == 'assistant' -%}
+    {%- generation -%}{{- message['content'] | trim + '<|eot_id|>' -}}{%- endgeneration -%}
+  {%- else -%}
+    {{- message['content'] | trim + '<|eot_id|>' -}}
+  {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
   {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
@@ -78,7 +82,13 @@ LLAMA3 = r"""
 
 CHATML = r"""
 {%- for message in messages -%}
-  {{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' -}}
+  {%- if message['role'] == 'assistant' -%}
+    {{- '<|im_start|>assistant\n' -}}
+    {%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}
+    {{- '\n' -}}
+  {%- else -%}
+    {{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' -}}
+  {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
   {{- '<|im_start|>assistant\n' -}}
@@ -93,7 +103,8 @@ HUMAN_ASSISTANT = r"""
   {%- elif message['role'] == 'user' -%}
     {{- '\n\nHuman: ' + message['content'] + eos_token -}}
   {%- elif message['role'] == 'assistant' -%}
-    {{- '\n\nAssistant: ' + message['content'] + eos_token -}}
+    {{- '\n\nAssistant: ' -}}
+    {%- generation -%}{{- message['content'] + eos_token -}}{%- endgeneration -%}
   {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}

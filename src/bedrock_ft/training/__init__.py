@@ -1,0 +1,23 @@
+"""QLoRATrainer: QLoRA (or plain LoRA) supervised fine-tuning with trl's SFTTrainer.
+
+The configs import without torch; the trainer imports torch, transformers, peft and trl when it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bedrock_ft.training.config import QLoRAConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from bedrock_ft.training.trainer import QLoRATrainer
+
+__all__ = ["QLoRAConfig", "QLoRATrainer", "TrainingConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "QLoRATrainer":
+        from bedrock_ft.training.trainer import QLoRATrainer
+
+        return QLoRATrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

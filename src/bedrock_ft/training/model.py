@@ -1,0 +1,230 @@
+"""Loading the base model for training: device, dtype, 4-bit quantization, LoRA.
+
+Shared by :class:`~bedrock_ft.training.QLoRATrainer` and ``benchmarks/train_throughput.py``, so the
+benchmark measures exactly what users train with.
+
+The bitsandbytes CPU trap (DESIGN §10): on CPUs with AVX512-BF16, a no-grad forward through a 4-bit
+model repacks its weights, after which most LoRA layers get zero gradients. Nothing here runs the
+model; the trainer's first forward is a training step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bedrock_ft.errors import TrainingError
+
+if TYPE_CHECKING:
+    import torch
+
+    from bedrock_ft.architectures import Architecture
+    from bedrock_ft.training.config import QLoRAConfig, TrainingConfig
+
+__all__ = [
+    "Precision",
+    "bf16_supported",
+    "build_model",
+    "liger_enabled",
+    "lora_config",
+    "read_model_config",
+    "resolve_base_model",
+    "resolve_device",
+    "resolve_precision",
+]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def resolve_base_model(base_model: str) -> str:
+    """'embedded' becomes the bundled model's directory; a local directory must hold a config and weights."""
+    if base_model == "embedded":
+        from bedrock_ft.models import embedded_model
+
+        return str(embedded_model())
+    path = Path(base_model).expanduser()
+    if path.exists() or base_model.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise TrainingError(f"base_model {base_model}: no such model directory")
+        if not (path / "config.json").is_file():
+            raise TrainingError(f"base_model {path}: no config.json (is this a Hugging Face model directory?)")
+        if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in path.iterdir()):
+            raise TrainingError(f"base_model {path}: no weights (*.safetensors) next to config.json")
+        return str(path.resolve())
+    return base_model  # a hub id, resolved by transformers (its cache, or a download)
+
+
+def read_model_config(model: str) -> dict[str, Any]:
+    """The base's ``config.json`` as a dict (from the directory, or from the hub cache for an id)."""
+    path = Path(model)
+    if path.is_dir():
+        config_file = path / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            config_file = Path(hf_hub_download(model, "config.json"))
+        except Exception as exc:
+            raise TrainingError(f"base_model {model}: can't fetch its config.json: {exc}") from None
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{config_file}: can't read the model config: {exc}") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"{config_file}: not a JSON object")
+    return data
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether the hardware runs bfloat16 natively: Ampere or newer GPUs; CPUs with AVX512-BF16 or AMX."""
+    import torch
+
+    if device == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return cpu in {"AVX512_BF16", "AMX"} or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype a run computes in, and how the Trainer's mixed precision is set for it."""
+
+    dtype: torch.dtype
+    name: str  # bfloat16, float16, float32
+
+    @property
+    def trainer_flags(self) -> dict[str, bool]:
+        return {"bf16": self.name == "bfloat16", "fp16": self.name == "float16"}
+
+
+def resolve_precision(requested: str, device: str) -> Precision:
+    """The compute dtype to use; asking for one the hardware lacks falls back with a warning."""
+    import torch
+
+    if requested == "auto":
+        if device == "cuda":
+            name = "bfloat16" if bf16_supported(device) else "float16"
+        else:
+            name = "float32"  # robust and, on CPU, about as fast for small models
+        return Precision(getattr(torch, name), name)
+    name = requested
+    if name == "bfloat16" and not bf16_supported(device):
+        fallback = "float16" if device == "cuda" else "float32"
+        warnings.warn(
+            f"compute_dtype='bfloat16' but this {device.upper()} has no bfloat16 support; training in "
+            f"{fallback} instead (set compute_dtype='{fallback}' to silence this)",
+            UserWarning,
+            stacklevel=3,
+        )
+        name = fallback
+    elif name == "float16" and device == "cpu":
+        warnings.warn(
+            "compute_dtype='float16' is not supported for training on CPU; training in float32 instead",
+            UserWarning,
+            stacklevel=3,
+        )
+        name = "float32"
+    return Precision(getattr(torch, name), name)
+
+
+def liger_enabled(training: TrainingConfig, device: str) -> bool:
+    """liger-kernel's fused ops: on by default with CUDA when installed; asked for explicitly, required."""
+    available = importlib.util.find_spec("liger_kernel") is not None
+    if training.liger_kernel is None:
+        return device == "cuda" and available
+    if training.liger_kernel and device != "cuda":
+        raise TrainingError("liger_kernel=True needs a CUDA GPU (its kernels are Triton); set it to None or False")
+    if training.liger_kernel and not available:
+        raise TrainingError("liger_kernel=True but liger-kernel is not installed: pip install 'bedrock-ft[gpu]'")
+    return training.liger_kernel
+
+
+def lora_config(qlora: QLoRAConfig, arch: Architecture | None) -> Any:
+    from peft import LoraConfig
+
+    targets: Any = qlora.target_modules
+    if targets is None:
+        own = arch.lora_target_modules if arch is not None else ("all-linear",)
+        targets = "all-linear" if own == ("all-linear",) else list(own)
+    elif isinstance(targets, tuple):
+        targets = list(targets)
+    return LoraConfig(
+        r=qlora.r,
+        lora_alpha=qlora.alpha,
+        lora_dropout=qlora.dropout,
+        target_modules=targets,
+        bias=qlora.bias,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_model(
+    model_path: str,
+    qlora: QLoRAConfig,
+    training: TrainingConfig,
+    *,
+    device: str,
+    precision: Precision,
+    arch: Architecture | None,
+) -> Any:
+    """The base model (4-bit unless ``quantize=False``) with a fresh LoRA adapter, ready to train.
+
+    LoRA weights are kept in float32 (the optimizer's master copy); the forward and backward run in
+    ``precision`` under autocast.
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {
+        "dtype": precision.dtype,
+        "attn_implementation": training.attn_implementation,
+        "device_map": {"": 0} if device == "cuda" else {"": "cpu"},
+        "low_cpu_mem_usage": True,
+    }
+    if qlora.quantize:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=qlora.quant_type,
+            bnb_4bit_use_double_quant=qlora.double_quant,
+            bnb_4bit_compute_dtype=precision.dtype,
+            bnb_4bit_quant_storage=getattr(torch, qlora.storage_dtype),
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise TrainingError(f"base_model {model_path}: can't load it: {exc}") from exc
+    model.config.use_cache = False
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    try:
+        peft_model = get_peft_model(model, lora_config(qlora, arch))
+    except ValueError as exc:  # peft: target modules not found in the model
+        raise TrainingError(f"target_modules {qlora.target_modules!r}: {exc}") from exc
+    keep_adapter_fp32(peft_model)
+    return peft_model
+
+
+def keep_adapter_fp32(model: Any) -> None:
+    """Trainable (LoRA) parameters in float32: trl casts them to bf16 for quantized bases, where small
+    optimizer updates vanish below bf16's resolution."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()

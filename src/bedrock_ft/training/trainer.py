@@ -1,0 +1,362 @@
+"""QLoRATrainer: QLoRA (or LoRA) supervised fine-tuning on one device, with trl's SFTTrainer."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bedrock_ft.artifacts import AdapterArtifact, DatasetArtifact
+from bedrock_ft.errors import TrainingError
+from bedrock_ft.training.config import QLoRAConfig, TrainingConfig
+from bedrock_ft.training.rundir import RunDir
+
+if TYPE_CHECKING:
+    from bedrock_ft.architectures import Architecture
+
+__all__ = ["QLoRATrainer"]
+
+Progress = Callable[[str], None]
+
+
+class QLoRATrainer:
+    """Fine-tune ``training.base_model`` with a LoRA adapter on a 4-bit (or full-precision) base.
+
+    ``train(dataset)`` takes a :class:`~bedrock_ft.artifacts.DatasetArtifact` (or the path of its
+    manifest), or a ``datasets.Dataset`` with a ``messages`` or an ``input_ids`` column, and returns
+    an :class:`~bedrock_ft.artifacts.AdapterArtifact` written to ``training.output_dir``.
+
+    ``progress`` receives one line per stage (loading, training, saving); ``progress_bar`` shows a
+    live bar with loss, tokens/s and ETA; ``callbacks`` are extra ``transformers.TrainerCallback``\\ s.
+    """
+
+    def __init__(
+        self,
+        qlora: QLoRAConfig | None = None,
+        training: TrainingConfig | None = None,
+        *,
+        progress: Progress | None = None,
+        progress_bar: bool = True,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
+        self.qlora = qlora or QLoRAConfig()
+        self.training = training or TrainingConfig()
+        self._say: Progress = progress or (lambda message: None)
+        self.progress_bar = progress_bar
+        self.callbacks = list(callbacks)
+        self.monitor: Any = None  # the TrainingMonitor of the last run: step times, tokens, losses
+
+    # --- public --------------------------------------------------------------------------------------
+
+    def train(self, dataset: DatasetArtifact | str | Path | Any) -> AdapterArtifact:
+        from bedrock_ft._deps import require
+
+        require("torch", "transformers", "peft", "trl", extra="train", feature="QLoRATrainer")
+        if self.qlora.quantize:
+            require("bitsandbytes", extra="train", feature="4-bit quantization (quantize=True)")
+        if isinstance(dataset, str | Path):
+            dataset = DatasetArtifact.read(dataset)
+        t, q = self.training, self.qlora
+        run = RunDir(t.output_dir)
+        artifact = dataset if isinstance(dataset, DatasetArtifact) else None
+
+        # Everything that can be checked without a model is checked first.
+        model_path = _resolve_base(t.base_model, self._say)
+        records = None
+        if artifact is not None:
+            from bedrock_ft.training.data import load_messages
+
+            self._say(f"reading the training split: {artifact.train_uri}")
+            records = load_messages(artifact, work_dir=None)
+        run_info = self._run_info(artifact, records, dataset, model_path)
+        state = run.prepare(overwrite=t.overwrite, resume=t.resume, run_info=run_info)
+        if state == "finished":
+            self._say(f"{run.path}: this run already finished; returning its adapter")
+            return AdapterArtifact.read(run.manifest)
+
+        from bedrock_ft.architectures import architecture_for_config
+        from bedrock_ft.training.memory import check_memory, estimate_memory
+        from bedrock_ft.training.model import liger_enabled, read_model_config, resolve_device, resolve_precision
+
+        model_config = read_model_config(model_path)
+        _check_context(model_config, t.max_length)
+        arch = _architecture(architecture_for_config, model_config)
+        device = resolve_device(t.device)
+        precision = resolve_precision(q.compute_dtype, device)
+        liger = liger_enabled(t, device)
+        check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
+
+        tokenizer, template = self._tokenizer(model_path, artifact)
+        if t.assistant_only_loss:
+            from bedrock_ft.training.data import check_generation_template
+
+            check_generation_template(template, artifact.chat_template_name if artifact else None, tokenizer)
+        train_data = self._hf_dataset(records, dataset)
+
+        if state == "fresh":
+            run.write_run(run_info)
+        resume_from = None
+        if state == "resume":
+            for dropped in run.drop_incomplete_checkpoints():
+                self._say(f"removed incomplete checkpoint {dropped.name} (the run was killed while saving it)")
+            last = run.last_checkpoint()
+            if last is not None:
+                resume_from = str(last[1])
+                self._say(f"resuming from {last[1].name}")
+
+        self._say(
+            f"loading {model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
+            f"{precision.name}, {device}{', liger-kernel' if liger else ''})"
+        )
+        started = time.perf_counter()
+        from bedrock_ft.training.model import build_model
+
+        model = build_model(model_path, q, t, device=device, precision=precision, arch=arch)
+        trainer = self._sft_trainer(model, tokenizer, train_data, run, device, precision, liger)
+        self._say("training")
+        result = self._fit(trainer, resume_from, device)
+        self._say(f"saving the adapter to {run.adapter}")
+        self._save_adapter(trainer, tokenizer, run)
+        metrics = self._metrics(result, trainer, started, device)
+        out = AdapterArtifact(
+            adapter_dir=str(run.adapter),
+            base_model=t.base_model if t.base_model != "embedded" else model_path,
+            architecture=arch.name if arch else str(model_config.get("model_type", "unknown")),
+            lora=_lora_summary(model),
+            quantization=_quant_summary(q, precision.name) if q.quantize else None,
+            train_metrics=metrics,
+            checkpoint_dir=str(run.checkpoints),
+            chat_template=template,
+            config_hash=run_info["run_hash"],
+        )
+        out.write(run.path)
+        return AdapterArtifact.read(run.manifest)
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _run_info(
+        self, artifact: DatasetArtifact | None, records: list[dict[str, Any]] | None, dataset: Any, model_path: str
+    ) -> dict[str, Any]:
+        """What decides the run's result; its hash tells a resumable run from a different one."""
+        if artifact is not None and records is not None:
+            digest = hashlib.sha256()
+            for record in records:  # content, not paths or timestamps: a rebuilt identical dataset matches
+                digest.update(json.dumps(record, sort_keys=True).encode())
+            digest.update((artifact.chat_template or "").encode())
+            data_id: dict[str, Any] = {"train_uri": artifact.train_uri, "records": len(records),
+                                       "sha256": digest.hexdigest()}  # fmt: skip
+        else:
+            data_id = {"in_memory": getattr(dataset, "_fingerprint", None) or str(len(dataset))}
+        info = {
+            "qlora": self.qlora.model_dump(mode="json"),
+            "training": self.training.model_dump(mode="json", exclude=set(TrainingConfig.hash_exclude)),
+            "dataset": data_id,
+            "base_model_path": model_path,
+        }
+        identity = {"qlora": info["qlora"], "training": info["training"], "data": data_id.get("sha256", data_id)}
+        blob = json.dumps(identity, sort_keys=True)
+        info["run_hash"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return info
+
+    def _tokenizer(self, model_path: str, artifact: DatasetArtifact | None) -> tuple[Any, str | None]:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+        except (OSError, ValueError) as exc:
+            raise TrainingError(f"base_model {model_path}: can't load its tokenizer: {exc}") from exc
+        template = artifact.chat_template if artifact is not None else None
+        if template:
+            tokenizer.chat_template = template  # train with the template the dataset was built with
+        else:
+            own = tokenizer.chat_template
+            template = own.get("default") if isinstance(own, dict) else own
+        if artifact is not None and not template:
+            raise TrainingError(
+                "neither the dataset nor the base model's tokenizer has a chat template; rebuild the dataset "
+                "with chat_template set (e.g. 'chatml')"
+            )
+        return tokenizer, template
+
+    @staticmethod
+    def _hf_dataset(records: list[dict[str, Any]] | None, dataset: Any) -> Any:
+        if records is not None:
+            from datasets import Dataset
+
+            return Dataset.from_list(records)
+        columns = getattr(dataset, "column_names", None)
+        if not columns or not ({"messages", "input_ids"} & set(columns)):
+            raise TrainingError(
+                "train() takes a DatasetArtifact, its manifest path, or a datasets.Dataset with a 'messages' "
+                f"or 'input_ids' column (got {type(dataset).__name__} with columns {columns})"
+            )
+        return dataset
+
+    def _sft_trainer(
+        self, model: Any, tokenizer: Any, data: Any, run: RunDir, device: str, precision: Any, liger: bool
+    ) -> Any:
+        from trl import SFTConfig, SFTTrainer
+
+        from bedrock_ft.training.model import keep_adapter_fp32
+        from bedrock_ft.training.progress import TrainingMonitor
+
+        t = self.training
+        tensorboard = t.tensorboard if t.tensorboard is not None else importlib.util.find_spec("tensorboard") is not None
+        if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
+        padding_free = t.padding_free if t.padding_free is not None else (t.packing and t.packing_strategy == "bfd")
+        args = SFTConfig(
+            output_dir=str(run.checkpoints),
+            max_length=t.max_length,
+            packing=t.packing,
+            packing_strategy=t.packing_strategy,
+            padding_free=padding_free,
+            assistant_only_loss=t.assistant_only_loss,
+            num_train_epochs=t.num_epochs,
+            max_steps=t.max_steps or -1,
+            learning_rate=t.learning_rate,
+            lr_scheduler_type=t.lr_scheduler,
+            warmup_ratio=t.warmup_ratio,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            per_device_train_batch_size=t.per_device_batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            gradient_checkpointing=t.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+            seed=t.seed,
+            data_seed=t.seed,
+            save_strategy="steps",
+            save_steps=t.save_steps,
+            save_total_limit=t.save_total_limit,
+            logging_steps=t.logging_steps,
+            logging_dir=str(run.tensorboard),
+            report_to=["tensorboard"] if tensorboard else "none",
+            use_liger_kernel=liger,
+            use_cpu=device == "cpu",
+            disable_tqdm=True,
+            include_num_input_tokens_seen=True,
+            dataloader_num_workers=0,
+            tf32=True if device == "cuda" else None,
+            **precision.trainer_flags,
+        )
+        self.monitor = TrainingMonitor(run.metrics, progress_bar=self.progress_bar, cuda=device == "cuda")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*use_liger_kernel.*deprecated", category=FutureWarning)
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=data,
+                processing_class=tokenizer,
+                callbacks=[self.monitor, *self.callbacks],
+            )
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar instead
+        keep_adapter_fp32(trainer.model)  # trl casts QLoRA adapters to bf16; keep float32 master weights
+        return trainer
+
+    def _fit(self, trainer: Any, resume_from: str | None, device: str) -> Any:
+        import torch
+
+        try:
+            return trainer.train(resume_from_checkpoint=resume_from)
+        except torch.OutOfMemoryError as exc:
+            step = trainer.state.global_step
+            t = self.training
+            where = "GPU" if device == "cuda" else "memory"
+            raise TrainingError(
+                f"out of {where} at step {step}: lower per_device_batch_size (now {t.per_device_batch_size}; "
+                f"raise gradient_accumulation_steps to keep the effective batch) or max_length (now "
+                f"{t.max_length})"
+                + ("" if t.gradient_checkpointing else ", or turn gradient_checkpointing on")
+                + ". Checkpoints saved so far are kept; resume=True continues from the last one."
+            ) from exc
+        finally:
+            if self.monitor is not None:
+                self.monitor.close()
+
+    @staticmethod
+    def _save_adapter(trainer: Any, tokenizer: Any, run: RunDir) -> None:
+        from bedrock_ft._io import atomic_dir
+
+        with atomic_dir(run.adapter, overwrite=True) as tmp:
+            trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+            # The template in tokenizer_config.json, where transformers 4.x (and Bedrock) read it.
+            tokenizer.save_pretrained(str(tmp), save_jinja_files=False)
+
+    def _metrics(self, result: Any, trainer: Any, started: float, device: str) -> dict[str, float]:
+        state = trainer.state
+        metrics: dict[str, float] = {
+            "global_step": float(state.global_step),
+            "train_loss": float(result.training_loss),
+            "train_seconds": round(time.perf_counter() - started, 2),
+            "tokens_seen": float(getattr(state, "num_input_tokens_seen", 0) or 0),
+        }
+        losses = [float(e["loss"]) for e in state.log_history if "loss" in e]
+        if losses:
+            metrics["first_loss"] = losses[0]
+            metrics["final_loss"] = losses[-1]
+        rate = self.monitor.tokens_per_second() if self.monitor else None
+        if rate:
+            metrics["tokens_per_second"] = round(rate, 1)
+        if device == "cuda":
+            import torch
+
+            metrics["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        return metrics
+
+
+def _resolve_base(base_model: str, say: Progress) -> str:
+    from bedrock_ft.training.model import resolve_base_model
+
+    if base_model == "embedded":
+        say("base model: the embedded SmolLM2-135M-Instruct")
+    return resolve_base_model(base_model)
+
+
+def _check_context(model_config: dict[str, Any], max_length: int) -> None:
+    context = model_config.get("max_position_embeddings")
+    text = model_config.get("text_config")
+    if context is None and isinstance(text, dict):
+        context = text.get("max_position_embeddings")
+    if isinstance(context, int) and max_length > context:
+        raise TrainingError(
+            f"max_length {max_length} is longer than the model's context ({context} tokens, "
+            f"max_position_embeddings); set max_length to {context} or less"
+        )
+
+
+def _architecture(lookup: Callable[[dict[str, Any]], Architecture], config: dict[str, Any]) -> Architecture | None:
+    try:
+        return lookup(config)
+    except Exception:  # noqa: BLE001 - an unregistered architecture trains with all-linear targets
+        return None
+
+
+def _lora_summary(model: Any) -> dict[str, Any]:
+    config = model.peft_config["default"]
+    targets = config.target_modules
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "r": config.r,
+        "alpha": config.lora_alpha,
+        "dropout": config.lora_dropout,
+        "target_modules": sorted(targets) if isinstance(targets, set | list) else targets,
+        "bias": config.bias,
+        "trainable_parameters": trainable,
+    }
+
+
+def _quant_summary(q: QLoRAConfig, compute: str) -> dict[str, Any]:
+    return {
+        "load_in_4bit": True,
+        "quant_type": q.quant_type,
+        "double_quant": q.double_quant,
+        "compute_dtype": compute,
+        "storage_dtype": q.storage_dtype,
+    }

@@ -1,0 +1,31 @@
+"""Fixtures for training tests: a small chat dataset built with DatasetBuilder, and fast run settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bedrock_ft.artifacts import DatasetArtifact
+
+# Small and quick on two CPU cores (~1-2 s a step), with a learning rate high enough that the loss
+# falls within a handful of steps.
+FAST: dict[str, Any] = {
+    "max_length": 128,
+    "per_device_batch_size": 4,
+    "learning_rate": 2e-3,
+    "warmup_ratio": 0.0,
+    "lr_scheduler": "constant",
+    "logging_steps": 1,
+    "tensorboard": False,
+}
+
+
+@pytest.fixture(scope="session")
+def qa_dataset(embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> DatasetArtifact:
+    """40 synthetic QA records (32 train), templated with the embedded model's own chat template."""
+    from bedrock_ft.data import build_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("qa-dataset")
+    return build_synthetic_dataset(out, n=40, seed=0, tokenizer=str(embedded_dir), overwrite=True)
