@@ -197,11 +197,15 @@ def train(  # noqa: PLR0917 - one parameter per CLI option
     dataset: Annotated[
         str | None, typer.Option(help="Dataset directory or manifest.json (overrides the config's).")
     ] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model directory, hub id or 'embedded'.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Base model directory, hub id or 'embedded'.")
+    ] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run directory (overrides the config's).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete a previous run and start over.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete a previous run and start over.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune with QLoRA (QLoRATrainer) and write the adapter and its manifest to the run directory."""

@@ -105,7 +105,9 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
     result["dataset_summary"] = summarize(dataset)
 
     say("fine-tuning the embedded model with QLoRA (4-bit nf4, LoRA r16 on every projection)")
-    result["adapter"] = _train(dataset, (Path(cache) if cache else cache_dir()) / "quickstart" / "adapter", say)
+    result["adapter"] = _train(
+        dataset, (Path(cache) if cache else cache_dir()) / "quickstart" / "adapter", say
+    )
 
     say("starting the local S3 and the local Bedrock")
     with LocalStack() as stack, translate_client_errors():

@@ -32,8 +32,12 @@ class QLoRAConfig(BaseConfig):
     """
 
     # --- quantization ------------------------------------------------------------------------------
-    quantize: bool = Field(default=True, description="Load the base in 4 bits (QLoRA); False gives plain LoRA.")
-    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit data type (bnb_4bit_quant_type).")
+    quantize: bool = Field(
+        default=True, description="Load the base in 4 bits (QLoRA); False gives plain LoRA."
+    )
+    quant_type: Literal["nf4", "fp4"] = Field(
+        default="nf4", description="4-bit data type (bnb_4bit_quant_type)."
+    )
     double_quant: bool = Field(
         default=True, description="Quantize the quantization constants too (bnb_4bit_use_double_quant)."
     )
@@ -115,8 +119,8 @@ class TrainingConfig(BaseConfig):
     )
     packing_strategy: Literal["bfd", "wrapped"] = Field(
         default="bfd",
-        description="bfd: whole records, best-fit decreasing, padding-free. wrapped: records concatenated and cut "
-        "every max_length tokens (the seed's, older trl's ConstantLengthDataset).",
+        description="bfd: whole records, best-fit decreasing, padding-free. wrapped: records concatenated "
+        "and cut every max_length tokens (the seed's, older trl's ConstantLengthDataset).",
     )
     padding_free: bool | None = Field(
         default=None,
@@ -153,8 +157,10 @@ class TrainingConfig(BaseConfig):
     device: Literal["auto", "cuda", "cpu"] = Field(
         default="auto", description="Where to train: auto picks CUDA when there is a GPU."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        default="sdpa", description="Attention kernel."
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        default="auto",
+        description="Attention kernel. auto: flex_attention for padding-free batches on CUDA (it skips the "
+        "masked blocks between packed records, where sdpa computes them), else sdpa.",
     )
     liger_kernel: bool | None = Field(
         default=None,
@@ -163,7 +169,9 @@ class TrainingConfig(BaseConfig):
     )
 
     # --- checkpoints, logging ----------------------------------------------------------------------
-    save_steps: int = Field(default=200, ge=1, description="Save a resumable checkpoint every this many steps.")
+    save_steps: int = Field(
+        default=200, ge=1, description="Save a resumable checkpoint every this many steps."
+    )
     save_total_limit: int = Field(default=2, ge=1, description="Checkpoints kept (the oldest are deleted).")
     logging_steps: int = Field(default=10, ge=1, description="Log loss and throughput every this many steps.")
     tensorboard: bool | None = Field(
@@ -176,7 +184,15 @@ class TrainingConfig(BaseConfig):
     )
 
     hash_exclude = frozenset(
-        {"output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard", "save_total_limit"}
+        {
+            "output_dir",
+            "overwrite",
+            "resume",
+            "logging_steps",
+            "tensorboard",
+            "memory_guard",
+            "save_total_limit",
+        }
     )
 
     @model_validator(mode="after")
@@ -188,6 +204,13 @@ class TrainingConfig(BaseConfig):
         if self.padding_free and self.packing_strategy == "wrapped":
             raise _problem("padding_free needs packing_strategy 'bfd': wrapped packing splits records")
         return self
+
+    @property
+    def uses_padding_free(self) -> bool:
+        """Padding-free batches: as set, else on with bfd packing (trl requires it there)."""
+        if self.padding_free is not None:
+            return self.padding_free
+        return self.packing and self.packing_strategy == "bfd"
 
     @classmethod
     def seed_recipe(cls, **overrides: Any) -> TrainingConfig:
@@ -217,7 +240,8 @@ def load_train_file(path: str, *, dataset: str | None = None) -> tuple[str, QLoR
     unknown = sorted(set(data) - set(TRAIN_FILE_KEYS))
     if unknown:
         raise ConfigError(
-            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; expected {', '.join(TRAIN_FILE_KEYS)}",
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(TRAIN_FILE_KEYS)}",
             source=path,
         )
     for key in ("qlora", "training"):
@@ -225,7 +249,9 @@ def load_train_file(path: str, *, dataset: str | None = None) -> tuple[str, QLoR
             raise ConfigError(f"'{key}' must be a mapping of settings", source=path)
     ref = dataset or data.get("dataset")
     if not isinstance(ref, str) or not ref:
-        raise ConfigError("'dataset': give the dataset's directory or manifest.json (or --dataset)", source=path)
+        raise ConfigError(
+            "'dataset': give the dataset's directory or manifest.json (or --dataset)", source=path
+        )
     qlora = QLoRAConfig.from_dict(data.get("qlora") or {}, source=f"{path} (qlora)")
     training = TrainingConfig.from_dict(data.get("training") or {}, source=f"{path} (training)")
     return ref, qlora, training

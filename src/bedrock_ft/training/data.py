@@ -25,8 +25,8 @@ def local_copy(uri: str, work_dir: Path, aws: AwsConfig | None = None) -> Path:
         path = Path(uri)
         if not path.is_file():
             raise DatasetError(
-                f"{uri}: the dataset's training file is missing (rebuild the dataset, or fix train_uri in its "
-                "manifest.json)",
+                f"{uri}: the dataset's training file is missing (rebuild the dataset, or fix train_uri "
+                "in its manifest.json)",
                 field="train_uri",
             )
         return path
@@ -44,8 +44,11 @@ def local_copy(uri: str, work_dir: Path, aws: AwsConfig | None = None) -> Path:
     return target
 
 
-def load_messages(artifact: DatasetArtifact, *, work_dir: Path | None = None, aws: AwsConfig | None = None) -> list[dict[str, Any]]:
-    """Every training record as ``{"messages": [...]}``; the first bad record stops it, named by file and line."""
+def load_messages(
+    artifact: DatasetArtifact, *, work_dir: Path | None = None, aws: AwsConfig | None = None
+) -> list[dict[str, Any]]:
+    """Every training record as ``{"messages": [...]}``; the first bad record stops it, named by file
+    and line."""
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         path = local_copy(artifact.train_uri, Path(tmp), aws)
         records = _read(path, artifact.train_uri)
@@ -66,13 +69,14 @@ def _read(path: Path, label: str) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except ValueError as exc:
                 raise DatasetError(f"{where}: not valid JSON ({exc})", record_index=len(records)) from None
-            messages = record.get("messages") if isinstance(record, Mapping) else None
-            _check_messages(messages, where, len(records))
+            messages = _check_messages(
+                record.get("messages") if isinstance(record, Mapping) else None, where, len(records)
+            )
             records.append({"messages": [{"role": m["role"], "content": m["content"]} for m in messages]})
     return records
 
 
-def _check_messages(messages: Any, where: str, index: int) -> None:
+def _check_messages(messages: Any, where: str, index: int) -> list[Mapping[str, str]]:
     if messages is None:
         raise DatasetError(
             f"{where}: no 'messages' (the trainer takes chat records; build the data with DatasetBuilder)",
@@ -80,9 +84,15 @@ def _check_messages(messages: Any, where: str, index: int) -> None:
             field="messages",
         )
     if not isinstance(messages, list) or not messages:
-        raise DatasetError(f"{where}: 'messages' must be a non-empty list", record_index=index, field="messages")
+        raise DatasetError(
+            f"{where}: 'messages' must be a non-empty list", record_index=index, field="messages"
+        )
     for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, Mapping)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
             raise DatasetError(
                 f"{where}: messages[{i}] must be an object with string 'role' and 'content'",
                 record_index=index,
@@ -95,7 +105,10 @@ def _check_messages(messages: Any, where: str, index: int) -> None:
                 field=f"messages[{i}].role",
             )
     if not any(m["role"] == "assistant" for m in messages):
-        raise DatasetError(f"{where}: no assistant message to learn from", record_index=index, field="messages")
+        raise DatasetError(
+            f"{where}: no assistant message to learn from", record_index=index, field="messages"
+        )
+    return messages
 
 
 def check_generation_template(template: str | None, template_name: str | None, tokenizer: Any) -> None:
@@ -108,16 +121,16 @@ def check_generation_template(template: str | None, template_name: str | None, t
     try:
         if get_training_chat_template(probe) is not None:
             return  # trl knows this template and supplies a marked-up copy for the mask
-    except Exception:  # noqa: BLE001 - trl raises ValueError for templates it doesn't know; any failure = no
+    except Exception:
         pass
     from bedrock_ft.data.templates import BUILTIN_TEMPLATES
 
     label = repr(template_name) if template_name else "of this dataset"
     raise TrainingError(
-        f"assistant_only_loss=True needs a chat template that marks the assistant's turns with "
-        f"{{% generation %}}...{{% endgeneration %}}, so trl knows which tokens to learn; the template {label} "
-        "has no such block. Fix it one of three ways: rebuild the dataset with a built-in template that has "
-        f"them ({', '.join(BUILTIN_TEMPLATES)}); wrap the assistant content (and its end-of-turn token) "
-        "of your template in {% generation %}...{% endgeneration %}; or set assistant_only_loss=False to "
-        "learn from whole conversations."
+        "assistant_only_loss=True needs a chat template that marks the assistant's turns with "
+        "{% generation %}...{% endgeneration %}, so trl knows which tokens to learn; the template "
+        f"{label} has no such block. Fix it one of three ways: rebuild the dataset with a built-in "
+        f"template that has them ({', '.join(BUILTIN_TEMPLATES)}); wrap the assistant content (and its "
+        "end-of-turn token) of your template in {% generation %}...{% endgeneration %}; or set "
+        "assistant_only_loss=False to learn from whole conversations."
     )

@@ -80,8 +80,10 @@ def estimate_memory(
     weights = int(linear * per_linear + embed * width)
 
     # LoRA on every projection: r * (in + out) per module; fp32 weight + grad + two AdamW moments.
-    lora_params = layers * qlora.r * (
-        hidden * 4 + head_dim * (2 * heads + 2 * kv_heads) + 3 * (hidden + inter) * experts
+    lora_params = (
+        layers
+        * qlora.r
+        * (hidden * 4 + head_dim * (2 * heads + 2 * kv_heads) + 3 * (hidden + inter) * experts)
     )
     adapter = lora_params * 16
 
@@ -115,14 +117,13 @@ def check_memory(estimate: MemoryEstimate | None, device: str, training: Trainin
     free, what = available_memory(device)
     if estimate.total <= free:
         return
-    hints = [
-        f"per_device_batch_size (now {training.per_device_batch_size}; raise gradient_accumulation_steps "
-        "to keep the effective batch)",
-        f"max_length (now {training.max_length})",
-    ]
+    lower = (
+        f"lower per_device_batch_size (now {training.per_device_batch_size}; raise "
+        f"gradient_accumulation_steps to keep the effective batch) or max_length (now {training.max_length})"
+    )
     if not training.gradient_checkpointing:
-        hints.insert(0, "turn gradient_checkpointing on")
+        lower = "turn gradient_checkpointing on, or " + lower
     raise TrainingError(
         f"this run needs {estimate.describe()} but {device} has {free / GiB:.1f} GiB {what}. "
-        f"Lower {' or '.join(hints)}; or set memory_guard=False if you know better."
+        f"{lower[0].upper()}{lower[1:]}; or set memory_guard=False if you know better."
     )

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback  # noqa: TID253 - imported only by the trainer, when training
 
 __all__ = ["TrainingMonitor"]
 
@@ -110,7 +110,9 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
                 self._task, completed=state.global_step, stats=f"loss {loss}  {rate:,.0f} tok/s"
             )
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         logs = dict(logs or {})
         if "loss" in logs:
             self._last_loss = float(logs["loss"])

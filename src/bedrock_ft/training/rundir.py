@@ -83,16 +83,20 @@ class RunDir:
             raise TrainingError(f"output_dir {self.path}: exists and is not a directory")
         if not self.is_run:
             raise TrainingError(
-                f"output_dir {self.path}: not empty, and not a bedrock-ft run (no {RUN_FILE}); choose another "
-                "output_dir (overwrite only replaces directories bedrock-ft made)"
+                f"output_dir {self.path}: not empty, and not a bedrock-ft run (no {RUN_FILE}); choose "
+                "another output_dir (overwrite only replaces directories bedrock-ft made)"
             )
         if overwrite:
             shutil.rmtree(self.path)
             return "fresh"
         last = self.last_checkpoint()
         if not resume:
-            what = "a finished run (manifest.json)" if self.finished else (
-                f"an interrupted run (last checkpoint: step {last[0]})" if last else "an interrupted run"
+            what = (
+                "a finished run (manifest.json)"
+                if self.finished
+                else (
+                    f"an interrupted run (last checkpoint: step {last[0]})" if last else "an interrupted run"
+                )
             )
             advice = "resume=True returns it" if self.finished else "resume=True continues it"
             raise TrainingError(

@@ -8,6 +8,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,23 @@ from bedrock_ft.training.rundir import RunDir
 
 if TYPE_CHECKING:
     from bedrock_ft.architectures import Architecture
+    from bedrock_ft.training.model import Precision
 
 __all__ = ["QLoRATrainer"]
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    model_config: dict[str, Any]
+    arch: Architecture | None
+    device: str
+    precision: Precision
+    liger: bool
+    tokenizer: Any
+    template: str | None
+    data: Any
 
 
 class QLoRATrainer:
@@ -79,59 +93,35 @@ class QLoRATrainer:
             self._say(f"{run.path}: this run already finished; returning its adapter")
             return AdapterArtifact.read(run.manifest)
 
-        from bedrock_ft.architectures import architecture_for_config
-        from bedrock_ft.training.memory import check_memory, estimate_memory
-        from bedrock_ft.training.model import liger_enabled, read_model_config, resolve_device, resolve_precision
-
-        model_config = read_model_config(model_path)
-        _check_context(model_config, t.max_length)
-        arch = _architecture(architecture_for_config, model_config)
-        device = resolve_device(t.device)
-        precision = resolve_precision(q.compute_dtype, device)
-        liger = liger_enabled(t, device)
-        check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
-
-        tokenizer, template = self._tokenizer(model_path, artifact)
-        if t.assistant_only_loss:
-            from bedrock_ft.training.data import check_generation_template
-
-            check_generation_template(template, artifact.chat_template_name if artifact else None, tokenizer)
-        train_data = self._hf_dataset(records, dataset)
-
+        hw = self._setup(model_path, artifact, records, dataset)
         if state == "fresh":
             run.write_run(run_info)
-        resume_from = None
-        if state == "resume":
-            for dropped in run.drop_incomplete_checkpoints():
-                self._say(f"removed incomplete checkpoint {dropped.name} (the run was killed while saving it)")
-            last = run.last_checkpoint()
-            if last is not None:
-                resume_from = str(last[1])
-                self._say(f"resuming from {last[1].name}")
+        resume_from = self._resume_point(run) if state == "resume" else None
+        from bedrock_ft.training.model import build_model, resolve_attention
 
         self._say(
             f"loading {model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
-            f"{precision.name}, {device}{', liger-kernel' if liger else ''})"
+            f"{hw.precision.name}, {hw.device}, {resolve_attention(t, hw.device)}"
+            f"{', liger-kernel' if hw.liger else ''})"
         )
         started = time.perf_counter()
-        from bedrock_ft.training.model import build_model
 
-        model = build_model(model_path, q, t, device=device, precision=precision, arch=arch)
-        trainer = self._sft_trainer(model, tokenizer, train_data, run, device, precision, liger)
+        model = build_model(model_path, q, t, device=hw.device, precision=hw.precision, arch=hw.arch)
+        trainer = self._sft_trainer(model, hw, run)
         self._say("training")
-        result = self._fit(trainer, resume_from, device)
+        result = self._fit(trainer, resume_from, hw.device)
         self._say(f"saving the adapter to {run.adapter}")
-        self._save_adapter(trainer, tokenizer, run)
-        metrics = self._metrics(result, trainer, started, device)
+        self._save_adapter(trainer, hw.tokenizer, run)
+        metrics = self._metrics(result, trainer, started, hw.device)
         out = AdapterArtifact(
             adapter_dir=str(run.adapter),
             base_model=t.base_model if t.base_model != "embedded" else model_path,
-            architecture=arch.name if arch else str(model_config.get("model_type", "unknown")),
+            architecture=hw.arch.name if hw.arch else str(hw.model_config.get("model_type", "unknown")),
             lora=_lora_summary(model),
-            quantization=_quant_summary(q, precision.name) if q.quantize else None,
+            quantization=_quant_summary(q, hw.precision.name) if q.quantize else None,
             train_metrics=metrics,
             checkpoint_dir=str(run.checkpoints),
-            chat_template=template,
+            chat_template=hw.template,
             config_hash=run_info["run_hash"],
         )
         out.write(run.path)
@@ -139,8 +129,61 @@ class QLoRATrainer:
 
     # --- steps ---------------------------------------------------------------------------------------
 
+    def _setup(
+        self,
+        model_path: str,
+        artifact: DatasetArtifact | None,
+        records: list[dict[str, Any]] | None,
+        dataset: Any,
+    ) -> _Setup:
+        """Everything decided before the model loads: device, dtype, memory, tokenizer, template, data."""
+        from bedrock_ft.architectures import architecture_for_config
+        from bedrock_ft.training.memory import check_memory, estimate_memory
+        from bedrock_ft.training.model import (
+            liger_enabled,
+            read_model_config,
+            resolve_device,
+            resolve_precision,
+        )
+
+        t, q = self.training, self.qlora
+        model_config = read_model_config(model_path)
+        _check_context(model_config, t.max_length)
+        device = resolve_device(t.device)
+        precision = resolve_precision(q.compute_dtype, device)
+        liger = liger_enabled(t, device)
+        check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
+        tokenizer, template = self._tokenizer(model_path, artifact)
+        if t.assistant_only_loss:
+            from bedrock_ft.training.data import check_generation_template
+
+            check_generation_template(template, artifact.chat_template_name if artifact else None, tokenizer)
+        return _Setup(
+            model_config=model_config,
+            arch=_architecture(architecture_for_config, model_config),
+            device=device,
+            precision=precision,
+            liger=liger,
+            tokenizer=tokenizer,
+            template=template,
+            data=self._hf_dataset(records, dataset),
+        )
+
+    def _resume_point(self, run: RunDir) -> str | None:
+        for dropped in run.drop_incomplete_checkpoints():
+            self._say(f"removed incomplete checkpoint {dropped.name} (the run was killed while saving it)")
+        last = run.last_checkpoint()
+        if last is None:
+            return None
+        self._say(f"resuming from {last[1].name}")
+        return str(last[1])
+
     def _run_info(
-        self, artifact: DatasetArtifact | None, records: list[dict[str, Any]] | None, dataset: Any, model_path: str
+        self,
+        artifact: DatasetArtifact | None,
+        records: list[dict[str, Any]] | None,
+        dataset: Any,
+        model_path: str,
     ) -> dict[str, Any]:
         """What decides the run's result; its hash tells a resumable run from a different one."""
         if artifact is not None and records is not None:
@@ -158,7 +201,11 @@ class QLoRATrainer:
             "dataset": data_id,
             "base_model_path": model_path,
         }
-        identity = {"qlora": info["qlora"], "training": info["training"], "data": data_id.get("sha256", data_id)}
+        identity = {
+            "qlora": info["qlora"],
+            "training": info["training"],
+            "data": data_id.get("sha256", data_id),
+        }
         blob = json.dumps(identity, sort_keys=True)
         info["run_hash"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return info
@@ -197,25 +244,26 @@ class QLoRATrainer:
             )
         return dataset
 
-    def _sft_trainer(
-        self, model: Any, tokenizer: Any, data: Any, run: RunDir, device: str, precision: Any, liger: bool
-    ) -> Any:
+    def _sft_trainer(self, model: Any, hw: _Setup, run: RunDir) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         from bedrock_ft.training.model import keep_adapter_fp32
         from bedrock_ft.training.progress import TrainingMonitor
 
-        t = self.training
-        tensorboard = t.tensorboard if t.tensorboard is not None else importlib.util.find_spec("tensorboard") is not None
+        t, device = self.training, hw.device
+        tensorboard = (
+            t.tensorboard
+            if t.tensorboard is not None
+            else importlib.util.find_spec("tensorboard") is not None
+        )
         if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
-        padding_free = t.padding_free if t.padding_free is not None else (t.packing and t.packing_strategy == "bfd")
         args = SFTConfig(
             output_dir=str(run.checkpoints),
             max_length=t.max_length,
             packing=t.packing,
             packing_strategy=t.packing_strategy,
-            padding_free=padding_free,
+            padding_free=t.uses_padding_free,
             assistant_only_loss=t.assistant_only_loss,
             num_train_epochs=t.num_epochs,
             max_steps=t.max_steps or -1,
@@ -236,22 +284,24 @@ class QLoRATrainer:
             logging_steps=t.logging_steps,
             logging_dir=str(run.tensorboard),
             report_to=["tensorboard"] if tensorboard else "none",
-            use_liger_kernel=liger,
+            use_liger_kernel=hw.liger,
             use_cpu=device == "cpu",
             disable_tqdm=True,
             include_num_input_tokens_seen=True,
             dataloader_num_workers=0,
             tf32=True if device == "cuda" else None,
-            **precision.trainer_flags,
+            **hw.precision.trainer_flags,
         )
         self.monitor = TrainingMonitor(run.metrics, progress_bar=self.progress_bar, cuda=device == "cuda")
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*use_liger_kernel.*deprecated", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*use_liger_kernel.*deprecated", category=FutureWarning
+            )
             trainer = SFTTrainer(
                 model=model,
                 args=args,
-                train_dataset=data,
-                processing_class=tokenizer,
+                train_dataset=hw.data,
+                processing_class=hw.tokenizer,
                 callbacks=[self.monitor, *self.callbacks],
             )
         from transformers import PrinterCallback
@@ -331,10 +381,12 @@ def _check_context(model_config: dict[str, Any], max_length: int) -> None:
         )
 
 
-def _architecture(lookup: Callable[[dict[str, Any]], Architecture], config: dict[str, Any]) -> Architecture | None:
+def _architecture(
+    lookup: Callable[[dict[str, Any]], Architecture], config: dict[str, Any]
+) -> Architecture | None:
     try:
         return lookup(config)
-    except Exception:  # noqa: BLE001 - an unregistered architecture trains with all-linear targets
+    except Exception:
         return None
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bedrock_ft import AdapterArtifact, QLoRAConfig, QLoRATrainer, TrainingConfig, TrainingError
 from bedrock_ft.artifacts import DatasetArtifact
+
 from .conftest import FAST
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,9 @@ class GradientProbe:
 
 
 @pytest.fixture(scope="module")
-def qlora_run(qa_dataset: DatasetArtifact, tmp_path_factory: pytest.TempPathFactory) -> tuple[AdapterArtifact, GradientProbe, Path]:
+def qlora_run(
+    qa_dataset: DatasetArtifact, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[AdapterArtifact, GradientProbe, Path]:
     out = tmp_path_factory.mktemp("qlora-run") / "run"
     probe = GradientProbe()
     training = TrainingConfig(output_dir=str(out), max_steps=6, save_steps=3, **FAST)
@@ -45,7 +48,9 @@ def qlora_run(qa_dataset: DatasetArtifact, tmp_path_factory: pytest.TempPathFact
     return trainer.train(qa_dataset), probe, out
 
 
-def test_every_lora_b_gets_a_gradient_in_the_first_step(qlora_run: tuple[AdapterArtifact, GradientProbe, Path]) -> None:
+def test_every_lora_b_gets_a_gradient_in_the_first_step(
+    qlora_run: tuple[AdapterArtifact, GradientProbe, Path],
+) -> None:
     # The bitsandbytes CPU trap (a no-grad forward before training) leaves most lora_B at zero gradient.
     _, probe, _ = qlora_run
     assert len(probe.lora_b) == 30 * 7  # SmolLM2: 30 layers x 7 projections
@@ -65,7 +70,15 @@ def test_qlora_loss_falls_and_the_artifact_describes_the_run(
     assert adapter.architecture == "llama"
     assert adapter.quantization is not None and adapter.quantization["quant_type"] == "nf4"
     assert adapter.lora["r"] == 16 and adapter.lora["dropout"] == 0.0
-    assert set(adapter.lora["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(adapter.lora["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     # The manifest round-trips from disk, and points at the files.
     assert AdapterArtifact.read(out) == adapter
     adapter_dir = Path(adapter.adapter_dir)
@@ -102,14 +115,18 @@ def test_a_finished_run_is_refused_unless_resume_or_overwrite(
 ) -> None:
     adapter, _, out = qlora_run
     same = TrainingConfig(output_dir=str(out), max_steps=6, save_steps=3, **FAST)
-    with pytest.raises(TrainingError, match=r"holds a finished run .*resume=True returns it, overwrite=True starts over"):
+    with pytest.raises(
+        TrainingError, match=r"holds a finished run .*resume=True returns it, overwrite=True starts over"
+    ):
         QLoRATrainer(QLoRAConfig(), same, progress_bar=False).train(qa_dataset)
     # resume=True on a finished run with the same settings returns it, without training.
     again = QLoRATrainer(QLoRAConfig(), same.replace(resume=True), progress_bar=False).train(qa_dataset)
     assert again == adapter
     # ... and with other settings it says what changed.
     with pytest.raises(TrainingError, match=r"training\.max_steps: 6 -> 7"):
-        QLoRATrainer(QLoRAConfig(), same.replace(resume=True, max_steps=7), progress_bar=False).train(qa_dataset)
+        QLoRATrainer(QLoRAConfig(), same.replace(resume=True, max_steps=7), progress_bar=False).train(
+            qa_dataset
+        )
 
 
 def test_plain_lora_trains_on_an_unquantized_base(qa_dataset: DatasetArtifact, tmp_path: Path) -> None:

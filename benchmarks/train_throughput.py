@@ -1,0 +1,238 @@
+"""QLoRA training throughput: the seed's recipe against bedrock-ft's default, on one CUDA GPU.
+
+The model is a random-init Mistral-7B-v0.3-shaped model (throughput doesn't depend on the weights'
+values, so nothing is downloaded), with a word-level tokenizer built here. Every variant trains on
+the same 4 x 2048 tokens per optimizer step, with gradient checkpointing, and reports the median
+tokens/s after warm-up and the peak GPU memory (torch.cuda.max_memory_allocated).
+
+Variants, all in one run on the same GPU:
+
+- ``seed-raw``: the seed recipe exactly as the seed trains it (transformers + peft + bitsandbytes,
+  a plain loop; the same code as the reference baseline of DESIGN §11);
+- ``seed-trainer``: ``QLoRAConfig.seed_recipe()`` + ``TrainingConfig.seed_recipe()`` through
+  ``QLoRATrainer`` (trl's SFTTrainer), so the trainer's own overhead is visible;
+- ``default``: ``QLoRAConfig()`` + ``TrainingConfig()`` through ``QLoRATrainer`` (what users get);
+- further ``default`` variants that switch one fast-path setting off, to show what each is worth.
+
+Run on the GPU machine (see benchmarks/README.md for the package folder)::
+
+    PYTHONPATH=$PWD/.site:$PWD/src python benchmarks/train_throughput.py --out $OUT/train_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+BATCH, SEQ = 4, 2048
+VOCAB = 32768
+
+
+def make_model(path: Path, layers: int) -> None:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, MistralConfig, PreTrainedTokenizerFast
+
+    cfg = MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(path, max_shard_size="5GB")
+    del model
+    torch.cuda.empty_cache()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {f"w{i}": i for i in range(4, VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    fast.save_pretrained(path)
+
+
+def token_dataset(n_rows: int, seed: int = 0) -> Any:
+    """Rows of exactly SEQ random tokens: packing (bfd or wrapped) gives full rows either way."""
+    import torch
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, VOCAB, (n_rows, SEQ), generator=g)
+    return Dataset.from_dict({"input_ids": ids.tolist()})
+
+
+def seed_raw(path: Path, steps: int, warm: int) -> dict[str, Any]:
+    """The seed's recipe and loop, as in the reference baseline script."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    torch.cuda.reset_peak_memory_stats()
+    q = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_quant_storage=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=q, dtype=torch.bfloat16, attn_implementation="sdpa", device_map={"": 0}
+    )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    lcfg = LoraConfig(
+        r=16, lora_alpha=8, lora_dropout=0.05, bias="none", target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(model, lcfg)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    x = torch.randint(4, VOCAB, (BATCH, SEQ), device="cuda")
+    times = []
+    for _ in range(warm + steps):
+        torch.cuda.synchronize()
+        s = time.perf_counter()
+        out = model(input_ids=x, labels=x)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - s)
+    med = sorted(times[warm:])[len(times[warm:]) // 2]
+    result = {"tok_per_s": round(BATCH * SEQ / med), "step_s_median": round(med, 3),
+              "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}  # fmt: skip
+    del model, opt, out
+    return result
+
+
+def via_trainer(
+    path: Path, qlora: Any, training: Any, *, steps: int, warm: int, work: Path
+) -> dict[str, Any]:
+    import torch
+
+    from bedrock_ft.training import QLoRATrainer
+
+    torch.cuda.reset_peak_memory_stats()
+    training = training.replace(
+        base_model=str(path),
+        output_dir=str(work / f"run-{time.monotonic_ns()}"),
+        max_steps=warm + steps,
+        max_length=SEQ,
+        per_device_batch_size=BATCH,
+        save_steps=10_000,
+        logging_steps=1,
+        tensorboard=False,
+    )
+    trainer = QLoRATrainer(qlora, training, progress=lambda m: print("  ", m, flush=True), progress_bar=False)
+    artifact = trainer.train(token_dataset(BATCH * (warm + steps) + BATCH))
+    mon = trainer.monitor
+    pairs = list(zip(mon.step_seconds, mon.step_tokens, strict=True))[warm:]
+    med_s = sorted(s for s, _ in pairs)[len(pairs) // 2]
+    tokens = {t for _, t in pairs}
+    result = {
+        "tok_per_s": round(mon.tokens_per_second(skip=warm)),
+        "step_s_median": round(med_s, 3),
+        "tokens_per_step": sorted(tokens),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "final_loss": artifact.train_metrics.get("final_loss"),
+    }
+    del trainer
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--only", default=None, help="comma-separated variant names")
+    parser.add_argument("--model-dir", default=None, help="keep the random-init model here, and reuse it")
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+
+    from bedrock_ft.training import QLoRAConfig, TrainingConfig
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    model_dir = Path(args.model_dir) if args.model_dir else work / "mistral-7b-shape"
+    t = time.perf_counter()
+    if not (model_dir / "tokenizer_config.json").is_file():
+        make_model(model_dir, args.layers)
+    report: dict[str, Any] = {
+        "gpu": torch.cuda.get_device_name(0),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "shape": f"Mistral-7B-v0.3 ({args.layers} layers), random init, vocab {VOCAB}",
+        "tokens_per_step": BATCH * SEQ,
+        "model_init_s": round(time.perf_counter() - t, 1),
+        "results": {},
+    }
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("peft", "trl", "bitsandbytes", "liger-kernel"):
+        try:
+            report["versions"][dist] = version(dist)
+        except PackageNotFoundError:
+            report["versions"][dist] = "absent"
+    print(json.dumps(report), flush=True)
+
+    def trainer_run(qlora: Any, training: Any) -> Any:
+        return lambda: via_trainer(model_dir, qlora, training, steps=args.steps, warm=args.warmup, work=work)
+
+    variants: dict[str, Any] = {
+        "seed-raw": lambda: seed_raw(model_dir, args.steps, args.warmup),
+        "seed-trainer": trainer_run(QLoRAConfig.seed_recipe(), TrainingConfig.seed_recipe()),
+        "default": trainer_run(QLoRAConfig(), TrainingConfig()),
+        "default-no-liger": trainer_run(QLoRAConfig(), TrainingConfig(liger_kernel=False)),
+        "default-bfd-padding-free": trainer_run(
+            QLoRAConfig(), TrainingConfig(packing_strategy="bfd", padding_free=True)
+        ),
+        "default-flex": trainer_run(QLoRAConfig(), TrainingConfig(attn_implementation="flex_attention")),
+        "default-wrapped": trainer_run(
+            QLoRAConfig(), TrainingConfig(packing_strategy="wrapped", padding_free=False)
+        ),
+    }
+    chosen = args.only.split(",") if args.only else list(variants)
+    for name in chosen:
+        try:
+            result = variants[name]()
+        except Exception as exc:
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {str(exc)[:400]}"}
+        gc.collect()
+        torch.cuda.empty_cache()
+        report["results"][name] = result
+        print(name, json.dumps(result), flush=True)
+
+    base = report["results"].get("seed-raw", {})
+    for r in report["results"].values():
+        if "tok_per_s" in r and "tok_per_s" in base:
+            r["speed_vs_seed_raw"] = round(r["tok_per_s"] / base["tok_per_s"], 3)
+            r["memory_vs_seed_raw"] = round(r["peak_gib"] / base["peak_gib"], 3)
+    print(json.dumps(report, indent=1), flush=True)
+    if args.out:
+        Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

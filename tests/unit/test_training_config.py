@@ -1,0 +1,107 @@
+"""QLoRAConfig, TrainingConfig, the train config file and the memory estimate: light, no torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bedrock_ft import ConfigError, QLoRAConfig, TrainingConfig
+from bedrock_ft.training.config import load_train_file
+from bedrock_ft.training.memory import GiB, estimate_memory
+
+MISTRAL_7B = {
+    "model_type": "mistral", "vocab_size": 32768, "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+    "max_position_embeddings": 32768, "tie_word_embeddings": False,
+}  # fmt: skip
+
+
+def test_seed_recipe_is_the_seed_exactly() -> None:
+    seed = QLoRAConfig.seed_recipe()
+    assert (seed.r, seed.alpha, seed.dropout, seed.target_modules) == (16, 8.0, 0.05, "all-linear")
+    assert (seed.quant_type, seed.double_quant, seed.compute_dtype, seed.storage_dtype) == (
+        "nf4", True, "bfloat16", "bfloat16",
+    )  # fmt: skip
+    run = TrainingConfig.seed_recipe()
+    assert run.attn_implementation == "sdpa"
+    assert (run.liger_kernel, run.padding_free, run.packing_strategy) == (False, False, "wrapped")
+    assert QLoRAConfig.seed_recipe(r=64).r == 64
+
+
+def test_defaults_are_the_fast_path() -> None:
+    q, t = QLoRAConfig(), TrainingConfig()
+    assert q.quantize and q.dropout == 0.0 and q.target_modules is None  # the architecture's own list
+    assert t.packing and t.packing_strategy == "bfd" and t.padding_free is None and t.liger_kernel is None
+    assert t.attn_implementation == "auto" and t.gradient_checkpointing and t.uses_padding_free
+    assert TrainingConfig.seed_recipe().attn_implementation == "sdpa"
+    assert not TrainingConfig.seed_recipe().uses_padding_free
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainingConfig(learning_rate=0, per_device_batch_size=0, max_steps=0, nonsense=1)  # type: ignore[call-arg]
+    fields = {p.path for p in info.value.problems}
+    assert {"learning_rate", "per_device_batch_size", "max_steps", "nonsense"} <= fields
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"overwrite": True, "resume": True}, "overwrite and resume exclude each other"),
+        ({"packing": False, "padding_free": True}, "padding_free without packing"),
+        ({"packing_strategy": "wrapped", "padding_free": True}, "padding_free needs packing_strategy 'bfd'"),
+    ],
+)
+def test_contradictory_settings(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainingConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_target_modules() -> None:
+    assert QLoRAConfig(target_modules=("q_proj", "v_proj")).target_modules == ("q_proj", "v_proj")
+    assert QLoRAConfig(target_modules="all-linear").target_modules == "all-linear"
+    with pytest.raises(ConfigError, match="target_modules"):
+        QLoRAConfig(target_modules=())
+
+
+def test_config_hash_ignores_where_and_how_to_log() -> None:
+    a = TrainingConfig(output_dir="a", logging_steps=1)
+    b = TrainingConfig(output_dir="b", logging_steps=50, resume=True)
+    assert a.config_hash() == b.config_hash()
+    assert a.config_hash() != TrainingConfig(output_dir="a", learning_rate=1e-4).config_hash()
+
+
+def test_train_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"dataset": "runs/data", "qlora": {"r": 8}, "training": {"max_steps": 3}}))
+    ref, q, t = load_train_file(str(path))
+    assert (ref, q.r, t.max_steps) == ("runs/data", 8, 3)
+    assert load_train_file(str(path), dataset="other")[0] == "other"
+    path.write_text(json.dumps({"qlora": {"r": 8}}))
+    with pytest.raises(ConfigError, match="'dataset'"):
+        load_train_file(str(path))
+    path.write_text(json.dumps({"dataset": "d", "qlora": {"rank": 8}}))
+    with pytest.raises(ConfigError, match=r"rank"):
+        load_train_file(str(path))
+
+
+def test_memory_estimate_for_mistral_7b() -> None:
+    run = TrainingConfig(per_device_batch_size=4, max_length=2048)
+    est = estimate_memory(MISTRAL_7B, QLoRAConfig(), run, "bfloat16")
+    assert est is not None
+    # 7.25B parameters: ~3.5 GiB of 4-bit linear layers + 0.5 GiB of bf16 embeddings and head.
+    assert 3.5 * GiB < est.weights < 4.5 * GiB
+    # 42M LoRA parameters with float32 weights, gradients and two AdamW moments: ~0.6 GiB.
+    assert 0.5 * GiB < est.adapter < 0.8 * GiB
+    # The seed recipe peaks at 10.5 GiB on an H100 with this shape: the estimate must not be below it
+    # (it exists to fail early) nor wildly above (it would refuse runs that fit).
+    assert 10.5 * GiB < est.total < 16 * GiB, est.describe()
+    # Without gradient checkpointing, activations grow with the layer count.
+    no_gc = estimate_memory(MISTRAL_7B, QLoRAConfig(), run.replace(gradient_checkpointing=False), "bfloat16")
+    assert no_gc is not None and no_gc.activations > 8 * est.activations
+    # Unquantized, weights are 2 bytes each.
+    full = estimate_memory(MISTRAL_7B, QLoRAConfig(quantize=False), run, "bfloat16")
+    assert full is not None and full.weights > 13 * GiB
+    assert estimate_memory({"model_type": "odd"}, QLoRAConfig(), run, "bfloat16") is None
