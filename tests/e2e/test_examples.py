@@ -18,6 +18,14 @@ EXPECTED = {
         "chat template: human_assistant",
         "files: eval_dataset.jsonl, manifest.json, test_dataset.json, train_dataset.json",
     ],
+    "02_train_qlora.py": [
+        "dataset: 160 training records, template tokenizer",
+        "steps: 8, loss ",
+        "LoRA: r=16 alpha=32.0 dropout=0.0",
+        '"quant_type": "nf4"',
+        "chat template saved with the adapter: True",
+        "loss fell: True",
+    ],
     "embedded_model.py": ["A: The capital of France is Paris."],
     "register_architecture.py": [
         "before: unknown architecture 'gpt_neox'",
