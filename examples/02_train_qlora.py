@@ -1,8 +1,9 @@
 """QLoRA fine-tuning with QLoRATrainer: a dataset artifact in, an adapter artifact out.
 
-    python examples/02_train_qlora.py                      # the embedded model, on CPU, ~1 minute
-    python examples/02_train_qlora.py --seed-recipe        # the seed's exact recipe (r16, alpha 8, dropout 0.05)
-    python examples/02_train_qlora.py --base-model mistralai/Mistral-7B-v0.3 --dataset runs/flan --max-steps 500
+    python examples/02_train_qlora.py                # the embedded model, on CPU, ~1 minute
+    python examples/02_train_qlora.py --seed-recipe  # the seed's recipe (r16, alpha 8, dropout 0.05)
+    python examples/02_train_qlora.py --base-model mistralai/Mistral-7B-v0.3 --dataset runs/flan \
+        --max-steps 500
 
 Without --dataset it builds a small synthetic QA dataset first. The adapter is trained on a 4-bit nf4
 base with LoRA on every projection; the run directory keeps resumable checkpoints and metrics.jsonl.

@@ -27,6 +27,10 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     # The dataset step: the seeded synthetic QA set, with its statistics.
     assert "  records: train 240, test 60 (read 300, dropped 0)" in proc.stdout
     assert "tokens per training record: min " in proc.stdout
+    # The training step: QLoRA on CPU, and the loss fell.
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("fine-tuned: "))
+    first, final = (float(x) for x in line.split("loss ")[1].split(",")[0].split(" -> "))
+    assert final < 0.5 * first, line
     answer = next(line for line in proc.stdout.splitlines() if line.startswith("A: "))
     assert "Paris" in answer
     assert str(embedded_dir) in proc.stderr
@@ -53,6 +57,14 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert result["s3_uri"] == "s3://bedrock-ft-quickstart/embedded/"
     assert result["usage"]["completion_tokens"] > 0
     assert result["finish_reason"] in ("stop", "length")
+    adapter = result["adapter"]
+    assert adapter["kind"] == "adapter" and adapter["quantization"]["quant_type"] == "nf4"
+    assert Path(adapter["adapter_dir"], "adapter_model.safetensors").is_file()
+    assert adapter["chat_template"] == result["dataset"]["chat_template"]
+    # The second quickstart found the finished run and reused it: the run's log has one start.
+    run_log = Path(adapter["adapter_dir"]).parent / "metrics.jsonl"
+    starts = [e for e in map(json.loads, run_log.read_text().splitlines()) if e["event"] == "start"]
+    assert len(starts) == 1
     dataset = result["dataset"]
     assert dataset["record_counts"] == {"train": 240, "test": 60}
     assert dataset["chat_template_name"] == "tokenizer"

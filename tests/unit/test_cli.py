@@ -12,7 +12,6 @@ RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conft
     "args",
     [
         ["run", "pipeline.yaml"],
-        ["train"],
         ["merge"],
         ["import"],
         ["invoke"],
@@ -24,6 +23,12 @@ def test_stages_not_built_yet_exit_2(run_cli: RunCli, args: list[str]) -> None:
     code, _, err = run_cli(*args)
     assert code == 2
     assert "not implemented yet" in err
+
+
+def test_train_needs_a_config_or_a_dataset(run_cli: RunCli) -> None:
+    code, _, err = run_cli("train")
+    assert code == 2
+    assert "give a config file, or --dataset" in err
 
 
 def test_version(run_cli: RunCli) -> None:
