@@ -80,8 +80,14 @@ def _train(dataset: Any, output_dir: Path, say: Step) -> dict[str, Any]:
         logging_steps=1,
         save_steps=5,
     )
-    trainer = QLoRATrainer(QLoRAConfig(), training, progress=say, progress_bar=False)
-    adapter = trainer.train(dataset)
+    from bedrock_ft.training.rundir import RunMismatchError
+
+    try:
+        adapter = QLoRATrainer(QLoRAConfig(), training, progress=say, progress_bar=False).train(dataset)
+    except RunMismatchError:  # the cache holds a run from other settings (e.g. an older bedrock-ft)
+        say("the cached quickstart run used other settings: training again")
+        training = training.replace(resume=False, overwrite=True)
+        adapter = QLoRATrainer(QLoRAConfig(), training, progress=say, progress_bar=False).train(dataset)
     out: dict[str, Any] = adapter.model_dump(mode="json")
     return out
 

@@ -183,17 +183,14 @@ class TrainingConfig(BaseConfig):
         "hold it.",
     )
 
+    # How a run is executed and logged, not what it learns: changing these keeps a run resumable.
     hash_exclude = frozenset(
         {
-            "output_dir",
-            "overwrite",
-            "resume",
-            "logging_steps",
-            "tensorboard",
-            "memory_guard",
-            "save_total_limit",
+            "output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard",
+            "save_total_limit", "save_steps", "gradient_checkpointing", "attn_implementation",
+            "liger_kernel", "device",
         }
-    )
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
@@ -201,6 +198,8 @@ class TrainingConfig(BaseConfig):
             raise _problem("overwrite and resume exclude each other: start over, or continue")
         if self.padding_free and not self.packing:
             raise _problem("padding_free without packing leaves max_length unenforced; turn packing on")
+        if self.padding_free is False and self.packing and self.packing_strategy == "bfd":
+            raise _problem("bfd packing is always padding-free (trl); use packing_strategy 'wrapped' instead")
         if self.padding_free and self.packing_strategy == "wrapped":
             raise _problem("padding_free needs packing_strategy 'bfd': wrapped packing splits records")
         return self

@@ -71,7 +71,11 @@ def estimate_memory(
         return None
     head_dim = _get(model_config, "head_dim", default=hidden // heads)
     attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    mlp = 3 * hidden * inter * experts
+    # Mixture of experts: every expert's weights are held, only the routed ones run per token.
+    expert_inter = _get(model_config, "moe_intermediate_size", default=inter) if experts > 1 else inter
+    shared = _get(model_config, "shared_expert_intermediate_size", default=0) if experts > 1 else 0
+    top_k = _get(model_config, "num_experts_per_tok", default=2) if experts > 1 else 1
+    mlp = 3 * hidden * (expert_inter * experts + shared)
     linear = layers * (attn + mlp)
     tied = bool(model_config.get("tie_word_embeddings", False))
     embed = vocab * hidden * (1 if tied else 2)
@@ -80,17 +84,17 @@ def estimate_memory(
     weights = int(linear * per_linear + embed * width)
 
     # LoRA on every projection: r * (in + out) per module; fp32 weight + grad + two AdamW moments.
-    lora_params = (
-        layers
-        * qlora.r
-        * (hidden * 4 + head_dim * (2 * heads + 2 * kv_heads) + 3 * (hidden + inter) * experts)
-    )
+    per_layer = hidden * 4 + head_dim * (2 * heads + 2 * kv_heads) + 3 * (hidden + expert_inter) * experts
+    if shared:
+        per_layer += 3 * (hidden + shared)
+    lora_params = layers * qlora.r * per_layer
     adapter = lora_params * 16
 
     tokens = training.per_device_batch_size * training.max_length
     # One layer's working set in the backward pass: attention inputs/outputs, q/k/v, MLP intermediates
     # (gate, up, act, product), norms and the LoRA inputs it saves, in the compute dtype.
-    layer_set = tokens * (10 * hidden + 4 * inter + 2 * head_dim * (heads + 2 * kv_heads)) * width
+    active_inter = expert_inter * top_k + shared
+    layer_set = tokens * (10 * hidden + 4 * active_inter + 2 * head_dim * (heads + 2 * kv_heads)) * width
     if training.gradient_checkpointing:
         activations = layers * tokens * hidden * width + 2 * layer_set
     else:

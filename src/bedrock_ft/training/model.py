@@ -86,9 +86,13 @@ def resolve_device(requested: str) -> str:
 
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        raise TrainingError(
+            f"this process sees {torch.cuda.device_count()} GPUs and QLoRATrainer trains on one; pick it "
+            "with CUDA_VISIBLE_DEVICES (e.g. CUDA_VISIBLE_DEVICES=0)"
+        )
+    return device
 
 
 def bf16_supported(device: str) -> bool:
@@ -96,7 +100,7 @@ def bf16_supported(device: str) -> bool:
     import torch
 
     if device == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))  # T4/V100 only emulate it
     cpu = torch.backends.cpu.get_cpu_capability()
     return cpu in {"AVX512_BF16", "AMX"} or bool(
         getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()

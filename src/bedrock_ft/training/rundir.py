@@ -25,9 +25,13 @@ from bedrock_ft._io import atomic_write_text
 from bedrock_ft.artifacts import MANIFEST_NAME
 from bedrock_ft.errors import TrainingError
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "RunMismatchError"]
 
 RUN_FILE = "run.json"
+
+
+class RunMismatchError(TrainingError):
+    """resume=True found a run started with other settings or data."""
 
 
 class RunDir:
@@ -75,7 +79,8 @@ class RunDir:
     # --- decisions -----------------------------------------------------------------------------------
 
     def prepare(self, *, overwrite: bool, resume: bool, run_info: dict[str, Any]) -> str:
-        """Decide what to do with what is there: 'fresh', 'resume' or 'finished'. Refuses to clobber."""
+        """Decide what to do with what is there: 'fresh', 'replace' (overwrite a previous run),
+        'resume' or 'finished'. Refuses to clobber; deletes nothing."""
         exists = self.path.exists() and any(self.path.iterdir()) if self.path.is_dir() else self.path.exists()
         if not exists:
             return "fresh"
@@ -87,8 +92,7 @@ class RunDir:
                 "another output_dir (overwrite only replaces directories bedrock-ft made)"
             )
         if overwrite:
-            shutil.rmtree(self.path)
-            return "fresh"
+            return "replace"  # deleted by clear(), once every check before loading has passed
         last = self.last_checkpoint()
         if not resume:
             what = (
@@ -106,11 +110,16 @@ class RunDir:
         self.check_same_run(run_info)
         return "finished" if self.finished else "resume"
 
+    def clear(self) -> None:
+        """Delete a previous run (``overwrite``): only a directory bedrock-ft made (prepare checked)."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
     def check_same_run(self, run_info: dict[str, Any]) -> None:
         previous = self.read_run()
         if previous.get("run_hash") == run_info["run_hash"]:
             return
-        raise TrainingError(
+        raise RunMismatchError(
             f"output_dir {self.path}: resume=True, but the run there was started with other settings or "
             f"data ({_differences(previous, run_info)}); resume with the same configs, or set overwrite=True"
         )

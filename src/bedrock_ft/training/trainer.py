@@ -82,6 +82,8 @@ class QLoRATrainer:
         # Everything that can be checked without a model is checked first.
         model_path = _resolve_base(t.base_model, self._say)
         records = None
+        if artifact is None:
+            self._hf_dataset(None, dataset)  # a clear error for anything that is not a Dataset
         if artifact is not None:
             from bedrock_ft.training.data import load_messages
 
@@ -94,7 +96,10 @@ class QLoRATrainer:
             return AdapterArtifact.read(run.manifest)
 
         hw = self._setup(model_path, artifact, records, dataset)
-        if state == "fresh":
+        if state == "replace":
+            self._say(f"overwrite: deleting the previous run in {run.path}")
+            run.clear()
+        if state in ("fresh", "replace"):
             run.write_run(run_info)
         resume_from = self._resume_point(run) if state == "resume" else None
         from bedrock_ft.training.model import build_model, resolve_attention
@@ -115,7 +120,7 @@ class QLoRATrainer:
         metrics = self._metrics(result, trainer, started, hw.device)
         out = AdapterArtifact(
             adapter_dir=str(run.adapter),
-            base_model=t.base_model if t.base_model != "embedded" else model_path,
+            base_model=model_path,  # resolved: a local directory's absolute path, or the hub id
             architecture=hw.arch.name if hw.arch else str(hw.model_config.get("model_type", "unknown")),
             lora=_lora_summary(model),
             quantization=_quant_summary(q, hw.precision.name) if q.quantize else None,
@@ -287,9 +292,10 @@ class QLoRATrainer:
             use_liger_kernel=hw.liger,
             use_cpu=device == "cpu",
             disable_tqdm=True,
-            include_num_input_tokens_seen=True,
+            # padding-free batches hold no pad tokens; otherwise count only the real ones
+            include_num_input_tokens_seen=True if t.uses_padding_free else "non_padding",
             dataloader_num_workers=0,
-            tf32=True if device == "cuda" else None,
+            tf32=True if device == "cuda" and _tf32_available() else None,
             **hw.precision.trainer_flags,
         )
         self.monitor = TrainingMonitor(run.metrics, progress_bar=self.progress_bar, cuda=device == "cuda")
@@ -319,12 +325,18 @@ class QLoRATrainer:
             step = trainer.state.global_step
             t = self.training
             where = "GPU" if device == "cuda" else "memory"
+            if not t.gradient_checkpointing:
+                advice = (
+                    "turn gradient_checkpointing on and resume=True continues from the last checkpoint; "
+                    "or lower "
+                )
+            else:
+                advice = "lower "
             raise TrainingError(
-                f"out of {where} at step {step}: lower per_device_batch_size (now {t.per_device_batch_size}; "
-                f"raise gradient_accumulation_steps to keep the effective batch) or max_length (now "
-                f"{t.max_length})"
-                + ("" if t.gradient_checkpointing else ", or turn gradient_checkpointing on")
-                + ". Checkpoints saved so far are kept; resume=True continues from the last one."
+                f"out of {where} at step {step}: {advice}per_device_batch_size (now "
+                f"{t.per_device_batch_size}; raise gradient_accumulation_steps to keep the effective batch) "
+                f"or max_length (now {t.max_length}). A smaller batch or max_length is a new run: use "
+                "another output_dir or overwrite=True. Checkpoints saved so far are kept."
             ) from exc
         finally:
             if self.monitor is not None:
@@ -343,14 +355,16 @@ class QLoRATrainer:
         state = trainer.state
         metrics: dict[str, float] = {
             "global_step": float(state.global_step),
-            "train_loss": float(result.training_loss),
             "train_seconds": round(time.perf_counter() - started, 2),
             "tokens_seen": float(getattr(state, "num_input_tokens_seen", 0) or 0),
         }
         losses = [float(e["loss"]) for e in state.log_history if "loss" in e]
-        if losses:
+        if losses:  # from the log: the Trainer's own average is wrong after a resume
+            metrics["train_loss"] = round(sum(losses) / len(losses), 4)
             metrics["first_loss"] = losses[0]
             metrics["final_loss"] = losses[-1]
+        elif result.training_loss:  # fewer steps than logging_steps: the Trainer's average
+            metrics["train_loss"] = round(float(result.training_loss), 4)
         rate = self.monitor.tokens_per_second() if self.monitor else None
         if rate:
             metrics["tokens_per_second"] = round(rate, 1)
@@ -359,6 +373,12 @@ class QLoRATrainer:
 
             metrics["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         return metrics
+
+
+def _tf32_available() -> bool:
+    from transformers.utils import is_torch_tf32_available
+
+    return bool(is_torch_tf32_available())
 
 
 def _resolve_base(base_model: str, say: Progress) -> str:

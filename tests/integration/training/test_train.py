@@ -122,11 +122,25 @@ def test_a_finished_run_is_refused_unless_resume_or_overwrite(
     # resume=True on a finished run with the same settings returns it, without training.
     again = QLoRATrainer(QLoRAConfig(), same.replace(resume=True), progress_bar=False).train(qa_dataset)
     assert again == adapter
+    # How it runs is not what it learns: those settings may change on resume.
+    how = same.replace(resume=True, gradient_checkpointing=False, save_steps=5, logging_steps=2)
+    assert QLoRATrainer(QLoRAConfig(), how, progress_bar=False).train(qa_dataset) == adapter
     # ... and with other settings it says what changed.
     with pytest.raises(TrainingError, match=r"training\.max_steps: 6 -> 7"):
         QLoRATrainer(QLoRAConfig(), same.replace(resume=True, max_steps=7), progress_bar=False).train(
             qa_dataset
         )
+
+
+def test_overwrite_deletes_the_old_run_only_once_the_new_one_can_start(
+    qlora_run: tuple[AdapterArtifact, GradientProbe, Path], qa_dataset: DatasetArtifact
+) -> None:
+    adapter, _, out = qlora_run
+    bad = TrainingConfig(output_dir=str(out), max_steps=6, overwrite=True, **{**FAST, "max_length": 16384})
+    with pytest.raises(TrainingError, match="longer than the model's context"):
+        QLoRATrainer(QLoRAConfig(), bad, progress_bar=False).train(qa_dataset)
+    assert AdapterArtifact.read(out) == adapter  # nothing lost
+    assert (Path(adapter.adapter_dir) / "adapter_model.safetensors").is_file()
 
 
 def test_plain_lora_trains_on_an_unquantized_base(qa_dataset: DatasetArtifact, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ def test_train_from_a_config_file_with_assistant_only_loss(
                     "max_length": 128,
                     "per_device_batch_size": 2,
                     "assistant_only_loss": True,
+                    "logging_steps": 1,
                     "tensorboard": False,
                 },
             }
@@ -45,6 +46,7 @@ def test_train_from_a_config_file_with_assistant_only_loss(
     adapter = AdapterArtifact.model_validate(json.loads(out))
     assert adapter.train_metrics["global_step"] == 2
     assert adapter.lora["r"] == 8
+    assert adapter.train_metrics["first_loss"] > 0  # an empty assistant mask would give a zero loss
     assert adapter.chat_template == dataset.chat_template and "{%- generation -%}" in (
         adapter.chat_template or ""
     )
