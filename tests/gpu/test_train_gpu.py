@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transformers import TrainerCallback
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -45,16 +46,11 @@ def _small_model(path: Path) -> None:
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
 
 
-class GradientProbe:
+class GradientProbe(TrainerCallback):  # type: ignore[misc]
     def __init__(self) -> None:
         self.lora_b: dict[str, bool] = {}
         self.module_types: set[str] = set()
         self.liger_norms = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         modules = list(kwargs["model"].modules())

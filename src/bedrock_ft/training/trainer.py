@@ -84,7 +84,7 @@ class QLoRATrainer:
         records = None
         if artifact is None:
             self._hf_dataset(None, dataset)  # a clear error for anything that is not a Dataset
-        if artifact is not None:
+        else:
             from bedrock_ft.training.data import load_messages
 
             self._say(f"reading the training split: {artifact.train_uri}")
