@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Precision",
+    "architecture_of",
     "bf16_supported",
     "build_model",
+    "check_context",
     "liger_enabled",
     "lora_config",
+    "lora_summary",
+    "quant_summary",
     "read_model_config",
     "resolve_base_model",
     "resolve_device",
@@ -257,3 +261,50 @@ def keep_adapter_fp32(model: Any) -> None:
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
+
+
+def check_context(model_config: dict[str, Any], max_length: int) -> None:
+    context = model_config.get("max_position_embeddings")
+    text = model_config.get("text_config")
+    if context is None and isinstance(text, dict):
+        context = text.get("max_position_embeddings")
+    if isinstance(context, int) and max_length > context:
+        raise TrainingError(
+            f"max_length {max_length} is longer than the model's context ({context} tokens, "
+            f"max_position_embeddings); set max_length to {context} or less"
+        )
+
+
+def architecture_of(config: dict[str, Any]) -> Architecture | None:
+    """The registered architecture, or None: an unregistered one trains with all-linear targets."""
+    from bedrock_ft.architectures import architecture_for_config
+    from bedrock_ft.errors import RegistryError
+
+    try:
+        return architecture_for_config(config)
+    except RegistryError:
+        return None
+
+
+def lora_summary(model: Any) -> dict[str, Any]:
+    config = model.peft_config["default"]
+    targets = config.target_modules
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "r": config.r,
+        "alpha": config.lora_alpha,
+        "dropout": config.lora_dropout,
+        "target_modules": sorted(targets) if isinstance(targets, set | list) else targets,
+        "bias": config.bias,
+        "trainable_parameters": trainable,
+    }
+
+
+def quant_summary(q: QLoRAConfig, compute: str) -> dict[str, Any]:
+    return {
+        "load_in_4bit": True,
+        "quant_type": q.quant_type,
+        "double_quant": q.double_quant,
+        "compute_dtype": compute,
+        "storage_dtype": q.storage_dtype,
+    }

@@ -102,7 +102,7 @@ class QLoRATrainer:
         if state in ("fresh", "replace"):
             run.write_run(run_info)
         resume_from = self._resume_point(run) if state == "resume" else None
-        from bedrock_ft.training.model import build_model, resolve_attention
+        from bedrock_ft.training.model import build_model, lora_summary, quant_summary, resolve_attention
 
         self._say(
             f"loading {model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
@@ -122,8 +122,8 @@ class QLoRATrainer:
             adapter_dir=str(run.adapter),
             base_model=model_path,  # resolved: a local directory's absolute path, or the hub id
             architecture=hw.arch.name if hw.arch else str(hw.model_config.get("model_type", "unknown")),
-            lora=_lora_summary(model),
-            quantization=_quant_summary(q, hw.precision.name) if q.quantize else None,
+            lora=lora_summary(model),
+            quantization=quant_summary(q, hw.precision.name) if q.quantize else None,
             train_metrics=metrics,
             checkpoint_dir=str(run.checkpoints),
             chat_template=hw.template,
@@ -142,9 +142,10 @@ class QLoRATrainer:
         dataset: Any,
     ) -> _Setup:
         """Everything decided before the model loads: device, dtype, memory, tokenizer, template, data."""
-        from bedrock_ft.architectures import architecture_for_config
         from bedrock_ft.training.memory import check_memory, estimate_memory
         from bedrock_ft.training.model import (
+            architecture_of,
+            check_context,
             liger_enabled,
             read_model_config,
             resolve_device,
@@ -153,7 +154,7 @@ class QLoRATrainer:
 
         t, q = self.training, self.qlora
         model_config = read_model_config(model_path)
-        _check_context(model_config, t.max_length)
+        check_context(model_config, t.max_length)
         device = resolve_device(t.device)
         precision = resolve_precision(q.compute_dtype, device)
         liger = liger_enabled(t, device)
@@ -165,7 +166,7 @@ class QLoRATrainer:
             check_generation_template(template, artifact.chat_template_name if artifact else None, tokenizer)
         return _Setup(
             model_config=model_config,
-            arch=_architecture(architecture_for_config, model_config),
+            arch=architecture_of(model_config),
             device=device,
             precision=precision,
             liger=liger,
@@ -387,48 +388,3 @@ def _resolve_base(base_model: str, say: Progress) -> str:
     if base_model == "embedded":
         say("base model: the embedded SmolLM2-135M-Instruct")
     return resolve_base_model(base_model)
-
-
-def _check_context(model_config: dict[str, Any], max_length: int) -> None:
-    context = model_config.get("max_position_embeddings")
-    text = model_config.get("text_config")
-    if context is None and isinstance(text, dict):
-        context = text.get("max_position_embeddings")
-    if isinstance(context, int) and max_length > context:
-        raise TrainingError(
-            f"max_length {max_length} is longer than the model's context ({context} tokens, "
-            f"max_position_embeddings); set max_length to {context} or less"
-        )
-
-
-def _architecture(
-    lookup: Callable[[dict[str, Any]], Architecture], config: dict[str, Any]
-) -> Architecture | None:
-    try:
-        return lookup(config)
-    except Exception:
-        return None
-
-
-def _lora_summary(model: Any) -> dict[str, Any]:
-    config = model.peft_config["default"]
-    targets = config.target_modules
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {
-        "r": config.r,
-        "alpha": config.lora_alpha,
-        "dropout": config.lora_dropout,
-        "target_modules": sorted(targets) if isinstance(targets, set | list) else targets,
-        "bias": config.bias,
-        "trainable_parameters": trainable,
-    }
-
-
-def _quant_summary(q: QLoRAConfig, compute: str) -> dict[str, Any]:
-    return {
-        "load_in_4bit": True,
-        "quant_type": q.quant_type,
-        "double_quant": q.double_quant,
-        "compute_dtype": compute,
-        "storage_dtype": q.storage_dtype,
-    }
