@@ -36,6 +36,7 @@ class _Setup:
     tokenizer: Any
     template: str | None
     data: Any
+    tensorboard: bool
 
 
 class QLoRATrainer:
@@ -159,6 +160,9 @@ class QLoRATrainer:
         precision = resolve_precision(q.compute_dtype, device)
         liger = liger_enabled(t, device)
         check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
+        installed = importlib.util.find_spec("tensorboard") is not None
+        if t.tensorboard and not installed:
+            raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
         tokenizer, template = self._tokenizer(model_path, artifact)
         if t.assistant_only_loss:
             from bedrock_ft.training.data import check_generation_template
@@ -173,6 +177,7 @@ class QLoRATrainer:
             tokenizer=tokenizer,
             template=template,
             data=self._hf_dataset(records, dataset),
+            tensorboard=installed if t.tensorboard is None else t.tensorboard,
         )
 
     def _resume_point(self, run: RunDir) -> str | None:
@@ -257,13 +262,6 @@ class QLoRATrainer:
         from bedrock_ft.training.progress import TrainingMonitor
 
         t, device = self.training, hw.device
-        tensorboard = (
-            t.tensorboard
-            if t.tensorboard is not None
-            else importlib.util.find_spec("tensorboard") is not None
-        )
-        if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
         args = SFTConfig(
             output_dir=str(run.checkpoints),
             max_length=t.max_length,
@@ -289,7 +287,7 @@ class QLoRATrainer:
             save_total_limit=t.save_total_limit,
             logging_steps=t.logging_steps,
             logging_dir=str(run.tensorboard),
-            report_to=["tensorboard"] if tensorboard else "none",
+            report_to=["tensorboard"] if hw.tensorboard else "none",
             use_liger_kernel=hw.liger,
             use_cpu=device == "cpu",
             disable_tqdm=True,

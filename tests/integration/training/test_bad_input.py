@@ -3,6 +3,7 @@ model is loaded (these tests take seconds)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import warnings
@@ -104,6 +105,12 @@ def test_the_memory_guard_stops_before_loading(qa_dataset: DatasetArtifact, tmp_
         r"Turn gradient_checkpointing on, or lower per_device_batch_size \(now 4096",
     ):
         _trainer(tmp_path, **huge).train(qa_dataset)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_asked_for_but_not_installed(qa_dataset: DatasetArtifact, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="tensorboard=True but tensorboard is not installed"):
+        _trainer(tmp_path, tensorboard=True).train(qa_dataset)
 
 
 def test_a_directory_that_is_not_a_run_is_never_deleted(qa_dataset: DatasetArtifact, tmp_path: Path) -> None:
