@@ -54,26 +54,22 @@ class RunDir:
     def is_run(self) -> bool:
         return self.run_file.is_file()
 
+    def _checkpoint_dirs(self) -> list[tuple[int, Path]]:
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted((step, c) for c in self.checkpoints.iterdir() if (step := _step(c)) is not None)
+
     def complete_checkpoints(self) -> list[tuple[int, Path]]:
-        found = []
-        if self.checkpoints.is_dir():
-            for child in self.checkpoints.iterdir():
-                step = _step(child)
-                if step is not None and _complete(child):
-                    found.append((step, child))
-        return sorted(found)
+        return [(step, path) for step, path in self._checkpoint_dirs() if _complete(path)]
 
     def last_checkpoint(self) -> tuple[int, Path] | None:
         complete = self.complete_checkpoints()
         return complete[-1] if complete else None
 
     def drop_incomplete_checkpoints(self) -> list[Path]:
-        dropped = []
-        if self.checkpoints.is_dir():
-            for child in self.checkpoints.iterdir():
-                if _step(child) is not None and not _complete(child):
-                    shutil.rmtree(child)
-                    dropped.append(child)
+        dropped = [path for _, path in self._checkpoint_dirs() if not _complete(path)]
+        for path in dropped:
+            shutil.rmtree(path)
         return dropped
 
     # --- decisions -----------------------------------------------------------------------------------
@@ -81,8 +77,7 @@ class RunDir:
     def prepare(self, *, overwrite: bool, resume: bool, run_info: dict[str, Any]) -> str:
         """Decide what to do with what is there: 'fresh', 'replace' (overwrite a previous run),
         'resume' or 'finished'. Refuses to clobber; deletes nothing."""
-        exists = self.path.exists() and any(self.path.iterdir()) if self.path.is_dir() else self.path.exists()
-        if not exists:
+        if not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir())):
             return "fresh"
         if not self.path.is_dir():
             raise TrainingError(f"output_dir {self.path}: exists and is not a directory")
