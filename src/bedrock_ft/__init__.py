@@ -56,11 +56,13 @@ if TYPE_CHECKING:
         ThrottledError,
         TrainingError,
     )
+    from bedrock_ft.merging import AdapterMerger, MergeConfig
     from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
 
 __all__ = [
     "AccessDeniedError",
     "AdapterArtifact",
+    "AdapterMerger",
     "ApiFormat",
     "Architecture",
     "Artifact",
@@ -81,6 +83,7 @@ __all__ = [
     "ImportJobError",
     "ImportedModel",
     "InvocationError",
+    "MergeConfig",
     "MergeError",
     "ModelArtifact",
     "ModelNotReadyError",
@@ -136,6 +139,9 @@ _EXPORTS: dict[str, str] = {
     "QLoRAConfig": "bedrock_ft.training",
     "QLoRATrainer": "bedrock_ft.training",
     "TrainingConfig": "bedrock_ft.training",
+    # merging
+    "AdapterMerger": "bedrock_ft.merging",
+    "MergeConfig": "bedrock_ft.merging",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",
     "ArtifactError": "bedrock_ft.errors",

@@ -247,6 +247,14 @@ class ModelArtifact(Artifact):
         default=None, description="Preflight result on the written dir."
     )
     chat_template: str | None = Field(default=None, description="Chat template the model was trained with.")
+    base_model: str | None = Field(
+        default=None, description="The full-precision base the adapter was merged into."
+    )
+    adapter_dir: str | None = Field(default=None, description="The adapter that was merged.")
+    merge: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How it was merged: mode, seconds, shard size, and the equivalence check's result.",
+    )
 
     path_fields: ClassVar[tuple[str, ...]] = ("model_dir",)
 

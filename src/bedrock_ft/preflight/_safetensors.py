@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class HeaderError(ValueError):
 class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
+    offset: int = field(default=0, compare=False)
+    """Where the tensor's bytes start in the file (absolute, header included)."""
+    nbytes: int = field(default=0, compare=False)
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
@@ -56,10 +59,10 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         raise HeaderError(f"header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise HeaderError("header is not a JSON object")
-    return _tensors(header, data_bytes=size - 8 - n)
+    return _tensors(header, data_bytes=size - 8 - n, data_start=8 + n)
 
 
-def _tensors(header: dict[str, Any], *, data_bytes: int) -> dict[str, TensorInfo]:
+def _tensors(header: dict[str, Any], *, data_bytes: int, data_start: int) -> dict[str, TensorInfo]:
     tensors: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
@@ -86,7 +89,7 @@ def _tensors(header: dict[str, Any], *, data_bytes: int) -> dict[str, TensorInfo
                 f"tensor {name!r}: {dtype}{shape} needs {math.prod(shape) * itemsize} bytes, "
                 f"data_offsets give {end - start}"
             )
-        tensors[name] = TensorInfo(dtype, tuple(shape))
+        tensors[name] = TensorInfo(dtype, tuple(shape), offset=data_start + start, nbytes=end - start)
         spans.append((start, end, name))
     # The tensors must tile the data exactly, as the safetensors library requires.
     position = 0

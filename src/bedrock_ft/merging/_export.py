@@ -1,0 +1,157 @@
+"""Everything but the weights in a Bedrock export: config, generation config, tokenizer, chat template.
+
+The export holds exactly what Custom Model Import reads (DESIGN §8): the safetensors shards and index,
+``config.json`` (with ``torch_dtype``, the key Bedrock's transformers 4.x reads), ``generation_config.json``,
+``tokenizer.json``, ``tokenizer_config.json`` with the trained chat template embedded, and
+``tokenizer.model`` where the tokenizer has one. Nothing else: no adapter, no optimizer state, no
+``.bin``, no separate ``chat_template.jinja`` (which would win over the embedded template).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bedrock_ft._io import atomic_write_text, sha256_file
+from bedrock_ft.errors import MergeError
+from bedrock_ft.merging._checkpoint import INDEX_NAME, WrittenFile
+
+__all__ = ["ALLOWED_FILES", "chat_template_of", "is_allowed", "tokenizer_source", "write_metadata"]
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+ALLOWED_FILES = frozenset(
+    {"config.json", "generation_config.json", "tokenizer_config.json", INDEX_NAME, *TOKENIZER_FILES}
+)
+_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+_END_TOKEN = re.compile(r"end|eot|^</s>$", re.IGNORECASE)
+
+
+def is_allowed(name: str) -> bool:
+    return name in ALLOWED_FILES or bool(_SHARD.match(name))
+
+
+def tokenizer_source(adapter_dir: Path, base_dir: Path) -> Path:
+    """The tokenizer saved with the adapter (it holds the trained chat template), else the base's."""
+    if (adapter_dir / "tokenizer_config.json").is_file() and any(
+        (adapter_dir / f).is_file() for f in TOKENIZER_FILES
+    ):
+        return adapter_dir
+    return base_dir
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MergeError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise MergeError(f"{path}: not a JSON object")
+    return data
+
+
+def chat_template_of(tok_dir: Path) -> str | None:
+    """The chat template a tokenizer directory carries (``chat_template.jinja`` wins, as in transformers)."""
+    jinja = tok_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = tok_dir / "tokenizer_config.json"
+    if config.is_file():
+        template = _read_json(config).get("chat_template")
+        if isinstance(template, str):
+            return template
+    return None
+
+
+def _dump(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _end_tokens(tokenizer_json: Mapping[str, Any], template: str) -> dict[str, int]:
+    """Special tokens the template writes that end a turn (``<|im_end|>``, ``<|eot_id|>``, ``</s>``...)."""
+    found = {}
+    for token in tokenizer_json.get("added_tokens") or []:
+        content, ident = token.get("content"), token.get("id")
+        special = token.get("special") and isinstance(content, str) and isinstance(ident, int)
+        if special and content in template and _END_TOKEN.search(content):
+            found[content] = ident
+    return found
+
+
+def write_metadata(
+    out: Path,
+    *,
+    base_dir: Path,
+    base_config: Mapping[str, Any],
+    tok_dir: Path,
+    chat_template: str | None,
+    dtype: str,
+) -> tuple[list[WrittenFile], dict[str, Any]]:
+    """Write the non-weight files into ``out``; return them and notes for the manifest."""
+    from bedrock_ft.data.templates import strip_generation_tags
+
+    notes: dict[str, Any] = {}
+    config = dict(base_config)
+    config["torch_dtype"] = dtype
+    if "dtype" in config:
+        config["dtype"] = dtype
+    text = config.get("text_config")
+    if isinstance(text, dict) and ("torch_dtype" in text or "dtype" in text):
+        config["text_config"] = {**text, **{k: dtype for k in ("torch_dtype", "dtype") if k in text}}
+    names = ["config.json"]
+    atomic_write_text(out / "config.json", _dump(config))
+
+    template = chat_template if chat_template is not None else chat_template_of(tok_dir)
+    tok_config = (
+        _read_json(tok_dir / "tokenizer_config.json")
+        if (tok_dir / "tokenizer_config.json").is_file()
+        else None
+    )
+    if tok_config is None:
+        raise MergeError(
+            f"{tok_dir}: no tokenizer_config.json; Bedrock needs it (save the tokenizer with the model)"
+        )
+    if isinstance(template, str):
+        exported = strip_generation_tags(template)
+        tok_config["chat_template"] = exported
+        notes["chat_template"] = exported
+    elif isinstance(tok_config.get("chat_template"), list):  # named templates: strip each
+        tok_config["chat_template"] = [
+            {**t, "template": strip_generation_tags(t["template"])}
+            if isinstance(t.get("template"), str)
+            else t
+            for t in tok_config["chat_template"]
+        ]
+    atomic_write_text(out / "tokenizer_config.json", _dump(tok_config))
+    names.append("tokenizer_config.json")
+    tokenizer_json: dict[str, Any] = {}
+    for name in TOKENIZER_FILES:
+        if (tok_dir / name).is_file():
+            data = (tok_dir / name).read_bytes()
+            (out / name).write_bytes(data)
+            names.append(name)
+            if name == "tokenizer.json":
+                tokenizer_json = json.loads(data)
+    if not any(n in names for n in TOKENIZER_FILES):
+        raise MergeError(f"{tok_dir}: neither tokenizer.json nor tokenizer.model; Bedrock needs one")
+
+    gen_file = base_dir / "generation_config.json"
+    if gen_file.is_file():
+        generation = _read_json(gen_file)
+    else:
+        generation = {
+            k: base_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in base_config
+        }
+        generation["_from_model_config"] = True
+    if isinstance(template, str):
+        eos = generation.get("eos_token_id", base_config.get("eos_token_id"))
+        ids = list(eos) if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
+        added = {t: i for t, i in _end_tokens(tokenizer_json, template).items() if i not in ids}
+        if added:  # e.g. a ChatML-trained Mistral: stop at <|im_end|>, not only at </s>
+            generation["eos_token_id"] = ids + sorted(added.values())
+            notes["eos_tokens_added"] = sorted(added)
+    atomic_write_text(out / "generation_config.json", _dump(generation))
+    names.append("generation_config.json")
+    return [WrittenFile(n, (out / n).stat().st_size, sha256_file(out / n)) for n in names], notes

@@ -1,0 +1,251 @@
+"""The in-memory merge: load the whole base with transformers, apply the adapter with peft, merge,
+and compare the merged model's logits with base+adapter's on fixed prompts.
+
+Plain LoRA layers are merged with :func:`~bedrock_ft.merging._streaming.merged_rows` (float32, one
+rounding), the same arithmetic as the streaming merge; anything else peft knows (DoRA, embedding LoRA,
+modules_to_save) is merged by peft's own ``merge_and_unload``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bedrock_ft.errors import MergeError
+from bedrock_ft.merging._adapter import PEFT_PREFIX
+from bedrock_ft.merging._checkpoint import OutTensor, Stored, WrittenFile
+from bedrock_ft.merging._streaming import (
+    CHUNK_BYTES,
+    _as_bytes,
+    _check_finite,
+    merged_rows,
+    out_dtype_code,
+    torch_dtype,
+    write_checkpoint,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from bedrock_ft.merging._adapter import AdapterPlan
+
+__all__ = ["DEFAULT_PROMPTS", "DEFAULT_TOLERANCE", "MemoryMerge"]
+
+DEFAULT_PROMPTS = (
+    "The capital of France is",
+    "def fibonacci(n):\n    ",
+    "Question: A train travels 60 km in 1.5 hours. What is its average speed?\nAnswer:",
+)
+# Merged weights rounded to the dtype move the logits by about this much (relative to the largest logit);
+# a wrong merge moves them by the adapter's whole effect. Measured on the embedded model: bf16 0.024.
+DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+CHAT_PROMPT = ({"role": "user", "content": "What is 12 plus 30?"},)
+
+
+def _model_class(config: Mapping[str, Any]) -> Any:
+    import transformers
+
+    for name in config.get("architectures") or []:
+        cls = getattr(transformers, str(name), None)
+        if cls is not None:
+            return cls
+    if config.get("is_encoder_decoder"):
+        return transformers.AutoModelForSeq2SeqLM
+    return transformers.AutoModelForCausalLM
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MergeError("device 'cuda': no GPU is visible; use device='cpu' or 'auto'")
+    return device
+
+
+class MemoryMerge:
+    """One in-memory merge. :meth:`run` merges and checks; :meth:`write` writes the shards."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        base_config: Mapping[str, Any],
+        adapter_dir: Path,
+        plan: AdapterPlan,
+        *,
+        dtype: str,
+        device: str,
+    ) -> None:
+        self.base_dir, self.base_config, self.adapter_dir, self.plan = (
+            base_dir,
+            base_config,
+            adapter_dir,
+            plan,
+        )
+        self.dtype, self.device = dtype, pick_device(device)
+        self.model: Any = None
+
+    def run(
+        self, *, verify: bool, tokenizer_dir: Path, chat_template: str | None, tolerance: float
+    ) -> dict[str, Any]:
+        """Load, merge and (with ``verify``) compare logits, all in float32.
+
+        The base is loaded in float32 and rounded to the output dtype, so it holds exactly the values
+        the export starts from; merged weights are rounded to the output dtype as the export stores
+        them. The logit difference is then the merge's own error, not bf16 activation noise.
+        """
+        import torch
+        from peft import PeftModel
+
+        cls = _model_class(self.base_config)
+        out = torch_dtype(out_dtype_code(self.dtype))
+        try:
+            base = cls.from_pretrained(
+                str(self.base_dir),
+                dtype=torch.float32,
+                low_cpu_mem_usage=True,
+                device_map=self.device if self.device != "cpu" else None,
+            )
+        except Exception as exc:
+            raise MergeError(
+                f"base model {self.base_dir}: can't load it ({type(exc).__name__}: {exc})"
+            ) from None
+        with torch.no_grad():
+            for p in base.parameters():
+                if p.is_floating_point():
+                    p.data = p.data.to(out).float()
+        model = PeftModel.from_pretrained(base, str(self.adapter_dir), is_trainable=False)
+        model.eval()
+        report: dict[str, Any] = {"kind": "logits", "device": self.device}
+        encoder_decoder = bool(self.base_config.get("is_encoder_decoder"))
+        inputs = _prompts(tokenizer_dir, chat_template, self.device, encoder_decoder) if verify else []
+        with torch.no_grad():
+            reference = [model(**x).logits.float().cpu() for x in inputs]
+            if inputs:
+                with model.disable_adapter():
+                    plain = [model(**x).logits.float().cpu() for x in inputs]
+                report["adapter_effect"] = _diff(plain, reference)["max_abs"]
+            report["merged_by_bedrock_ft"] = self._merge_lora_layers(model)
+            self.model = model.merge_and_unload(safe_merge=True)
+            for p in self.model.parameters():  # peft-merged layers (DoRA...) too: stored as exported
+                if p.is_floating_point():
+                    p.data = p.data.to(out).float()
+            merged = [self.model(**x).logits.float().cpu() for x in inputs]
+        if inputs:
+            report.update(_diff(reference, merged))
+            report.update(prompts=len(inputs), tolerance=tolerance)
+            if report["max_rel"] > tolerance:
+                raise MergeError(
+                    f"the merged model's logits differ from base+adapter's by {report['max_rel']:.3g} "
+                    f"(relative; max abs {report['max_abs']:.3g}), over the {tolerance:g} tolerance for "
+                    f"{self.dtype}. The merge "
+                    "is wrong; nothing was written."
+                )
+        return report
+
+    def _merge_lora_layers(self, model: Any) -> int:
+        """Merge every plain LoRA Linear with the shared float32 arithmetic; peft does the rest."""
+        import torch
+        from peft.tuners.lora import Linear as LoraLinear
+
+        done = 0
+        for name, module in model.named_modules():
+            if not isinstance(module, LoraLinear) or module.merged:
+                continue
+            weight = f"{name.removeprefix(PEFT_PREFIX)}.weight"
+            target = self.plan.targets.get(weight)
+            adapters = list(module.lora_A)
+            if target is None or adapters != ["default"] or module.use_dora.get("default"):
+                continue
+            base_w = module.get_base_layer().weight
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            merged = merged_rows(base_w.data, a.data.to(base_w.device), b.data.to(base_w.device), target)
+            out = merged.to(torch_dtype(out_dtype_code(self.dtype)))
+            _check_finite(weight, out, out_dtype_code(self.dtype))
+            with torch.no_grad():
+                base_w.data.copy_(out.float())
+            module.merged_adapters.append("default")  # merge_and_unload then only unwraps it
+            done += 1
+        return done
+
+    def write(
+        self, out_dir: Path, base_order: Mapping[str, Stored] | None, *, shard_bytes: int, workers: int
+    ) -> list[WrittenFile]:
+        state = self.model.state_dict()
+        names = _output_names(state, base_order)
+        out = out_dtype_code(self.dtype)
+        tensors: dict[str, OutTensor] = {}
+        for name in names:
+            t = state[name]
+            tensors[name] = OutTensor(name, out if t.is_floating_point() else _code(t), tuple(t.shape))
+
+        def chunks(t: OutTensor) -> Iterator[Any]:
+            data = _as_bytes(state[t.name].detach().to("cpu", torch_dtype(t.dtype)))
+            for start in range(0, max(len(data), 1), CHUNK_BYTES):
+                yield data[start : start + CHUNK_BYTES]
+
+        return write_checkpoint(
+            out_dir, list(tensors.values()), chunks, shard_bytes=shard_bytes, workers=workers
+        )
+
+
+def _code(t: torch.Tensor) -> str:
+    import torch
+
+    table = {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }  # fmt: skip
+    return table[t.dtype]
+
+
+def _output_names(state: Mapping[str, torch.Tensor], base_order: Mapping[str, Stored] | None) -> list[str]:
+    """The base checkpoint's tensors in its order (a tied weight it doesn't store stays out); for a
+    .bin base, the state dict's order with tied duplicates dropped."""
+    if base_order is not None:
+        missing = [n for n in base_order if n not in state]
+        if missing:
+            raise MergeError(
+                f"the loaded model has no tensor {missing[0]!r} that the base checkpoint holds; merge with "
+                "mode='streaming', which keeps the checkpoint's own layout"
+            )
+        return list(base_order)
+    seen: set[tuple[int, int]] = set()
+    names = []
+    for name, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if key not in seen:
+            seen.add(key)
+            names.append(name)
+    return names
+
+
+def _prompts(tokenizer_dir: Path, chat_template: str | None, device: str, encoder_decoder: bool) -> list[Any]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    batches = [tokenizer(p, return_tensors="pt") for p in DEFAULT_PROMPTS]
+    if chat_template:
+        from bedrock_ft.data.templates import ChatTemplate
+
+        text = ChatTemplate("custom", chat_template).renderer(tokenizer.special_tokens_map)(
+            CHAT_PROMPT, add_generation_prompt=True
+        )
+        batches.append(tokenizer(text, return_tensors="pt", add_special_tokens=False))
+    inputs = [
+        {k: v.to(device) for k, v in b.items() if k in ("input_ids", "attention_mask")} for b in batches
+    ]
+    if encoder_decoder:  # (flan-t5) the decoder reads the prompt too: enough to compare logits
+        for x in inputs:
+            x["decoder_input_ids"] = x["input_ids"]
+    return inputs
+
+
+def _diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> dict[str, float]:
+    max_abs = max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+    scale = max(float(x.abs().max()) for x in a)
+    agree = [float((x.argmax(-1) == y.argmax(-1)).float().mean()) for x, y in zip(a, b, strict=True)]
+    return {"max_abs": max_abs, "max_rel": max_abs / max(scale, 1e-12), "top1_agreement": min(agree)}

@@ -1,0 +1,385 @@
+"""AdapterMerger: merge a LoRA adapter into its full-precision base and export it for Bedrock.
+
+Every check that needs no tensor data runs first: the adapter and base are found, the base is not
+quantized, each adapter tensor fits a base weight (by header shapes), the output directory may be
+written, and the disk has room. Then the merge writes into a temporary directory beside the output,
+checks the result, runs Custom Model Import preflight on it and renames it into place: a merge that
+fails or is killed leaves no output directory (and the next merge removes its leftovers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bedrock_ft._io import OLD_MARK, TEMP_MARK, atomic_dir, sha256_file
+from bedrock_ft.artifacts import AdapterArtifact, FileEntry, ModelArtifact
+from bedrock_ft.errors import ArtifactError, MergeError
+from bedrock_ft.merging._adapter import AdapterInput, adapter_weights_file, plan_adapter, resolve_adapter
+from bedrock_ft.merging._base import check_not_quantized, read_base_config, resolve_base
+from bedrock_ft.merging._checkpoint import DTYPE_BYTES, Stored, read_checkpoint
+from bedrock_ft.merging._export import tokenizer_source, write_metadata
+from bedrock_ft.merging.config import MergeConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from bedrock_ft.merging._adapter import AdapterPlan
+
+__all__ = ["AdapterMerger"]
+
+GiB = 1 << 30
+MODEL_SUBDIR = "model"
+_FIT_SHARE = 0.8  # the memory mode runs when its estimate is under this share of the free memory
+
+
+class AdapterMerger:
+    """``AdapterMerger(MergeConfig(...)).merge(adapter)`` returns a :class:`ModelArtifact`.
+
+    ``adapter`` is an :class:`AdapterArtifact`, a training run directory or its ``manifest.json``, or a
+    bare peft adapter directory. ``progress`` receives one line per step.
+    """
+
+    def __init__(
+        self, config: MergeConfig | None = None, *, progress: Callable[[str], None] | None = None
+    ) -> None:
+        self.config = config or MergeConfig()
+        self._say = progress or (lambda message: None)
+
+    def merge(self, adapter: AdapterArtifact | str | Path) -> ModelArtifact:
+        cfg = self.config
+        started = time.perf_counter()
+        src = resolve_adapter(adapter)
+        base_dir = resolve_base(cfg.base_model, recorded=src.base_model)
+        base_config = read_base_config(base_dir)
+        architecture = _architecture(base_config, src, base_dir)
+        base, layout_problem = _checkpoint_or_none(base_dir)
+        check_not_quantized(base_dir, base_config, {n: s.info.dtype for n, s in (base or {}).items()})
+        weights_file = adapter_weights_file(src.adapter_dir)
+        adapter_shapes = _adapter_shapes(weights_file)
+        where = f"adapter {src.adapter_dir}" + (f" (trained on {src.base_model})" if src.base_model else "")
+        plan = plan_adapter(
+            src.config, adapter_shapes, {n: s.info.shape for n, s in (base or {}).items()}, where=where
+        ) if base is not None else None  # fmt: skip
+        identity = _identity(cfg, weights_file, src, base_dir)
+        out = Path(cfg.output_dir).expanduser().resolve()
+        if (existing := self._existing(out, identity)) is not None:
+            return existing
+        mode = self._mode(base, plan, layout_problem, base_config)
+        out_bytes = _parameter_count(base) * DTYPE_BYTES[_code(cfg.dtype)] if base else None
+        _check_disk(out.parent, out_bytes)
+        with _lock(out.parent):
+            _remove_leftovers(out)
+            with atomic_dir(out, overwrite=True) as tmp:
+                model_dir = tmp / MODEL_SUBDIR
+                model_dir.mkdir()
+                artifact = self._merge_into(
+                    model_dir, mode=mode, src=src, base_dir=base_dir, base_config=base_config, base=base,
+                    plan=plan, weights_file=weights_file, architecture=architecture,
+                )  # fmt: skip
+                artifact = artifact.model_copy(
+                    update={
+                        "config_hash": identity,
+                        "merge": {**artifact.merge, "seconds": round(time.perf_counter() - started, 2)},
+                    }
+                )
+                artifact.write(tmp)
+        self._say(f"merged model written to {out / MODEL_SUBDIR}")
+        return ModelArtifact.read(out)
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def _existing(self, out: Path, identity: str) -> ModelArtifact | None:
+        """A reusable earlier merge, or None when out is free to write; raise when it is not."""
+        if not out.exists():
+            return None
+        if not out.is_dir():
+            raise MergeError(f"output_dir {out} is a file; choose a directory")
+        manifest = out / "manifest.json"
+        previous: ModelArtifact | None = None
+        if manifest.is_file():
+            try:
+                previous = ModelArtifact.read(manifest)
+            except ArtifactError:
+                previous = None
+        if previous is not None and self.config.reuse and previous.config_hash == identity:
+            self._say(f"reusing the merge in {out} (same adapter, base and settings)")
+            return previous
+        if not self.config.overwrite:
+            what = "a merge of other inputs or settings" if previous else "other files"
+            raise MergeError(
+                f"output_dir {out} already exists and holds {what}; pass overwrite=True (--overwrite) to "
+                "replace it, or choose another output_dir"
+            )
+        if previous is None and any(out.iterdir()):
+            raise MergeError(
+                f"output_dir {out} is not empty and holds no merge manifest; overwrite replaces only an "
+                "earlier merge, so nothing was deleted. Choose another output_dir."
+            )
+        return None
+
+    def _mode(
+        self,
+        base: dict[str, Stored] | None,
+        plan: AdapterPlan | None,
+        layout_problem: str | None,
+        base_config: dict[str, Any],
+    ) -> str:
+        cfg = self.config
+        streaming_blocker = layout_problem or (
+            f"the streaming merge can't apply {plan.unsupported[0]}" if plan and plan.unsupported else None
+        )
+        if cfg.mode == "streaming":
+            if streaming_blocker:
+                raise MergeError(f"mode='streaming': {streaming_blocker}; use mode='memory'")
+            return "streaming"
+        if cfg.mode == "memory":
+            return "memory"
+        if streaming_blocker or base is None:
+            return "memory"
+        from bedrock_ft.merging._memory import pick_device
+        from bedrock_ft.training.memory import available_memory
+
+        need = _parameter_count(base) * 4 * 1.15  # the memory mode holds the model in float32
+        device = pick_device(cfg.device)
+        free, what = available_memory(device)
+        if need <= free * _FIT_SHARE:
+            return "memory"
+        self._say(
+            f"the model needs ~{need / GiB:.1f} GiB in memory, {device} has {free / GiB:.1f} GiB {what}: "
+            "merging shard by shard"
+        )
+        return "streaming"
+
+    def _merge_into(
+        self,
+        model_dir: Path,
+        *,
+        mode: str,
+        src: AdapterInput,
+        base_dir: Path,
+        base_config: dict[str, Any],
+        base: dict[str, Stored] | None,
+        plan: AdapterPlan | None,
+        weights_file: Path,
+        architecture: str,
+    ) -> ModelArtifact:
+        cfg = self.config
+        tok_dir = tokenizer_source(src.adapter_dir, base_dir)
+        template = src.chat_template
+        if template is None:
+            from bedrock_ft.merging._export import chat_template_of
+
+            template = chat_template_of(tok_dir)
+        workers = cfg.workers or _default_workers()
+        merge_info: dict[str, Any] = {"mode": mode, "dtype": cfg.dtype, "max_shard_size": cfg.shard_bytes}
+        if mode == "streaming":
+            assert base is not None and plan is not None
+            from bedrock_ft.merging._streaming import write_streaming
+
+            adapter = _load_adapter(weights_file)
+            self._say(f"merging {len(plan.targets)} LoRA weights shard by shard ({workers} worker(s))")
+            files = write_streaming(
+                base, plan, adapter, model_dir, dtype=cfg.dtype, shard_bytes=cfg.shard_bytes, workers=workers
+            )
+            if cfg.verify:
+                from bedrock_ft.merging._verify import check_weights
+
+                self._say(f"checking {cfg.verify_layers} merged weights against peft's own merge")
+                merge_info["verification"] = check_weights(
+                    model_dir, base, plan, adapter, src.config, dtype=cfg.dtype, layers=cfg.verify_layers
+                )
+        else:
+            from bedrock_ft.merging._adapter import AdapterPlan
+            from bedrock_ft.merging._memory import DEFAULT_TOLERANCE, MemoryMerge
+
+            # Without safetensors headers (a .bin base) there is no plan: peft merges every layer.
+            job = MemoryMerge(
+                base_dir,
+                base_config,
+                src.adapter_dir,
+                plan or AdapterPlan(),
+                dtype=cfg.dtype,
+                device=cfg.device,
+            )
+            self._say(f"loading the base ({cfg.dtype}, {job.device}) and applying the adapter")
+            merge_info["verification"] = job.run(
+                verify=cfg.verify, tokenizer_dir=tok_dir, chat_template=template,
+                tolerance=cfg.tolerance or DEFAULT_TOLERANCE[cfg.dtype],
+            )  # fmt: skip
+            if not cfg.verify:
+                merge_info.pop("verification")
+            self._say("writing the merged shards")
+            files = job.write(model_dir, base, shard_bytes=cfg.shard_bytes, workers=workers)
+            del job
+        meta, notes = write_metadata(
+            model_dir, base_dir=base_dir, base_config=base_config, tok_dir=tok_dir,
+            chat_template=template, dtype=cfg.dtype,
+        )  # fmt: skip
+        if "eos_tokens_added" in notes:
+            merge_info["eos_tokens_added"] = notes["eos_tokens_added"]
+        from bedrock_ft.preflight import check_model_dir
+
+        report = check_model_dir(model_dir)
+        if report.errors and cfg.check_bedrock:
+            listing = "; ".join(str(f) for f in report.errors)
+            raise MergeError(
+                f"the merged model would be refused by Custom Model Import: {listing}. Nothing was written "
+                "(check_bedrock=False keeps such a merge)."
+            )
+        entries = sorted((*files, *meta), key=lambda f: f.name)
+        params = _written_parameters(model_dir)
+        return ModelArtifact(
+            model_dir=str(model_dir),
+            architecture=architecture,
+            dtype=cfg.dtype,
+            parameter_count=params,
+            total_bytes=sum(f.size for f in entries),
+            files=tuple(FileEntry(path=f.name, size=f.size, sha256=f.sha256) for f in entries),
+            preflight=report,
+            chat_template=notes.get("chat_template", template),
+            base_model=str(base_dir),
+            adapter_dir=str(src.adapter_dir),
+            merge=merge_info,
+        )
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _code(dtype: str) -> str:
+    from bedrock_ft.merging._streaming import out_dtype_code
+
+    return out_dtype_code(dtype)
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _architecture(base_config: dict[str, Any], src: AdapterInput, base_dir: Path) -> str:
+    from bedrock_ft.architectures import architecture_for_config
+    from bedrock_ft.errors import RegistryError
+
+    try:
+        name = architecture_for_config(base_config).name
+    except RegistryError:
+        name = str(base_config.get("model_type") or "unknown")
+    if src.architecture and src.architecture != name:
+        raise MergeError(
+            f"adapter {src.adapter_dir} was trained on a {src.architecture} model, but base model "
+            f"{base_dir} is {name}; merge into the base it was trained on (MergeConfig.base_model)"
+        )
+    return name
+
+
+def _checkpoint_or_none(base_dir: Path) -> tuple[dict[str, Stored] | None, str | None]:
+    """The base's safetensors tensors; None and why when it has only .bin weights."""
+    try:
+        return read_checkpoint(base_dir), None
+    except MergeError as exc:
+        if any(base_dir.glob("*.bin")) and not any(base_dir.glob("*.safetensors")):
+            return None, str(exc)
+        raise
+
+
+def _adapter_shapes(weights_file: Path) -> dict[str, tuple[int, ...]]:
+    if weights_file.suffix == ".safetensors":
+        from bedrock_ft.preflight._safetensors import HeaderError, read_header
+
+        try:
+            return {
+                k: v.shape for k, v in sorted(read_header(weights_file).items(), key=lambda kv: kv[1].offset)
+            }
+        except (HeaderError, OSError) as exc:
+            raise MergeError(f"{weights_file}: not a readable safetensors file ({exc})") from None
+    return {k: tuple(v.shape) for k, v in _load_adapter(weights_file).items()}
+
+
+def _load_adapter(weights_file: Path) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, floats as float32 (the merge arithmetic's precision)."""
+    import torch
+
+    try:
+        if weights_file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(weights_file))
+        else:
+            tensors = torch.load(str(weights_file), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MergeError(
+            f"{weights_file}: can't read the adapter weights ({type(exc).__name__}: {exc})"
+        ) from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def _parameter_count(base: dict[str, Stored]) -> int:
+    return sum(s.numel for s in base.values())
+
+
+def _written_parameters(model_dir: Path) -> int:
+    return sum(s.numel for s in read_checkpoint(model_dir).values())
+
+
+def _identity(cfg: MergeConfig, weights_file: Path, src: AdapterInput, base_dir: Path) -> str:
+    """What decides the merged bytes: the settings, the adapter's content, and the base."""
+    base_files = sorted(
+        (p.name, p.stat().st_size)
+        for p in base_dir.iterdir()
+        if p.suffix in (".safetensors", ".json", ".bin")
+    )
+    parts = {
+        "config": cfg.config_hash(),
+        "adapter": sha256_file(weights_file),
+        "adapter_config": sha256_file(src.adapter_dir / "adapter_config.json"),
+        "chat_template": src.chat_template,
+        "base": str(base_dir),
+        "base_files": base_files,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_disk(parent: Path, need: int | None) -> None:
+    if need is None:
+        return
+    parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if need * 1.02 + (64 << 20) > free:
+        raise MergeError(
+            f"the merged model needs ~{need / GiB:.2f} GiB but {parent} has {free / GiB:.2f} GiB free; "
+            "free space or choose another output_dir"
+        )
+
+
+@contextlib.contextmanager
+def _lock(parent: Path) -> Iterator[None]:
+    """One merge at a time per output parent: the next waits (a lock on the directory itself, no file)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """What a killed merge into ``out`` left: its temp dir (deleted), a moved-aside old merge (restored
+    when nothing replaced it)."""
+    for entry in out.parent.iterdir():
+        if entry.name.startswith(f"{TEMP_MARK}{out.name}."):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(f"{OLD_MARK}{out.name}."):
+            if out.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.replace(entry, out)
