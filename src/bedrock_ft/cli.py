@@ -109,6 +109,15 @@ def quickstart(
         f"{m.get('tokens_per_second', 0):,.0f} tok/s"
     )
     err.print(f"adapter:        {result['adapter']['adapter_dir']}", soft_wrap=True)
+    merged = result["merged"]
+    check = merged["merge"].get("verification") or {}
+    errors = [f for f in (merged["preflight"] or {}).get("findings", ()) if f["severity"] == "error"]
+    typer.echo(
+        f"merged: {merged['dtype']}, {merged['total_bytes'] / 1e6:,.0f} MB, {len(merged['files'])} files; "
+        f"logits vs base+adapter: max relative difference {check.get('max_rel', float('nan')):.2g}; "
+        f"preflight {'passed' if not errors else f'{len(errors)} error(s)'}"
+    )
+    err.print(f"merged model:   {merged['model_dir']}", soft_wrap=True)
     err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
     usage = result["usage"]
     err.print(
@@ -242,6 +251,81 @@ def train(  # noqa: PLR0917 - one parameter per CLI option
 
 
 @app.command()
+def merge(  # noqa: PLR0917 - one parameter per CLI option
+    adapter: Annotated[
+        str | None,
+        typer.Argument(help="Training run directory, its manifest.json, or a peft adapter directory."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config file: a 'merge' section (and 'adapter'), or MergeConfig fields."),
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option(help="Where the merge goes (model/ + manifest.json).")
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Full-precision base (default: the one the adapter was trained on).")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16 (default), float16 or float32.")] = None,
+    mode: Annotated[str | None, typer.Option(help="auto (default), memory or streaming.")] = None,
+    max_shard_size: Annotated[str | None, typer.Option(help="Largest shard, e.g. 2GB (default).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier merge.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the equivalence check.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge a LoRA adapter into its base (AdapterMerger) and export what Custom Model Import accepts."""
+    from bedrock_ft.merging import AdapterMerger, MergeConfig
+    from bedrock_ft.merging.config import load_merge_file
+
+    from_file, settings = load_merge_file(str(config)) if config is not None else (None, MergeConfig())
+    source = adapter or from_file
+    if source is None:
+        raise typer.BadParameter(
+            "give the adapter (a run directory or adapter directory), or 'adapter' in --config"
+        )
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "output_dir": output_dir, "base_model": base_model, "dtype": dtype, "mode": mode,
+            "max_shard_size": max_shard_size,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    if overwrite:
+        changes["overwrite"] = True
+    if no_verify:
+        changes["verify"] = False
+    if changes:
+        settings = settings.replace(**changes)
+    with _steps() as step:
+        artifact = AdapterMerger(settings, progress=step).merge(source)
+    if as_json:
+        _print_json(artifact.model_dump(mode="json"))
+        return
+    shards = sum(1 for f in artifact.files if f.path.endswith(".safetensors"))
+    typer.echo(f"model: {artifact.model_dir}")
+    typer.echo(
+        f"{artifact.parameter_count / 1e6:,.1f}M parameters, {artifact.dtype}, {shards} shard(s), "
+        f"{artifact.total_bytes / 1e9:.2f} GB; merged in {artifact.merge.get('seconds', 0):.1f} s "
+        f"({artifact.merge.get('mode')})"
+    )
+    check = artifact.merge.get("verification")
+    if check:
+        what = (
+            "logits vs base+adapter"
+            if check["kind"] == "logits"
+            else f"{len(check['checked'])} tensors vs peft"
+        )
+        typer.echo(
+            f"check: {what}: max relative difference {check['max_rel']:.2g} "
+            f"(tolerance {check['tolerance']:.2g})"
+        )
+    report = artifact.preflight
+    if report is not None:
+        typer.echo(f"preflight: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+
+
+@app.command()
 def validate(
     model_dir: Annotated[Path, typer.Argument(help="Model directory: config.json, tokenizer, safetensors.")],
     as_json: JsonOpt = False,
@@ -319,7 +403,6 @@ def local_serve(  # noqa: PLR0917 - one parameter per CLI option
 # (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
 _PENDING: list[tuple[typer.Typer, str, str]] = [
     (app, "run", "Run the whole pipeline from one config file."),
-    (app, "merge", "Merge the adapter into the base model (AdapterMerger)."),
     (app, "import", "Upload to S3 and run a Custom Model Import job (BedrockImporter)."),
     (app, "invoke", "Invoke an imported model (ImportedModelClient)."),
     (app, "evaluate", "Evaluate with fmeval's QA accuracy (Evaluator)."),

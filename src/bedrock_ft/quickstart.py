@@ -6,8 +6,10 @@ It runs every stage that exists so far, on the embedded default:
 2. a small synthetic QA dataset, built with ``DatasetBuilder``, and its statistics;
 3. one epoch of QLoRA fine-tuning of the embedded model on it, on CPU (``QLoRATrainer``). The run
    directory is kept in the cache: a second quickstart finds the finished run and reuses it;
-4. a ``LocalStack`` (local S3 + local Bedrock): upload the model, run the import job, invoke the
-   imported model with the OpenAIChatCompletion body, retrying its cold start as a client must.
+4. the adapter merged into the bf16 base and exported as Bedrock expects it (``AdapterMerger``),
+   also kept in the cache and reused while the adapter is unchanged;
+5. a ``LocalStack`` (local S3 + local Bedrock): upload the merged model, run the import job, invoke
+   the imported model with the OpenAIChatCompletion body, retrying its cold start as a client must.
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ def _train(dataset: Any, output_dir: Path, say: Step) -> dict[str, Any]:
     return out
 
 
+def _merge(adapter_dir: Path, output_dir: Path, say: Step) -> dict[str, Any]:
+    """Merge the fine-tuned adapter into the embedded base; a cached merge of the same adapter is reused."""
+    from bedrock_ft.merging import AdapterMerger, MergeConfig
+
+    config = MergeConfig(output_dir=str(output_dir), reuse=True, overwrite=True)
+    out: dict[str, Any] = (
+        AdapterMerger(config, progress=say).merge(adapter_dir.parent).model_dump(mode="json")
+    )
+    return out
+
+
 def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
     """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
     from bedrock_ft.data import build_synthetic_dataset, summarize
@@ -116,16 +129,24 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
         dataset, (Path(cache) if cache else cache_dir()) / "quickstart" / "adapter", say
     )
 
+    say("merging the adapter into the bf16 base, exported for Custom Model Import")
+    result["merged"] = _merge(
+        Path(result["adapter"]["adapter_dir"]),
+        (Path(cache) if cache else cache_dir()) / "quickstart" / "merged",
+        say,
+    )
+    merged_dir = Path(result["merged"]["model_dir"])
+
     say("starting the local S3 and the local Bedrock")
     with LocalStack() as stack, translate_client_errors():
         config = stack.aws_config()
         s3, bedrock, runtime = (config.client(name) for name in ("s3", "bedrock", "bedrock-runtime"))
-        say(f"uploading {model_dir.name} to the local S3")
-        s3_uri = _upload(s3, model_dir, BUCKET, "embedded")
+        say("uploading the merged model to the local S3")
+        s3_uri = _upload(s3, merged_dir, BUCKET, "merged")
         say("running the Custom Model Import job")
         job_arn = bedrock.create_model_import_job(
             jobName="quickstart-import",
-            importedModelName="smollm2-quickstart",
+            importedModelName="smollm2-quickstart-ft",
             roleArn=ROLE_ARN,
             modelDataSource={"s3DataSource": {"s3Uri": s3_uri}},
         )["jobArn"]

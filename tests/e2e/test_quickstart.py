@@ -31,6 +31,9 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     line = next(line for line in proc.stdout.splitlines() if line.startswith("fine-tuned: "))
     first, final = (float(x) for x in line.split("loss ")[1].split(",")[0].split(" -> "))
     assert final < 0.5 * first, line
+    # The merge step: the adapter merged into the bf16 base, checked, and passing preflight.
+    merged = next(line for line in proc.stdout.splitlines() if line.startswith("merged: "))
+    assert merged.startswith("merged: bfloat16, ") and merged.endswith("preflight passed"), merged
     answer = next(line for line in proc.stdout.splitlines() if line.startswith("A: "))
     assert "Paris" in answer
     assert str(embedded_dir) in proc.stderr
@@ -54,7 +57,7 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert "Paris" not in result["answer"]
     # The answer came through a local Custom Model Import and the Bedrock runtime API.
     assert result["model_arn"].startswith("arn:aws:bedrock:us-east-1:123456789012:imported-model/")
-    assert result["s3_uri"] == "s3://bedrock-ft-quickstart/embedded/"
+    assert result["s3_uri"] == "s3://bedrock-ft-quickstart/merged/"
     assert result["usage"]["completion_tokens"] > 0
     assert result["finish_reason"] in ("stop", "length")
     adapter = result["adapter"]
@@ -65,6 +68,18 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     run_log = Path(adapter["adapter_dir"]).parent / "metrics.jsonl"
     starts = [e for e in map(json.loads, run_log.read_text().splitlines()) if e["event"] == "start"]
     assert len(starts) == 1
+    # What was imported is the merge of that adapter: exactly the export's files, preflight clean,
+    # the trained chat template embedded; the second quickstart reused the cached merge.
+    merged = result["merged"]
+    assert merged["kind"] == "model" and merged["dtype"] == "bfloat16"
+    assert merged["adapter_dir"] == adapter["adapter_dir"]
+    assert merged["merge"]["verification"]["max_rel"] <= merged["merge"]["verification"]["tolerance"]
+    names = sorted(f["path"] for f in merged["files"])
+    assert names == sorted(p.name for p in Path(merged["model_dir"]).iterdir())
+    assert "model.safetensors.index.json" in names and "tokenizer_config.json" in names
+    assert not [f for f in merged["preflight"]["findings"] if f["severity"] == "error"]
+    tokenizer_config = json.loads(Path(merged["model_dir"], "tokenizer_config.json").read_text())
+    assert tokenizer_config["chat_template"] == merged["chat_template"] == adapter["chat_template"]
     dataset = result["dataset"]
     assert dataset["record_counts"] == {"train": 240, "test": 60}
     assert dataset["chat_template_name"] == "tokenizer"

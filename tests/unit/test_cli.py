@@ -12,7 +12,6 @@ RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conft
     "args",
     [
         ["run", "pipeline.yaml"],
-        ["merge"],
         ["import"],
         ["invoke"],
         ["evaluate"],
@@ -29,6 +28,12 @@ def test_train_needs_a_config_or_a_dataset(run_cli: RunCli) -> None:
     code, _, err = run_cli("train")
     assert code == 2
     assert "give a config file, or --dataset" in err
+
+
+def test_merge_needs_an_adapter(run_cli: RunCli) -> None:
+    code, _, err = run_cli("merge")
+    assert code == 2
+    assert "give the adapter" in err
 
 
 def test_version(run_cli: RunCli) -> None:

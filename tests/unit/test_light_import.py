@@ -27,6 +27,7 @@ def test_light_modules_and_public_names_load_no_heavy_module() -> None:
         "[getattr(bedrock_ft, n) for n in bedrock_ft.__all__]\n"
         "bedrock_ft.get_architecture('llama')\n"
         "bedrock_ft.AwsConfig(region='us-east-1').client('s3')\n"
+        "bedrock_ft.AdapterMerger(bedrock_ft.MergeConfig(max_shard_size='1GB'))\n"
     )
     assert _loaded_after(code) == []
 

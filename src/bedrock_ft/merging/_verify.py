@@ -110,7 +110,9 @@ def check_weights(
                 "The merge is wrong; nothing was written."
             )
         checked.append(name)
-    untouched = next((n for n in base if n not in plan.targets and n not in plan.replaced), None)
+    # One tensor the adapter leaves alone must come through unchanged (the smallest: the check stays cheap).
+    others = [n for n in base if n not in plan.targets and n not in plan.replaced]
+    untouched = min(others, key=lambda n: base[n].info.nbytes, default=None)
     if untouched is not None:
         with safe_open(str(out_dir / weight_map[untouched]), framework="pt") as fh:
             got = fh.get_tensor(untouched)

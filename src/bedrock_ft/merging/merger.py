@@ -114,6 +114,11 @@ class AdapterMerger:
             self._say(f"reusing the merge in {out} (same adapter, base and settings)")
             return previous
         if not self.config.overwrite:
+            if previous is not None and previous.config_hash == identity:
+                raise MergeError(
+                    f"output_dir {out} already holds this merge (same adapter, base and settings); pass "
+                    "reuse=True to use it, or overwrite=True (--overwrite) to merge again"
+                )
             what = "a merge of other inputs or settings" if previous else "other files"
             raise MergeError(
                 f"output_dir {out} already exists and holds {what}; pass overwrite=True (--overwrite) to "
