@@ -110,7 +110,7 @@ def quickstart(
     )
     err.print(f"adapter:        {result['adapter']['adapter_dir']}", soft_wrap=True)
     merged = result["merged"]
-    check = merged["merge"].get("verification") or {}
+    check = (merged["merge"].get("verification") or {}).get("logits") or {}
     errors = [f for f in (merged["preflight"] or {}).get("findings", ()) if f["severity"] == "error"]
     typer.echo(
         f"merged: {merged['dtype']}, {merged['total_bytes'] / 1e6:,.0f} MB, {len(merged['files'])} files; "
@@ -309,16 +309,18 @@ def merge(  # noqa: PLR0917 - one parameter per CLI option
         f"{artifact.total_bytes / 1e9:.2f} GB; merged in {artifact.merge.get('seconds', 0):.1f} s "
         f"({artifact.merge.get('mode')})"
     )
-    check = artifact.merge.get("verification")
-    if check:
-        what = (
-            "logits vs base+adapter"
-            if check["kind"] == "logits"
-            else f"{len(check['checked'])} tensors vs peft"
-        )
+    checks = artifact.merge.get("verification") or {}
+    if "weights" in checks:
+        w = checks["weights"]
         typer.echo(
-            f"check: {what}: max relative difference {check['max_rel']:.2g} "
-            f"(tolerance {check['tolerance']:.2g})"
+            f"check: {len(w['checked'])} tensors vs peft's merge: within one {artifact.dtype} rounding "
+            f"(max relative difference {w['max_rel']:.2g})"
+        )
+    if "logits" in checks:
+        lg = checks["logits"]
+        typer.echo(
+            f"check: logits vs base+adapter: max relative difference {lg['max_rel']:.2g} (tolerance "
+            f"{lg['tolerance']:.2g}); rounding costs {lg['error_vs_effect']:.0%} of the adapter's effect"
         )
     report = artifact.preflight
     if report is not None:

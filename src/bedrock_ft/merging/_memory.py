@@ -37,9 +37,10 @@ DEFAULT_PROMPTS = (
     "def fibonacci(n):\n    ",
     "Question: A train travels 60 km in 1.5 hours. What is its average speed?\nAnswer:",
 )
-# Merged weights rounded to the dtype move the logits by about this much (relative to the largest logit);
-# a wrong merge moves them by the adapter's whole effect. Measured on the embedded model: bf16 0.024.
-DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+# A gross check: rounding the merged weights to the dtype moves the logits by a few percent of the largest
+# logit in bfloat16 (0.024-0.042 measured on the embedded model, trained adapters), 8x less in float16.
+# A wrong merge is caught exactly by the weight check; this one catches a model that doesn't behave.
+DEFAULT_TOLERANCE = {"float32": 1e-3, "float16": 2e-2, "bfloat16": 0.1}
 CHAT_PROMPT = ({"role": "user", "content": "What is 12 plus 30?"},)
 
 
@@ -136,6 +137,7 @@ class MemoryMerge:
         if inputs:
             report.update(_diff(reference, merged))
             report.update(prompts=len(inputs), tolerance=tolerance)
+            report["error_vs_effect"] = report["max_abs"] / max(report["adapter_effect"], 1e-12)
             if report["max_rel"] > tolerance:
                 raise MergeError(
                     f"the merged model's logits differ from base+adapter's by {report['max_rel']:.3g} "

@@ -45,7 +45,7 @@ __all__ = [
     "write_streaming",
 ]
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
 Progress = Callable[[int], None]
 
 _CODES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
@@ -71,13 +71,14 @@ def torch_dtype(code: str) -> torch.dtype:
 def merged_rows(
     w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, target: LoraTarget, rows: slice | None = None
 ) -> torch.Tensor:
-    """``W[rows] + scale * (B @ A)[rows]`` in float32 (``W`` is the block of stored rows)."""
+    """``W[rows] + scale * (B @ A)[rows]`` in float32 (``W`` is the block of stored rows), in one fused
+    ``addmm``: the scaled product is added in the GEMM's epilogue, with no delta tensor in memory."""
+    import torch
+
     a, b = a.float(), b.float()
-    if target.fan_in_fan_out:  # W is (in, out): its rows are A's columns
-        delta = (b @ (a if rows is None else a[:, rows])).T
-    else:
-        delta = (b if rows is None else b[rows]) @ a
-    return w.float() + delta * target.scale
+    if target.fan_in_fan_out:  # W is (in, out): its rows are A's columns, so W^T's block is B @ A[:, rows]
+        return torch.addmm(w.float().T, b, a if rows is None else a[:, rows], alpha=target.scale).T
+    return torch.addmm(w.float(), b if rows is None else b[rows], a, alpha=target.scale)
 
 
 def _as_bytes(t: torch.Tensor) -> Any:
@@ -210,4 +211,5 @@ def write_streaming(
 
 
 def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Shards written at once: one per core, up to 8 (each holds a few CHUNK_BYTES blocks)."""
+    return max(1, min(8, os.cpu_count() or 1))

@@ -83,23 +83,24 @@ class MergeConfig(BaseConfig):
     )
     verify: bool = Field(
         default=True,
-        description="Check the result: memory mode compares the merged model's logits with base+adapter on "
-        "fixed prompts; streaming compares a sample of merged weights with peft's own merge.",
+        description="Check the result: both modes compare a sample of the written weights with peft's own "
+        "merge of them; the memory mode also compares the merged model's logits with base+adapter's on fixed "
+        "prompts.",
     )
     verify_layers: int = Field(
-        default=4, ge=1, le=1000, description="Streaming: how many adapted weights the check recomputes."
+        default=4, ge=1, le=1000, description="How many adapted weights the weight check recomputes."
     )
     tolerance: float | None = Field(
         default=None,
         gt=0,
         description="Largest relative logit difference the memory-mode check accepts (max |merged - "
-        "unmerged| / max |unmerged|). Default: by dtype (float32 1e-4, float16 1e-2, bfloat16 5e-2).",
+        "unmerged| / max |unmerged|). Default: by dtype (float32 1e-3, float16 2e-2, bfloat16 0.1).",
     )
     workers: int | None = Field(
         default=None,
         ge=1,
         le=64,
-        description="Streaming: shards written in parallel (default: up to 4, at most the CPU count).",
+        description="Shards written in parallel (default: one per CPU core, up to 8).",
     )
     check_bedrock: bool = Field(
         default=True,

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,18 @@ class AdapterMerger:
         return ModelArtifact.read(out)
 
     # --- steps ------------------------------------------------------------------------------------
+
+    def _warn_if_lossy(self, logits: dict[str, Any]) -> None:
+        """Small updates can round away in bfloat16: say so, with the fix, when much of the effect is lost."""
+        share = logits.get("error_vs_effect")
+        if share is not None and share > LOSSY_SHARE and self.config.dtype != "float32":
+            message = (
+                f"rounding the merged weights to {self.config.dtype} moves the logits by {share:.0%} of the "
+                "adapter's own effect on them; merge with dtype='float32' (or 'float16', which keeps 3 more "
+                "bits than bfloat16) to keep more of it"
+            )
+            warnings.warn(message, stacklevel=3)
+            self._say(message)
 
     def _existing(self, out: Path, identity: str) -> ModelArtifact | None:
         """A reusable earlier merge, or None when out is free to write; raise when it is not."""
@@ -184,24 +197,20 @@ class AdapterMerger:
             from bedrock_ft.merging._export import chat_template_of
 
             template = chat_template_of(tok_dir)
-        workers = cfg.workers or _default_workers()
+        from bedrock_ft.merging._streaming import default_workers
+
+        workers = cfg.workers or default_workers()
         merge_info: dict[str, Any] = {"mode": mode, "dtype": cfg.dtype, "max_shard_size": cfg.shard_bytes}
+        checks: dict[str, Any] = {}
         if mode == "streaming":
             assert base is not None and plan is not None
             from bedrock_ft.merging._streaming import write_streaming
 
-            adapter = _load_adapter(weights_file)
             self._say(f"merging {len(plan.targets)} LoRA weights shard by shard ({workers} worker(s))")
             files = write_streaming(
-                base, plan, adapter, model_dir, dtype=cfg.dtype, shard_bytes=cfg.shard_bytes, workers=workers
-            )
-            if cfg.verify:
-                from bedrock_ft.merging._verify import check_weights
-
-                self._say(f"checking {cfg.verify_layers} merged weights against peft's own merge")
-                merge_info["verification"] = check_weights(
-                    model_dir, base, plan, adapter, src.config, dtype=cfg.dtype, layers=cfg.verify_layers
-                )
+                base, plan, _load_adapter(weights_file), model_dir, dtype=cfg.dtype,
+                shard_bytes=cfg.shard_bytes, workers=workers,
+            )  # fmt: skip
         else:
             from bedrock_ft.merging._adapter import AdapterPlan
             from bedrock_ft.merging._memory import DEFAULT_TOLERANCE, MemoryMerge
@@ -216,15 +225,26 @@ class AdapterMerger:
                 device=cfg.device,
             )
             self._say(f"loading the base ({cfg.dtype}, {job.device}) and applying the adapter")
-            merge_info["verification"] = job.run(
+            logits = job.run(
                 verify=cfg.verify, tokenizer_dir=tok_dir, chat_template=template,
                 tolerance=cfg.tolerance or DEFAULT_TOLERANCE[cfg.dtype],
             )  # fmt: skip
-            if not cfg.verify:
-                merge_info.pop("verification")
+            if cfg.verify:
+                checks["logits"] = logits
+                self._warn_if_lossy(logits)
             self._say("writing the merged shards")
             files = job.write(model_dir, base, shard_bytes=cfg.shard_bytes, workers=workers)
             del job
+        if cfg.verify and base is not None and plan is not None and plan.targets:
+            from bedrock_ft.merging._verify import check_weights
+
+            self._say(f"checking {cfg.verify_layers} merged weights against peft's own merge")
+            checks["weights"] = check_weights(
+                model_dir, base, plan, _load_adapter(weights_file), src.config, dtype=cfg.dtype,
+                layers=cfg.verify_layers,
+            )  # fmt: skip
+        if checks:
+            merge_info["verification"] = checks
         meta, notes = write_metadata(
             model_dir, base_dir=base_dir, base_config=base_config, tok_dir=tok_dir,
             chat_template=template, dtype=cfg.dtype,
@@ -259,15 +279,14 @@ class AdapterMerger:
 
 # --- helpers -----------------------------------------------------------------------------------------
 
+LOSSY_SHARE = 0.25
+"""Warn when rounding to the export dtype moves the logits by more than this share of the adapter's effect."""
+
 
 def _code(dtype: str) -> str:
     from bedrock_ft.merging._streaming import out_dtype_code
 
     return out_dtype_code(dtype)
-
-
-def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _architecture(base_config: dict[str, Any], src: AdapterInput, base_dir: Path) -> str:

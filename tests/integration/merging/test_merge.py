@@ -67,14 +67,17 @@ def test_export_holds_exactly_what_bedrock_reads(merges: dict[str, ModelArtifact
 
 
 def test_the_checks_ran_and_measured_a_real_effect(merges: dict[str, ModelArtifact]) -> None:
-    logits = merges["memory"].merge["verification"]
+    logits = merges["memory"].merge["verification"]["logits"]
     assert logits["kind"] == "logits" and logits["prompts"] == 4  # three text prompts, one chat
     assert logits["max_rel"] <= logits["tolerance"]
     # The adapter moves the logits far more than the merge's rounding does.
     assert logits["adapter_effect"] > 20 * logits["max_abs"]
-    weights = merges["streaming"].merge["verification"]
-    assert weights["kind"] == "weights" and len(weights["checked"]) == 5  # 4 adapted, 1 untouched
-    assert weights["max_rel"] <= weights["tolerance"]
+    assert logits["error_vs_effect"] == pytest.approx(logits["max_abs"] / logits["adapter_effect"])
+    for mode in ("memory", "streaming"):  # both modes check sampled weights against peft's own merge
+        weights = merges[mode].merge["verification"]["weights"]
+        assert weights["kind"] == "weights" and len(weights["checked"]) == 5  # 4 adapted, 1 untouched
+        assert weights["max_rel"] <= weights["tolerance"]
+    assert "logits" not in merges["streaming"].merge["verification"]
 
 
 def test_merged_model_reloads_and_generates(merges: dict[str, ModelArtifact], adapter_dir: Path) -> None:
@@ -118,7 +121,7 @@ def test_float16_export(adapter_dir: Path, tmp_path: Path) -> None:
     shard = next(model_dir.glob("model-*.safetensors"))
     with safe_open(str(shard), "pt") as fh:
         assert {str(fh.get_tensor(k).dtype) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__ == {"torch.float16"}
-    assert artifact.merge["verification"]["tolerance"] == 2.0**-10
+    assert artifact.merge["verification"]["weights"]["tolerance"] == 2.0**-10
 
 
 def test_every_input_form(adapter_dir: Path, tmp_path: Path, merges: dict[str, ModelArtifact]) -> None:

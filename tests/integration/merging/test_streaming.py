@@ -59,7 +59,7 @@ def test_streaming_peak_rss_is_bounded(adapter_dir: Path, tmp_path: Path) -> Non
     streaming = _peak_growth(adapter_dir, tmp_path / "streaming", "streaming", chunk_mib)
     shards = list((tmp_path / "streaming" / "model").glob("model-*.safetensors"))
     assert len(shards) == 9
-    bound = 2 * adapter_bytes + 1 * 2 * (chunk_mib << 20) + (64 << 20)
+    bound = 2 * adapter_bytes + 1 * 3 * (chunk_mib << 20) + (64 << 20)
     assert streaming < bound, f"streaming merge grew RSS by {streaming >> 20} MiB, bound {bound >> 20} MiB"
     assert streaming < model_bytes / 2
     memory = _peak_growth(adapter_dir, tmp_path / "memory", "memory", chunk_mib)
@@ -153,9 +153,7 @@ def test_rslora_and_alpha_pattern_follow_peft(embedded_dir: Path, tmp_path: Path
         for mode in ("streaming", "memory")
     ]
     assert [f.sha256 for f in results[0].files] == [f.sha256 for f in results[1].files]
-    assert (
-        results[1].merge["verification"]["adapter_effect"] > 10 * results[1].merge["verification"]["max_abs"]
-    )
+    assert results[1].merge["verification"]["logits"]["error_vs_effect"] < 0.1
 
 
 def test_merge_cli(adapter_dir: Path, tmp_path: Path, run_cli: object) -> None:
