@@ -172,7 +172,11 @@ def child(mode: str, adapter: str, base: str, out: str, workers: int | None) -> 
         overwrite=True, check_bedrock=False,
     )  # fmt: skip
     started = time.perf_counter()
-    artifact = AdapterMerger(config).merge(adapter)
+
+    def step(message: str) -> None:
+        print(f"STEP {time.perf_counter() - started:7.2f} s  {message}", flush=True)
+
+    artifact = AdapterMerger(config, progress=step).merge(adapter)
     seconds = time.perf_counter() - started
     result = {
         "mode": mode,
@@ -206,6 +210,8 @@ def _run_child(mode: str, adapter: Path, base: Path, out: Path, workers: int | N
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-4000:]}")
     shutil.rmtree(out, ignore_errors=True)
+    for step in (ln for ln in proc.stdout.splitlines() if ln.startswith("STEP ")):
+        print(f"  {mode}: {step[5:]}", file=sys.stderr)
     return dict(json.loads(line[len("RESULT ") :]))
 
 

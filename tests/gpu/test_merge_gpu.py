@@ -47,7 +47,9 @@ def test_memory_merge_on_gpu_matches_streaming(tmp_path: Path) -> None:
             safe_open(str(Path(cpu.model_dir, shard)), "pt") as b,
         ):
             x, y = a.get_tensor(name).float(), b.get_tensor(name).float()
-        # cuBLAS and the CPU's BLAS may sum in another order: at most one bf16 step apart
-        assert bool(((x - y).abs() <= 2.0**-7 * y.abs() + 1e-30).all()), name
+        # cuBLAS and the CPU's BLAS may sum in another order: one bf16 step apart at most, plus a little
+        # absolute slack where W + delta cancels to almost nothing (as the merge's own weight check allows)
+        bound = 2.0**-7 * y.abs() + 2.0**-7 * float(y.abs().max()) * 1e-3
+        assert bool(((x - y).abs() <= bound).all()), name
         differ += int(not torch.equal(x, y))
     print(f"tensors differing by one rounding between GPU and CPU merges: {differ} of {len(index)}")

@@ -19,6 +19,7 @@ from bedrock_ft.merging._streaming import (
     CHUNK_BYTES,
     _as_bytes,
     _check_finite,
+    _thread_share,
     merged_rows,
     out_dtype_code,
     torch_dtype,
@@ -184,13 +185,15 @@ class MemoryMerge:
             tensors[name] = OutTensor(name, out if t.is_floating_point() else _code(t), tuple(t.shape))
 
         def chunks(t: OutTensor) -> Iterator[Any]:
-            data = _as_bytes(state[t.name].detach().to("cpu", torch_dtype(t.dtype)))
+            # cast where the tensor lives (on a GPU: half the bytes cross to the host), then copy
+            data = _as_bytes(state[t.name].detach().to(torch_dtype(t.dtype)).cpu())
             for start in range(0, max(len(data), 1), CHUNK_BYTES):
                 yield data[start : start + CHUNK_BYTES]
 
-        return write_checkpoint(
-            out_dir, list(tensors.values()), chunks, shard_bytes=shard_bytes, workers=workers
-        )
+        with _thread_share(workers):
+            return write_checkpoint(
+                out_dir, list(tensors.values()), chunks, shard_bytes=shard_bytes, workers=workers
+            )
 
 
 def _code(t: torch.Tensor) -> str:

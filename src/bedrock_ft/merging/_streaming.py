@@ -11,6 +11,7 @@ goes. Peak memory is the adapter plus a few chunks per worker, whatever the mode
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -78,7 +79,8 @@ def merged_rows(
     a, b = a.float(), b.float()
     if target.fan_in_fan_out:  # W is (in, out): its rows are A's columns, so W^T's block is B @ A[:, rows]
         return torch.addmm(w.float().T, b, a if rows is None else a[:, rows], alpha=target.scale).T
-    return torch.addmm(w.float(), b if rows is None else b[rows], a, alpha=target.scale)
+    # a float32 copy (never the caller's tensor), updated in place: one block-sized temporary
+    return w.to(torch.float32, copy=True).addmm_(b if rows is None else b[rows], a, alpha=target.scale)
 
 
 def _as_bytes(t: torch.Tensor) -> Any:
@@ -205,9 +207,23 @@ def write_streaming(
         if start != rows_total:
             raise MergeError(f"{t.name}: read {start} rows, expected {rows_total}")
 
-    return write_checkpoint(
-        out_dir, output_tensors(base, out_code), chunks, shard_bytes=shard_bytes, workers=workers
-    )
+    with _thread_share(workers):
+        return write_checkpoint(
+            out_dir, output_tensors(base, out_code), chunks, shard_bytes=shard_bytes, workers=workers
+        )
+
+
+@contextlib.contextmanager
+def _thread_share(workers: int) -> Iterator[None]:
+    """Each worker's torch ops get their share of the cores: N workers x all cores would oversubscribe."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // max(1, workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def default_workers() -> int:
