@@ -186,3 +186,56 @@ def test_export_allowlist() -> None:
         "manifest.json",
     ):
         assert not is_allowed(name)
+
+
+def test_fan_in_fan_out_follows_each_weight_layout() -> None:
+    """GPT-2 style: Conv1D weights are (in, out), a Linear head (out, in); the shape decides per layer."""
+    adapter = {
+        "base_model.model.h.0.attn.c_attn.lora_A.weight": (4, 64),
+        "base_model.model.h.0.attn.c_attn.lora_B.weight": (192, 4),
+        "base_model.model.lm_head.lora_A.weight": (4, 64),
+        "base_model.model.lm_head.lora_B.weight": (500, 4),
+    }
+    base = {"h.0.attn.c_attn.weight": (64, 192), "lm_head.weight": (500, 64)}
+    plan = plan_adapter({"fan_in_fan_out": True, "lora_alpha": 8}, adapter, base)
+    assert plan.targets["h.0.attn.c_attn.weight"].fan_in_fan_out is True
+    assert plan.targets["lm_head.weight"].fan_in_fan_out is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"init_lora_weights": "pissa_niter_4"}, "path_initial_model_for_weight_conversion"),
+        ({"init_lora_weights": "olora"}, "trains against a modified base"),
+        ({"alora_invocation_tokens": [5, 6]}, "activated LoRA"),
+        ({"peft_type": "IA3"}, "merges LoRA adapters only"),
+    ],
+)
+def test_adapters_that_need_another_base_are_refused(
+    tmp_path: Path, extra: dict[str, object], expected: str
+) -> None:
+    from bedrock_ft.merging._adapter import resolve_adapter
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, **extra}))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(MergeError, match=expected):
+        resolve_adapter(tmp_path)
+
+
+def test_leftovers_of_this_output_only(tmp_path: Path) -> None:
+    """A killed merge into 'merged' leaves temp dirs; those of 'merged.v2' are another output's."""
+    from bedrock_ft.merging.merger import _remove_leftovers
+
+    for name in (
+        ".bedrock-ft-tmp-merged.abc1",
+        ".bedrock-ft-tmp-merged.v2.abc2",
+        ".bedrock-ft-old-merged.v2.abc3",
+    ):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".bedrock-ft-old-merged.abc4").mkdir()
+    (tmp_path / ".bedrock-ft-old-merged.abc4" / "manifest.json").write_text("{}")
+    _remove_leftovers(tmp_path / "merged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".bedrock-ft-old-merged.v2.abc3", ".bedrock-ft-tmp-merged.v2.abc2", "merged"
+    ]  # fmt: skip
+    assert (tmp_path / "merged" / "manifest.json").is_file()  # the moved-aside merge is restored

@@ -287,71 +287,23 @@ def resolve_chat_template(value: str | None, tokenizer: Any = None) -> ChatTempl
 
 # --- exporting ---------------------------------------------------------------------------------------
 
-_GEN_TAG = re.compile(r"(?P<pre>\s*)\{%(?P<l>[-+]?)\s*(?P<end>end)?generation\s*(?P<r>[-+]?)%\}(?P<post>\s*)")
-_SAMPLE_CONVERSATIONS: tuple[tuple[dict[str, str], ...], ...] = (
-    ({"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Hello!\n"}),
-    (
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "4"},
-        {"role": "user", "content": "And 3+3?"},
-        {"role": "assistant", "content": "6"},
-    ),
-    ({"role": "user", "content": "Only a question"},),
-)
+_GEN_TAG = re.compile(r"\{%(?P<l>[-+]?)\s*(?P<end>end)?generation\s*(?P<r>[-+]?)%\}")
 
 
 def strip_generation_tags(source: str) -> str:
-    """``source`` without ``{% generation %}``/``{% endgeneration %}`` markers, rendering the same text.
+    """``source`` without trl's ``{% generation %}``/``{% endgeneration %}`` markers, rendering the same text.
 
     The markers only tell trl which tokens are the assistant's; servers that render templates with
     another Jinja implementation may not know the tag, so exported models carry the template without
-    them. Each tag is removed with the whitespace it would have trimmed (``{%-``/``-%}``, and
-    transformers' trim_blocks/lstrip_blocks). If a sample rendering still differs, the tags become
-    ``{% if true %}``/``{% endif %}`` with the same whitespace markers, which renders identically by
-    construction.
+    them. Each becomes ``{% if true %}``/``{% endif %}`` with the same whitespace markers (``-``,
+    ``+``): a block tag with the same trim rules around it, so the rendering is identical by
+    construction, in every branch. (Deleting the tags instead changes what neighbouring tags trim.)
     """
-    if not _GEN_TAG.search(source):
-        return source
-
-    def removed(m: re.Match[str]) -> str:
-        pre, post = m["pre"], m["post"]
-        if m["l"] == "-":
-            pre = ""
-        elif m["l"] == "" and "\n" in pre:  # lstrip_blocks: the tag's indentation goes
-            pre = pre[: pre.rindex("\n") + 1]
-        if m["r"] == "-":
-            post = ""
-        elif m["r"] == "" and post.startswith("\n"):  # trim_blocks: one newline after the tag goes
-            post = post[1:]
-        return pre + post
 
     def replaced(m: re.Match[str]) -> str:
-        tag = "endif" if m["end"] else "if true"
-        return f"{m['pre']}{{%{m['l']} {tag} {m['r']}%}}{m['post']}"
+        return f"{{%{m['l']} {'endif' if m['end'] else 'if true'} {m['r']}%}}"
 
-    stripped = _GEN_TAG.sub(removed, source)
-    if _renders_alike(source, stripped):
-        return stripped
     return _GEN_TAG.sub(replaced, source)
-
-
-def _renders_alike(a: str, b: str) -> bool:
-    def outputs(source: str) -> list[str]:
-        render = ChatTemplate("custom", source, {"bos_token": "<s>", "eos_token": "</s>"}).renderer()
-        out = []
-        for conversation in _SAMPLE_CONVERSATIONS:
-            for prompt in (False, True):
-                try:
-                    out.append(render(conversation, add_generation_prompt=prompt))
-                except Exception as exc:  # a template may refuse a sample; both must refuse it alike
-                    out.append(f"<error {type(exc).__name__}: {exc}>")
-        return out
-
-    try:
-        return outputs(a) == outputs(b)
-    except ConfigError:
-        return False
 
 
 # --- rendering ---------------------------------------------------------------------------------------

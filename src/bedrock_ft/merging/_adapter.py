@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ def resolve_adapter(adapter: AdapterArtifact | str | Path) -> AdapterInput:
     kind = config.get("peft_type", "LORA")
     if str(kind).upper() != "LORA":
         raise MergeError(f"{config_file}: peft_type {kind!r}; AdapterMerger merges LoRA adapters only")
+    _refuse_unmergeable(config, config_file)
     adapter_weights_file(adapter_dir)
     recorded = artifact.base_model if artifact else config.get("base_model_name_or_path")
     return AdapterInput(
@@ -112,6 +113,26 @@ def resolve_adapter(adapter: AdapterArtifact | str | Path) -> AdapterInput:
         chat_template=artifact.chat_template if artifact else None,
         artifact=artifact,
     )
+
+
+_MODIFIED_BASE_INITS = ("pissa", "olora", "corda", "loftq")
+
+
+def _refuse_unmergeable(config: Mapping[str, Any], config_file: Path) -> None:
+    """Adapters that don't fit the plain base: merging them into it would silently give a wrong model."""
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(_MODIFIED_BASE_INITS):
+        raise MergeError(
+            f"{config_file}: init_lora_weights={init!r} trains against a modified base (the residual of the "
+            "principal components, or a quantization-corrected one), so merging it into the original base "
+            "gives a wrong model. Save it converted to plain LoRA first: model.save_pretrained(path, "
+            "path_initial_model_for_weight_conversion=...) (peft docs), then merge that."
+        )
+    if config.get("alora_invocation_tokens"):
+        raise MergeError(
+            f"{config_file}: an activated LoRA (alora_invocation_tokens) changes the model only after its "
+            "invocation tokens, which a merged weight can't express; serve it with peft instead"
+        )
 
 
 @dataclass(frozen=True)
@@ -204,6 +225,12 @@ def plan_adapter(
             scale=a / math.sqrt(rank) if rslora else a / rank, fan_in_fan_out=fan_in_fan_out,
         )  # fmt: skip
         want = target.base_shape(a_shape, b_shape)
+        flipped = (want[1], want[0])
+        if weight in base_shapes and tuple(base_shapes[weight]) == flipped != want:
+            # peft applies fan_in_fan_out per layer type (GPT-2's Conv1D stores (in, out), a Linear head
+            # (out, in)): a non-square weight's shape says which layout it has.
+            target = replace(target, fan_in_fan_out=not target.fan_in_fan_out)
+            want = flipped
         if weight not in base_shapes:
             mismatches.append(
                 f"adapter tensor {pair['A']} adapts {weight}, which the base model does not have"

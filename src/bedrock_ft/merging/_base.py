@@ -39,16 +39,25 @@ def resolve_base(base_model: str | None, *, recorded: str | None) -> Path:
             f"base model {chosen} ({where}) is not a directory here; pass MergeConfig(base_model=...) "
             "with the full-precision base the adapter was trained on"
         )
-    try:  # a hub id: its files from the local cache, or a download
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(
-                chosen, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
-            )
-        )
+    try:
+        return _from_hub(chosen)
     except Exception as exc:
         raise MergeError(f"base model {chosen}: can't fetch it ({type(exc).__name__}: {exc})") from None
+
+
+def _from_hub(repo: str) -> Path:
+    """A hub model's config, tokenizer and the weights its index lists (the local cache, or a download).
+
+    Only the listed shards: repos such as Mistral's also hold a consolidated.safetensors copy."""
+    from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(repo, allow_patterns=["*.json", "tokenizer.model", "*.jinja"]))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weights = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    else:
+        weights = ["model.safetensors", "pytorch_model*.bin"]  # one file; old repos have .bin only
+    return Path(snapshot_download(repo, allow_patterns=weights))
 
 
 def read_base_config(base_dir: Path) -> dict[str, Any]:

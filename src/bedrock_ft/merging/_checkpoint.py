@@ -35,17 +35,9 @@ __all__ = [
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,6 +86,8 @@ def read_checkpoint(model_dir: Path) -> dict[str, Stored]:
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            if not all(isinstance(v, str) and "/" not in v for v in weight_map.values()):
+                raise TypeError("weight_map values must be file names in the directory")
             files = sorted(set(weight_map.values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MergeError(f"{index}: not a readable safetensors index ({exc})") from None
@@ -120,6 +114,10 @@ def read_checkpoint(model_dir: Path) -> dict[str, Stored]:
         except (HeaderError, OSError) as exc:
             raise MergeError(f"{path}: not a readable safetensors file ({exc})") from None
         for key, info in sorted(header.items(), key=lambda kv: kv[1].offset):
+            if info.dtype not in DTYPE_BYTES:
+                raise MergeError(
+                    f"{path}: tensor {key!r} has dtype {info.dtype}, which the merge can't handle"
+                )
             if key in tensors:
                 raise MergeError(f"{path}: tensor {key!r} is also in {tensors[key].path.name}")
             tensors[key] = Stored(key, path, info)

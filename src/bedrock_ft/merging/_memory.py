@@ -1,7 +1,7 @@
 """The in-memory merge: load the whole base with transformers, apply the adapter with peft, merge,
 and compare the merged model's logits with base+adapter's on fixed prompts.
 
-Plain LoRA layers are merged with :func:`~bedrock_ft.merging._streaming.merged_rows` (float32, one
+Plain LoRA layers are merged with :func:`~bedrock_ft.merging._streaming.merged_blocks` (float32, one
 rounding), the same arithmetic as the streaming merge; anything else peft knows (DoRA, embedding LoRA,
 modules_to_save) is merged by peft's own ``merge_and_unload``.
 """
@@ -19,8 +19,8 @@ from bedrock_ft.merging._streaming import (
     CHUNK_BYTES,
     _as_bytes,
     _check_finite,
-    _thread_share,
-    merged_rows,
+    block_rows,
+    merged_blocks,
     out_dtype_code,
     torch_dtype,
     write_checkpoint,
@@ -77,16 +77,15 @@ class MemoryMerge:
         adapter_dir: Path,
         plan: AdapterPlan,
         *,
+        base_order: Mapping[str, Stored] | None,
         dtype: str,
         device: str,
     ) -> None:
-        self.base_dir, self.base_config, self.adapter_dir, self.plan = (
-            base_dir,
-            base_config,
-            adapter_dir,
-            plan,
-        )
+        self.base_dir, self.base_config, self.adapter_dir = base_dir, base_config, adapter_dir
+        self.plan, self.base_order = plan, base_order
         self.dtype, self.device = dtype, pick_device(device)
+        self.untied: list[str] = []
+        """Tensors written beside a tied weight they no longer equal (a trained head or embedding)."""
         self.model: Any = None
 
     def run(
@@ -94,9 +93,10 @@ class MemoryMerge:
     ) -> dict[str, Any]:
         """Load, merge and (with ``verify``) compare logits, all in float32.
 
-        The base is loaded in float32 and rounded to the output dtype, so it holds exactly the values
-        the export starts from; merged weights are rounded to the output dtype as the export stores
-        them. The logit difference is then the merge's own error, not bf16 activation noise.
+        The base is loaded in float32. Weights the adapter leaves alone are rounded to the output dtype
+        as the export stores them; adapted ones keep their stored values, and their merge is rounded
+        once, as the streaming merge rounds it. The logit difference is then the merge's own error,
+        not bf16 activation noise.
         """
         import torch
         from peft import PeftModel
@@ -115,10 +115,16 @@ class MemoryMerge:
                 f"base model {self.base_dir}: can't load it ({type(exc).__name__}: {exc})"
             ) from None
         with torch.no_grad():
-            for p in base.parameters():
-                if p.is_floating_point():
+            for name, p in base.named_parameters():
+                if p.is_floating_point() and name not in self.plan.targets:
                     p.data = p.data.to(out).float()
-        model = PeftModel.from_pretrained(base, str(self.adapter_dir), is_trainable=False)
+        try:
+            model = PeftModel.from_pretrained(base, str(self.adapter_dir), is_trainable=False)
+        except Exception as exc:
+            raise MergeError(
+                f"adapter {self.adapter_dir}: peft can't apply it to {self.base_dir} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         model.eval()
         report: dict[str, Any] = {"kind": "logits", "device": self.device}
         encoder_decoder = bool(self.base_config.get("is_encoder_decoder"))
@@ -131,7 +137,7 @@ class MemoryMerge:
                 report["adapter_effect"] = _diff(plain, reference)["max_abs"]
             report["merged_by_bedrock_ft"] = self._merge_lora_layers(model)
             self.model = model.merge_and_unload(safe_merge=True)
-            for p in self.model.parameters():  # peft-merged layers (DoRA...) too: stored as exported
+            for p in self.model.parameters():  # peft-merged layers (DoRA, ...) are stored as exported too
                 if p.is_floating_point():
                     p.data = p.data.to(out).float()
             merged = [self.model(**x).logits.float().cpu() for x in inputs]
@@ -164,7 +170,11 @@ class MemoryMerge:
                 continue
             base_w = module.get_base_layer().weight
             a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
-            merged = merged_rows(base_w.data, a.data.to(base_w.device), b.data.to(base_w.device), target)
+            stored = (self.base_order or {}).get(weight)
+            per = block_rows(stored) if stored is not None else base_w.shape[0]
+            merged = merged_blocks(
+                base_w.data, a.data.to(base_w.device), b.data.to(base_w.device), target, per
+            )
             out = merged.to(torch_dtype(out_dtype_code(self.dtype)))
             _check_finite(weight, out, out_dtype_code(self.dtype))
             with torch.no_grad():
@@ -173,11 +183,11 @@ class MemoryMerge:
             done += 1
         return done
 
-    def write(
-        self, out_dir: Path, base_order: Mapping[str, Stored] | None, *, shard_bytes: int, workers: int
-    ) -> list[WrittenFile]:
+    def write(self, out_dir: Path, *, shard_bytes: int, workers: int) -> list[WrittenFile]:
         state = self.model.state_dict()
-        names = _output_names(state, base_order)
+        names = _output_names(state, self.base_order)
+        if self.base_order is not None:
+            self.untied = [n for n in names if n not in self.base_order]
         out = out_dtype_code(self.dtype)
         tensors: dict[str, OutTensor] = {}
         for name in names:
@@ -190,10 +200,9 @@ class MemoryMerge:
             for start in range(0, max(len(data), 1), CHUNK_BYTES):
                 yield data[start : start + CHUNK_BYTES]
 
-        with _thread_share(workers):
-            return write_checkpoint(
-                out_dir, list(tensors.values()), chunks, shard_bytes=shard_bytes, workers=workers
-            )
+        return write_checkpoint(
+            out_dir, list(tensors.values()), chunks, shard_bytes=shard_bytes, workers=workers
+        )
 
 
 def _code(t: torch.Tensor) -> str:
@@ -208,8 +217,11 @@ def _code(t: torch.Tensor) -> str:
 
 
 def _output_names(state: Mapping[str, torch.Tensor], base_order: Mapping[str, Stored] | None) -> list[str]:
-    """The base checkpoint's tensors in its order (a tied weight it doesn't store stays out); for a
-    .bin base, the state dict's order with tied duplicates dropped."""
+    """The base checkpoint's tensors in its order, then any tensor the merge made distinct from every
+    one of those (a head trained with modules_to_save, once tied to the embedding). A weight tied to one
+    already written stays out, as save_pretrained leaves it out. For a .bin base: the state dict's order."""
+    seen: set[tuple[int, int]] = set()
+    names: list[str] = []
     if base_order is not None:
         missing = [n for n in base_order if n not in state]
         if missing:
@@ -217,12 +229,13 @@ def _output_names(state: Mapping[str, torch.Tensor], base_order: Mapping[str, St
                 f"the loaded model has no tensor {missing[0]!r} that the base checkpoint holds; merge with "
                 "mode='streaming', which keeps the checkpoint's own layout"
             )
-        return list(base_order)
-    seen: set[tuple[int, int]] = set()
-    names = []
+        for name in base_order:
+            t = state[name]
+            seen.add((t.untyped_storage().data_ptr(), t.storage_offset()))
+            names.append(name)
     for name, t in state.items():
         key = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if key not in seen:
+        if key not in seen and name not in names:
             seen.add(key)
             names.append(name)
     return names

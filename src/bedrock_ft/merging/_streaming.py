@@ -83,6 +83,25 @@ def merged_rows(
     return w.to(torch.float32, copy=True).addmm_(b if rows is None else b[rows], a, alpha=target.scale)
 
 
+def block_rows(stored: Stored) -> int:
+    """Rows per merge block: as many stored rows as fit in CHUNK_BYTES. Both modes merge in the same
+    blocks, so their float32 sums (and the bytes they write) are the same."""
+    rows = stored.info.shape[0] if stored.info.shape else 1
+    row_bytes = stored.info.nbytes // max(rows, 1)
+    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+
+
+def merged_blocks(
+    w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, target: LoraTarget, per: int
+) -> torch.Tensor:
+    """:func:`merged_rows` over a whole weight, ``per`` rows at a time (the streaming merge's blocks)."""
+    import torch
+
+    return torch.cat(
+        [merged_rows(w[i : i + per], a, b, target, slice(i, i + per)) for i in range(0, w.shape[0], per)]
+    )
+
+
 def _as_bytes(t: torch.Tensor) -> Any:
     import torch
 
@@ -126,13 +145,13 @@ def write_checkpoint(
     def one(i: int) -> WrittenFile:
         return write_shard(out_dir / names[i], shards[i], chunks)
 
-    if workers > 1 and len(shards) > 1:
-        with ThreadPoolExecutor(
-            max_workers=min(workers, len(shards)), thread_name_prefix="bedrock-ft-merge"
-        ) as pool:
-            written = list(pool.map(one, range(len(shards))))
-    else:
-        written = [one(i) for i in range(len(shards))]
+    parallel = max(1, min(workers, len(shards)))
+    with _thread_share(parallel):
+        if parallel > 1:
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="bedrock-ft-merge") as pool:
+                written = list(pool.map(one, range(len(shards))))
+        else:
+            written = [one(i) for i in range(len(shards))]
     from bedrock_ft._io import sha256_file
 
     index = out_dir / INDEX_NAME
@@ -194,7 +213,7 @@ def write_streaming(
         a, b = adapter[target.a_key], adapter[target.b_key]
         rows_total, cols = src.info.shape
         row_bytes = cols * (src.info.nbytes // max(src.numel, 1))
-        per = max(1, CHUNK_BYTES // max(row_bytes, 1))
+        per = block_rows(src)
         start = 0
         for view in read_ranges(src.path, src.info.offset, src.info.nbytes, per * row_bytes, buffer()):
             n = len(view) // row_bytes
@@ -207,15 +226,15 @@ def write_streaming(
         if start != rows_total:
             raise MergeError(f"{t.name}: read {start} rows, expected {rows_total}")
 
-    with _thread_share(workers):
-        return write_checkpoint(
-            out_dir, output_tensors(base, out_code), chunks, shard_bytes=shard_bytes, workers=workers
-        )
+    return write_checkpoint(
+        out_dir, output_tensors(base, out_code), chunks, shard_bytes=shard_bytes, workers=workers
+    )
 
 
 @contextlib.contextmanager
 def _thread_share(workers: int) -> Iterator[None]:
-    """Each worker's torch ops get their share of the cores: N workers x all cores would oversubscribe."""
+    """Each worker's torch ops get their share of the cores: N workers x all cores would oversubscribe.
+    (torch's thread count is process-wide: it is restored when the shards are written.)"""
     import torch
 
     threads = torch.get_num_threads()

@@ -72,14 +72,15 @@ class AdapterMerger:
         ) if base is not None else None  # fmt: skip
         identity = _identity(cfg, weights_file, src, base_dir)
         out = Path(cfg.output_dir).expanduser().resolve()
-        if (existing := self._existing(out, identity)) is not None:
-            return existing
-        mode = self._mode(base, plan, layout_problem, base_config)
-        out_bytes = _parameter_count(base) * DTYPE_BYTES[_code(cfg.dtype)] if base else None
-        _check_disk(out.parent, out_bytes)
-        with _lock(out.parent):
+        _check_writable(out.parent)
+        with _lock(out.parent):  # the output's state is read and changed under the lock only
             _remove_leftovers(out)
-            with atomic_dir(out, overwrite=True) as tmp:
+            if (existing := self._existing(out, identity)) is not None:
+                return existing
+            mode = self._mode(base, plan, layout_problem, base_config)
+            out_bytes = _parameter_count(base) * DTYPE_BYTES[_code(cfg.dtype)] if base else None
+            _check_disk(out.parent, out_bytes)
+            with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
                 model_dir = tmp / MODEL_SUBDIR
                 model_dir.mkdir()
                 artifact = self._merge_into(
@@ -155,6 +156,11 @@ class AdapterMerger:
         streaming_blocker = layout_problem or (
             f"the streaming merge can't apply {plan.unsupported[0]}" if plan and plan.unsupported else None
         )
+        if plan and plan.replaced and _tied(base_config):
+            streaming_blocker = streaming_blocker or (
+                f"the adapter replaces {next(iter(plan.replaced))} in a model with tied embeddings, "
+                "whose head the streaming merge can't untie"
+            )
         if cfg.mode == "streaming":
             if streaming_blocker:
                 raise MergeError(f"mode='streaming': {streaming_blocker}; use mode='memory'")
@@ -217,13 +223,9 @@ class AdapterMerger:
 
             # Without safetensors headers (a .bin base) there is no plan: peft merges every layer.
             job = MemoryMerge(
-                base_dir,
-                base_config,
-                src.adapter_dir,
-                plan or AdapterPlan(),
-                dtype=cfg.dtype,
-                device=cfg.device,
-            )
+                base_dir, base_config, src.adapter_dir, plan or AdapterPlan(), base_order=base,
+                dtype=cfg.dtype, device=cfg.device,
+            )  # fmt: skip
             self._say(f"loading the base ({cfg.dtype}, {job.device}) and applying the adapter")
             logits = job.run(
                 verify=cfg.verify, tokenizer_dir=tok_dir, chat_template=template,
@@ -233,7 +235,12 @@ class AdapterMerger:
                 checks["logits"] = logits
                 self._warn_if_lossy(logits)
             self._say("writing the merged shards")
-            files = job.write(model_dir, base, shard_bytes=cfg.shard_bytes, workers=workers)
+            files = job.write(model_dir, shard_bytes=cfg.shard_bytes, workers=workers)
+            if job.untied:
+                merge_info["untied"] = job.untied
+                self._say(
+                    f"{', '.join(job.untied)} no longer equal the weights tied to them: written, and untied"
+                )
             del job
         if cfg.verify and base is not None and plan is not None and plan.targets:
             from bedrock_ft.merging._verify import check_weights
@@ -247,7 +254,7 @@ class AdapterMerger:
             merge_info["verification"] = checks
         meta, notes = write_metadata(
             model_dir, base_dir=base_dir, base_config=base_config, tok_dir=tok_dir,
-            chat_template=template, dtype=cfg.dtype,
+            chat_template=template, dtype=cfg.dtype, untie=bool(merge_info.get("untied")),
         )  # fmt: skip
         if "eos_tokens_added" in notes:
             merge_info["eos_tokens_added"] = notes["eos_tokens_added"]
@@ -356,26 +363,43 @@ def _written_parameters(model_dir: Path) -> int:
 
 def _identity(cfg: MergeConfig, weights_file: Path, src: AdapterInput, base_dir: Path) -> str:
     """What decides the merged bytes: the settings, the adapter's content, and the base."""
-    base_files = sorted(
-        (p.name, p.stat().st_size)
-        for p in base_dir.iterdir()
-        if p.suffix in (".safetensors", ".json", ".bin")
-    )
+
+    def listing(directory: Path) -> list[tuple[str, int, int]]:  # a file rewritten in place changes mtime
+        return sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()
+        )
+
     parts = {
         "config": cfg.config_hash(),
         "adapter": sha256_file(weights_file),
-        "adapter_config": sha256_file(src.adapter_dir / "adapter_config.json"),
+        "adapter_files": listing(src.adapter_dir),  # its tokenizer and chat template too
         "chat_template": src.chat_template,
         "base": str(base_dir),
-        "base_files": base_files,
+        "base_files": listing(base_dir),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _tied(config: dict[str, Any]) -> bool:
+    text = config.get("text_config")
+    tied = config.get("tie_word_embeddings", True)  # transformers' default
+    if isinstance(text, dict) and "tie_word_embeddings" in text:
+        tied = text["tie_word_embeddings"]
+    return bool(tied)
+
+
+def _check_writable(parent: Path) -> None:
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MergeError(f"output_dir's parent {parent} can't be created ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MergeError(f"output_dir's parent {parent} is not writable; choose another output_dir")
 
 
 def _check_disk(parent: Path, need: int | None) -> None:
     if need is None:
         return
-    parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(parent).free
     if need * 1.02 + (64 << 20) > free:
         raise MergeError(
@@ -387,7 +411,6 @@ def _check_disk(parent: Path, need: int | None) -> None:
 @contextlib.contextmanager
 def _lock(parent: Path) -> Iterator[None]:
     """One merge at a time per output parent: the next waits (a lock on the directory itself, no file)."""
-    parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -399,10 +422,14 @@ def _lock(parent: Path) -> Iterator[None]:
 def _remove_leftovers(out: Path) -> None:
     """What a killed merge into ``out`` left: its temp dir (deleted), a moved-aside old merge (restored
     when nothing replaced it)."""
+
+    def owner(name: str, mark: str) -> str | None:  # "<mark><target>.<random, no dots>" -> target
+        return name[len(mark) :].rsplit(".", 1)[0] if name.startswith(mark) else None
+
     for entry in out.parent.iterdir():
-        if entry.name.startswith(f"{TEMP_MARK}{out.name}."):
+        if owner(entry.name, TEMP_MARK) == out.name:
             shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.startswith(f"{OLD_MARK}{out.name}."):
+        elif owner(entry.name, OLD_MARK) == out.name:
             if out.exists():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

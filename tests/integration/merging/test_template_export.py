@@ -34,11 +34,12 @@ TRICKY = {
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_TEMPLATES))
-def test_builtin_templates_strip_cleanly(name: str) -> None:
+def test_builtin_templates_lose_the_markers_and_render_the_same(name: str) -> None:
     source = BUILTIN_TEMPLATES[name]
     stripped = strip_generation_tags(source)
-    assert "generation -%}" in source
-    assert "generation -%}" not in stripped and "if true" not in stripped
+    assert "{%- generation -%}" in source and "{%- endgeneration -%}" in source
+    assert "generation -%}" not in stripped
+    assert "{%- if true -%}" in stripped and stripped.count("endif") == source.count("endif") + 1
     assert _renders(stripped) == _renders(source)
 
 
@@ -48,8 +49,40 @@ def test_tricky_whitespace_renders_the_same(name: str) -> None:
     stripped = strip_generation_tags(source)
     assert "generation %}" not in stripped
     assert _renders(stripped) == _renders(source)
-    if name == "neighbour-trim":
-        assert "{% if true %}" in stripped
+
+
+def test_branches_the_samples_do_not_reach_render_the_same() -> None:
+    """Tool calls: whitespace inside a branch is kept exactly (the tags are swapped, never deleted)."""
+    source = (
+        "{% for m in messages %}{% if m.tool %}<tool>\n  {% generation %}\n{{ m.tool }}{% endgeneration %}\n"
+        "  {% endif %}</tool>{% endfor %}"
+    )
+    render = ChatTemplate("custom", source).renderer()
+    messages = [{"role": "assistant", "content": "", "tool": "T1"}]
+    assert render(messages) == ChatTemplate("custom", strip_generation_tags(source)).renderer()(messages)
+
+
+ADDED = [
+    {"content": "<|im_start|>", "id": 1, "special": True},
+    {"content": "<|im_end|>", "id": 2, "special": True},
+    {"content": "<|start_header_id|>", "id": 5, "special": True},
+    {"content": "<|end_header_id|>", "id": 6, "special": True},
+    {"content": "<|eot_id|>", "id": 7, "special": True},
+    {"content": "</s>", "id": 9, "special": True},
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "token"),
+    [("chatml", ("<|im_end|>", 2)), ("llama3", ("<|eot_id|>", 7)), ("mistral", ("</s>", 9))],
+)
+def test_end_of_turn_token_is_what_follows_the_assistant(template: str, token: tuple[str, int]) -> None:
+    from bedrock_ft.merging._export import end_of_turn_token
+
+    config = {"eos_token": "</s>", "bos_token": {"content": "<s>", "special": True}}
+    assert end_of_turn_token(BUILTIN_TEMPLATES[template], {"added_tokens": ADDED}, config) == token
+    plain = "{% for m in messages %}{{ m.content }}\n{% endfor %}"
+    assert end_of_turn_token(plain, {"added_tokens": ADDED}, config) is None
 
 
 def test_template_without_markers_is_untouched() -> None:
