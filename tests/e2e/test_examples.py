@@ -26,6 +26,17 @@ EXPECTED = {
         "chat template saved with the adapter: True",
         "loss fell: True",
     ],
+    "merge_adapter.py": [
+        "merged (memory): 134,515,008 parameters, bfloat16",
+        "files: config.json, generation_config.json, model-00001-of-00001.safetensors, "
+        "model.safetensors.index.json, tokenizer.json, tokenizer_config.json",
+        "weights check: 5 tensors within one bfloat16 rounding of peft's merge",
+        "logits check: max relative difference ",
+        "preflight: passes",
+        "chat template embedded: True",
+        "streaming merge writes the same bytes: True",
+        "reloaded with transformers, it answers: '",
+    ],
     "embedded_model.py": ["A: The capital of France is Paris."],
     "register_architecture.py": [
         "before: unknown architecture 'gpt_neox'",
