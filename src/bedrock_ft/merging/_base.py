@@ -8,7 +8,7 @@ from typing import Any
 
 from bedrock_ft.errors import MergeError
 
-__all__ = ["FLOAT_DTYPES", "check_not_quantized", "read_base_config", "resolve_base"]
+__all__ = ["FLOAT_DTYPES", "check_not_quantized", "read_base_config", "read_json_object", "resolve_base"]
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -60,15 +60,19 @@ def _from_hub(repo: str) -> Path:
     return Path(snapshot_download(repo, allow_patterns=weights))
 
 
-def read_base_config(base_dir: Path) -> dict[str, Any]:
-    file = base_dir / "config.json"
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; MergeError naming the file otherwise."""
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise MergeError(f"{file}: not readable JSON ({exc})") from None
+        raise MergeError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise MergeError(f"{file}: not a JSON object")
+        raise MergeError(f"{path}: not a JSON object")
     return data
+
+
+def read_base_config(base_dir: Path) -> dict[str, Any]:
+    return read_json_object(base_dir / "config.json")
 
 
 _QUANT_NAMES = {

@@ -17,6 +17,7 @@ from typing import Any
 
 from bedrock_ft._io import atomic_write_text, sha256_file
 from bedrock_ft.errors import MergeError
+from bedrock_ft.merging._base import read_json_object
 from bedrock_ft.merging._checkpoint import INDEX_NAME, WrittenFile
 
 __all__ = ["ALLOWED_FILES", "chat_template_of", "is_allowed", "tokenizer_source", "write_metadata"]
@@ -41,16 +42,6 @@ def tokenizer_source(adapter_dir: Path, base_dir: Path) -> Path:
     return base_dir
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MergeError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise MergeError(f"{path}: not a JSON object")
-    return data
-
-
 def chat_template_of(tok_dir: Path) -> str | None:
     """The chat template a tokenizer directory carries (``chat_template.jinja`` wins, as in transformers)."""
     jinja = tok_dir / "chat_template.jinja"
@@ -58,7 +49,7 @@ def chat_template_of(tok_dir: Path) -> str | None:
         return jinja.read_text(encoding="utf-8")
     config = tok_dir / "tokenizer_config.json"
     if config.is_file():
-        template = _read_json(config).get("chat_template")
+        template = read_json_object(config).get("chat_template")
         if isinstance(template, str):
             return template
     return None
@@ -136,7 +127,7 @@ def _write_tokenizer(
         raise MergeError(
             f"{tok_dir}: no tokenizer_config.json; Bedrock needs it (save the tokenizer with the model)"
         )
-    tok_config = _read_json(tok_dir / "tokenizer_config.json")
+    tok_config = read_json_object(tok_dir / "tokenizer_config.json")
     if isinstance(template, str):
         tok_config["chat_template"] = strip_generation_tags(template)
     elif isinstance(tok_config.get("chat_template"), list):  # named templates: strip each
@@ -181,7 +172,7 @@ def write_metadata(
 
     gen_file = base_dir / "generation_config.json"
     if gen_file.is_file():
-        generation = _read_json(gen_file)
+        generation = read_json_object(gen_file)
     else:
         generation = {
             k: base_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in base_config
