@@ -124,16 +124,24 @@ class AdapterMerger:
                 previous = ModelArtifact.read(manifest)
             except ArtifactError:
                 previous = None
-        if previous is not None and self.config.reuse and previous.config_hash == identity:
+        # The same merge, whole: files that went missing or changed size since make it one to redo.
+        same = previous is not None and previous.config_hash == identity and _intact(previous)
+        if same and self.config.reuse:
+            assert previous is not None
             self._say(f"reusing the merge in {out} (same adapter, base and settings)")
             return previous
         if not self.config.overwrite:
-            if previous is not None and previous.config_hash == identity:
+            if same:
                 raise MergeError(
                     f"output_dir {out} already holds this merge (same adapter, base and settings); pass "
                     "reuse=True to use it, or overwrite=True (--overwrite) to merge again"
                 )
-            what = "a merge of other inputs or settings" if previous else "other files"
+            if previous is None:
+                what = "other files"
+            elif previous.config_hash == identity:
+                what = "this merge, damaged (files missing or resized)"
+            else:
+                what = "a merge of other inputs or settings"
             raise MergeError(
                 f"output_dir {out} already exists and holds {what}; pass overwrite=True (--overwrite) to "
                 "replace it, or choose another output_dir"
@@ -378,6 +386,12 @@ def _identity(cfg: MergeConfig, weights_file: Path, src: AdapterInput, base_dir:
         "base_files": listing(base_dir),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _intact(artifact: ModelArtifact) -> bool:
+    """Every file the manifest lists is there, with its size (a cheap check; sha256 would read it all)."""
+    root = Path(artifact.model_dir)
+    return all((root / f.path).is_file() and (root / f.path).stat().st_size == f.size for f in artifact.files)
 
 
 def _tied(config: dict[str, Any]) -> bool:

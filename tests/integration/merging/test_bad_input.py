@@ -162,6 +162,12 @@ def test_existing_output_dir(adapter_dir: Path, tmp_path: Path) -> None:
         _merge(adapter_dir, merged, mode="streaming")
     again = _merge(adapter_dir, merged, mode="streaming", reuse=True)
     assert again.created_at == first.created_at  # type: ignore[attr-defined]
+    # A merge whose files were damaged since is not reused: it is redone (with overwrite) or refused.
+    next((merged / "model").glob("model-*.safetensors")).unlink()
+    with pytest.raises(MergeError, match=r"holds this merge, damaged \(files missing or resized\)"):
+        _merge(adapter_dir, merged, mode="streaming", reuse=True)
+    repaired = _merge(adapter_dir, merged, mode="streaming", reuse=True, overwrite=True)
+    assert repaired.created_at > first.created_at  # type: ignore[attr-defined]
     redone = _merge(adapter_dir, merged, mode="streaming", dtype="float32", overwrite=True, reuse=True)
     assert redone.dtype == "float32"  # type: ignore[attr-defined]
     assert sorted(p.name for p in merged.iterdir()) == ["manifest.json", "model"]
