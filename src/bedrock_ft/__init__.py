@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         load_artifact,
     )
     from bedrock_ft.aws import AwsConfig
+    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
     from bedrock_ft.config import BaseConfig
     from bedrock_ft.data import DatasetBuilder, DatasetConfig, register_chat_template, register_format
     from bedrock_ft.errors import (
@@ -71,6 +72,7 @@ __all__ = [
     "AwsError",
     "BaseConfig",
     "BedrockFTError",
+    "BedrockImporter",
     "ConfigError",
     "ConflictError",
     "DatasetArtifact",
@@ -80,6 +82,7 @@ __all__ = [
     "EndpointUnreachableError",
     "EvaluationError",
     "EvaluationReport",
+    "ImportConfig",
     "ImportJobError",
     "ImportedModel",
     "InvocationError",
@@ -142,6 +145,9 @@ _EXPORTS: dict[str, str] = {
     # merging
     "AdapterMerger": "bedrock_ft.merging",
     "MergeConfig": "bedrock_ft.merging",
+    # importing
+    "BedrockImporter": "bedrock_ft.bedrock",
+    "ImportConfig": "bedrock_ft.bedrock",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",
     "ArtifactError": "bedrock_ft.errors",

@@ -263,16 +263,29 @@ class ImportedModel(Artifact):
     """A model imported into Bedrock (or the local Bedrock) with Custom Model Import."""
 
     kind: Literal["imported_model"] = Field(default="imported_model", description="Artifact kind.")
-    model_arn: str = Field(description="Imported model ARN, the modelId for InvokeModel.")
+    model_arn: str | None = Field(
+        default=None,
+        description="Imported model ARN, the modelId for InvokeModel (None while the job is in progress).",
+    )
     model_name: str = Field(description="importedModelName.")
     job_arn: str | None = Field(default=None, description="The import job that created it.")
-    status: str = Field(default="Completed", description="Import job status.")
+    job_name: str | None = Field(default=None, description="That job's name.")
+    status: str = Field(default="Completed", description="Import job status: InProgress, Completed, Failed.")
+    s3_uri: str | None = Field(default=None, description="Where Bedrock read the model files from.")
     region: str | None = Field(default=None, description="AWS region.")
     endpoint_url: str | None = Field(default=None, description="Bedrock endpoint, when not the AWS default.")
     api_formats: tuple[str, ...] = Field(default=(), description="Invoke formats the model accepts.")
     cmus_per_copy: int | None = Field(default=None, description="Custom Model Units per model copy.")
     architecture: str | None = Field(default=None, description="Registered architecture name.")
+    instruct_supported: bool | None = Field(
+        default=None, description="Whether Bedrock found a chat template (chat and Converse work)."
+    )
     chat_template: str | None = Field(default=None, description="Chat template the model was trained with.")
+    creation_time: datetime | None = Field(default=None, description="When Bedrock created the model.")
+    upload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the upload did: files sent and skipped, bytes, seconds (empty when not uploaded).",
+    )
 
 
 class EvaluationReport(Artifact):

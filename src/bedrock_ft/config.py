@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import sys
 import types
 import typing
@@ -22,11 +23,29 @@ from typing_extensions import Self
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft.errors import ConfigError, ConfigProblem
 
-__all__ = ["BaseConfig", "load_config_file"]
+__all__ = ["BaseConfig", "load_config_file", "parse_size"]
 
 C = TypeVar("C", bound="BaseConfig")
 
 _SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}  # fmt: skip
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes in ``2GB`` (10^9, as transformers' ``max_shard_size``), ``500MiB`` (2^20) or a plain int."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size: write bytes, or a number with KB/MB/GB (or KiB/MiB/GiB)")
+    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
+    return int(number * _UNITS[unit])
 
 
 class BaseConfig(BaseModel):

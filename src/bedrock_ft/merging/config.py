@@ -5,34 +5,16 @@ Light: importing it imports no torch.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from bedrock_ft.config import BaseConfig
+from bedrock_ft.config import BaseConfig, parse_size
 
 __all__ = ["MERGE_FILE_KEYS", "MergeConfig", "MergeDtype", "load_merge_file", "parse_size"]
 
 MergeDtype = Literal["bfloat16", "float16", "float32"]
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {
-    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-}  # fmt: skip
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes in ``2GB`` (10^9, as transformers' ``max_shard_size``), ``500MiB`` (2^20) or a plain int."""
-    if isinstance(value, int):
-        return value
-    match = _SIZE_RE.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not a size: write bytes, or a number with KB/MB/GB (or KiB/MiB/GiB)")
-    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
-    return int(number * _UNITS[unit])
 
 
 class MergeConfig(BaseConfig):

@@ -1,0 +1,558 @@
+"""BedrockImporter: preflight, upload, import job, and the imported model's lifecycle.
+
+The same code runs against AWS and against ``bedrock_ft.local``; only the endpoints differ
+(``ImportConfig.aws`` or the ``AWS_ENDPOINT_URL_*`` variables). docs/importing.md has the details.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bedrock_ft.artifacts import MANIFEST_NAME, ImportedModel, ModelArtifact
+from bedrock_ft.aws import AwsConfig
+from bedrock_ft.bedrock import _jobs, _upload
+from bedrock_ft.bedrock._cost import CostEstimate, estimate_cost
+from bedrock_ft.bedrock.config import ImportConfig
+from bedrock_ft.errors import (
+    ArtifactError,
+    ConflictError,
+    QuotaExceededError,
+    RequestValidationError,
+    ResourceNotFoundError,
+    translate_client_errors,
+)
+
+__all__ = ["BedrockImporter", "resolve_model"]
+
+Say = Callable[[str], None]
+OnBytes = Callable[[str, int], None]
+
+
+class BedrockImporter:
+    """Import merged models into Bedrock with Custom Model Import, and manage imported models.
+
+    ``progress`` receives one line per step; ``progress_bar`` shows the upload in bytes (rich);
+    ``on_upload(name, n)`` is told of every ``n`` bytes sent for file ``name``.
+    """
+
+    def __init__(
+        self,
+        config: ImportConfig | None = None,
+        *,
+        aws: AwsConfig | None = None,
+        progress: Say | None = None,
+        progress_bar: bool = False,
+        on_upload: OnBytes | None = None,
+    ) -> None:
+        self.config = config
+        self.aws = aws or (config.aws if config is not None else AwsConfig())
+        self._say: Say = progress or (lambda message: None)
+        self._progress_bar = progress_bar
+        self._on_upload = on_upload
+
+    # --- clients ---------------------------------------------------------------------------------
+
+    def _client(self, service: str) -> Any:
+        if service == "s3" and self.config is not None:
+            from botocore.config import Config
+
+            # one pooled connection per parallel request
+            pool = Config(max_pool_connections=max(10, self.config.concurrency + 2))
+            return self.aws.client("s3", config=pool)
+        return self.aws.client(service)
+
+    def _need_config(self) -> ImportConfig:
+        if self.config is None:
+            raise ArtifactError("BedrockImporter needs an ImportConfig to import (lifecycle calls don't)")
+        return self.config
+
+    # --- import ------------------------------------------------------------------------------------
+
+    def import_model(self, model: ModelArtifact | str | Path) -> ImportedModel:
+        """Preflight, upload what S3 lacks, run the import job, and return the imported model.
+
+        Re-running is safe: files already in S3 are not sent again, a job still running is waited for,
+        and a finished import of the same files with the same settings is returned as it is.
+        """
+        cfg = self._need_config()
+        artifact, model_dir = resolve_model(model)
+        say = self._say
+
+        say(f"preflight: checking {model_dir} against the Custom Model Import rules")
+        from bedrock_ft.preflight import check_model_dir
+
+        check_model_dir(model_dir).raise_for_errors()
+        say("hashing the model's files")
+        files = _upload.hash_files(model_dir, artifact.files if artifact else None)
+        identity = _identity(cfg, files)
+        bedrock, s3 = self._client("bedrock"), self._client("s3")
+
+        job_name, earlier = self._job_name(bedrock, cfg, identity)
+        request = _request(cfg, job_name)
+        _validate_request(request)
+
+        done = self._earlier_import(bedrock, earlier, cfg)
+        if done is not None:
+            say(f"already imported by job {done.job_name}: {done.model_arn}")
+            return done.model_copy(update={"chat_template": _template(artifact)})
+        running = next((job for job in earlier if job["status"] == "InProgress"), None)
+        if running is not None:
+            say(f"import job {running['jobName']} is already running: waiting for it")
+            return self._finish(bedrock, running["jobArn"], cfg, artifact, upload={})
+
+        self._check_name_free(bedrock, cfg.model_name)
+        upload = self._upload(s3, cfg, files)
+        _jobs.wait_until_idle(
+            bedrock, on_busy=cfg.on_busy, timeout=cfg.timeout, max_interval=cfg.poll_interval, say=say
+        )
+        say(f"creating import job {job_name} for model {cfg.model_name}")
+        job_arn = self._create_job(bedrock, request, cfg)
+        if not cfg.wait:
+            return ImportedModel(
+                model_name=cfg.model_name,
+                job_arn=job_arn,
+                job_name=job_name,
+                status="InProgress",
+                s3_uri=cfg.s3_uri,
+                region=self.aws.resolved_region(),
+                endpoint_url=self.aws.endpoint_for("bedrock"),
+                chat_template=_template(artifact),
+                upload=upload,
+                config_hash=cfg.config_hash(),
+            )
+        return self._finish(bedrock, job_arn, cfg, artifact, upload=upload)
+
+    def wait(self, job: str) -> ImportedModel:
+        """Wait for an import job (ARN or name) to end and return its model (``wait=False`` imports)."""
+        cfg = self.config
+        timeout = cfg.timeout if cfg else 4 * 3600.0
+        interval = cfg.poll_interval if cfg else 30.0
+        bedrock = self._client("bedrock")
+        finished = _jobs.wait_for_job(bedrock, job, timeout=timeout, max_interval=interval, say=self._say)
+        return self.get(finished["importedModelArn"]).model_copy(
+            update={"job_arn": finished["jobArn"], "job_name": finished["jobName"]}
+        )
+
+    def _job_name(self, bedrock: Any, cfg: ImportConfig, identity: str) -> tuple[str, list[dict[str, Any]]]:
+        """The job name to use, and the earlier jobs of this same import (same files and settings)."""
+        if cfg.job_name is not None:
+            return cfg.job_name, [
+                j for j in _jobs.jobs_named(bedrock, cfg.job_name) if j["jobName"] == cfg.job_name
+            ]
+        stem = _jobs.derived_job_name(cfg.model_name, identity, 1)
+        earlier = _jobs.jobs_named(bedrock, stem)
+        if earlier and all(job["status"] == "Failed" for job in earlier):
+            last = earlier[-1]
+            detail = _failure(bedrock, last["jobArn"])
+            self._say(f"an earlier import of this model failed ({last['jobName']}: {detail}); trying again")
+            return _jobs.derived_job_name(cfg.model_name, identity, len(earlier) + 1), earlier
+        return stem, earlier
+
+    def _earlier_import(
+        self, bedrock: Any, earlier: list[dict[str, Any]], cfg: ImportConfig
+    ) -> ImportedModel | None:
+        """The imported model a Completed earlier job of this import made, if it still exists."""
+        for job in reversed(earlier):
+            if job["status"] != "Completed":
+                continue
+            model = self.find_by_name(cfg.model_name)
+            if model is not None and model.job_name == job["jobName"]:
+                return model.model_copy(update={"config_hash": cfg.config_hash()})
+        if cfg.job_name is not None and any(job["status"] == "Failed" for job in earlier):
+            detail = _failure(bedrock, earlier[-1]["jobArn"])
+            raise ConflictError(
+                f"import job {cfg.job_name} already exists and failed ({detail}); give another job_name, "
+                "or leave it unset to have one derived"
+            )
+        if cfg.job_name is not None and earlier and earlier[-1]["status"] == "Completed":
+            raise ConflictError(
+                f"import job {cfg.job_name} already exists and its model {cfg.model_name!r} is gone; give "
+                "another job_name, or leave it unset"
+            )
+        return None
+
+    def _check_name_free(self, bedrock: Any, name: str) -> None:
+        existing = self.find_by_name(name)
+        if existing is not None:
+            raise ConflictError(
+                f"an imported model named {name!r} already exists ({existing.model_arn}, imported by job "
+                f"{existing.job_name} from {existing.s3_uri}); choose another model_name, or delete it "
+                f"first: bedrock-ft models delete {name}"
+            )
+        for job in _jobs.running_jobs(bedrock):
+            if job.get("importedModelName") == name:
+                raise ConflictError(
+                    f"import job {job['jobName']} is already importing a model named {name!r}; wait for it, "
+                    "or choose another model_name"
+                )
+
+    def _upload(self, s3: Any, cfg: ImportConfig, files: list[_upload.LocalFile]) -> dict[str, Any]:
+        say = self._say
+        with translate_client_errors():
+            _upload.check_bucket(s3, cfg.bucket)
+            remote = _upload.remote_objects(s3, cfg.bucket, cfg.prefix, workers=cfg.concurrency)
+            plan = _upload.plan_upload(files, remote, cfg.prefix, cfg.s3_uri, overwrite=cfg.overwrite)
+            aborted = _upload.abort_stale_uploads(s3, cfg.bucket, cfg.prefix)
+            if aborted:
+                say(f"aborted {aborted} multipart upload(s) an interrupted run left behind")
+            if plan.delete:
+                say(f"overwrite: deleting {len(plan.delete)} object(s) that are not part of this model")
+                _upload.delete_keys(s3, cfg.bucket, plan.delete)
+            to_send = sum(f.size for f in plan.send)
+            say(
+                f"uploading {len(plan.send)} file(s), {to_send / 1e6:,.1f} MB, to {cfg.s3_uri}"
+                + (f" ({len(plan.skip)} already there)" if plan.skip else "")
+            )
+            seconds = 0.0
+            if plan.send:
+                with _progress_bar(self._progress_bar, to_send, self._on_upload) as on_bytes:
+                    seconds = _upload.send(
+                        s3,
+                        cfg.bucket,
+                        cfg.prefix,
+                        plan.send,
+                        concurrency=cfg.concurrency,
+                        chunk_bytes=cfg.chunk_bytes,
+                        threshold_bytes=cfg.threshold_bytes,
+                        extra_args=_extra_args(cfg),
+                        on_bytes=on_bytes,
+                    )
+            after = _upload.remote_objects(s3, cfg.bucket, cfg.prefix, workers=cfg.concurrency)
+        bad = [
+            f.name
+            for f in files
+            if (obj := after.get(cfg.prefix + f.name)) is None or (obj.size, obj.sha256) != (f.size, f.sha256)
+        ]
+        if bad:
+            raise ConflictError(
+                f"after the upload, {cfg.s3_uri}{bad[0]} is missing or differs (another writer?); run again"
+            )
+        return {
+            "sent": [f.name for f in plan.send],
+            "skipped": [f.name for f in plan.skip],
+            "deleted": [key[len(cfg.prefix) :] for key in plan.delete],
+            "bytes_sent": to_send,
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(to_send / 1e6 / seconds, 1) if seconds > 0 else None,
+            "concurrency": cfg.concurrency,
+        }
+
+    def _create_job(self, bedrock: Any, request: dict[str, Any], cfg: ImportConfig) -> str:
+        while True:
+            try:
+                with translate_client_errors("CreateModelImportJob"):
+                    return str(bedrock.create_model_import_job(**request)["jobArn"])
+            except QuotaExceededError as exc:
+                concurrent = "concurrent" in str(exc).lower()
+                if concurrent and cfg.on_busy == "wait":  # another job started in between
+                    _jobs.wait_until_idle(
+                        bedrock, on_busy="wait", timeout=cfg.timeout, max_interval=cfg.poll_interval,
+                        say=self._say,
+                    )  # fmt: skip
+                    continue
+                hint = "" if concurrent else _QUOTA_HINT
+                raise QuotaExceededError(f"{exc}{hint}") from exc
+            except ConflictError as exc:
+                raise ConflictError(
+                    f"{exc} (model {cfg.model_name!r}, job {request['jobName']!r}); choose another name, or "
+                    "delete the existing model"
+                ) from exc
+
+    def _finish(
+        self,
+        bedrock: Any,
+        job_arn: str,
+        cfg: ImportConfig,
+        artifact: ModelArtifact | None,
+        *,
+        upload: dict[str, Any],
+    ) -> ImportedModel:
+        job = _jobs.wait_for_job(
+            bedrock, job_arn, timeout=cfg.timeout, max_interval=cfg.poll_interval, say=self._say
+        )
+        model = self.get(job["importedModelArn"])
+        self._say(f"imported: {model.model_arn} ({model.cmus_per_copy} CMU per copy)")
+        return model.model_copy(
+            update={
+                "job_arn": job["jobArn"],
+                "job_name": job["jobName"],
+                "chat_template": _template(artifact),
+                "upload": upload,
+                "config_hash": cfg.config_hash(),
+            }
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def get(self, identifier: str) -> ImportedModel:
+        """An imported model, by name or ARN (:class:`ResourceNotFoundError` when there is none)."""
+        bedrock = self._client("bedrock")
+        _validate_identifier("GetImportedModel", identifier)
+        with translate_client_errors("GetImportedModel"):
+            response = bedrock.get_imported_model(modelIdentifier=identifier)
+        return self._imported(response)
+
+    def find_by_name(self, name: str) -> ImportedModel | None:
+        """The imported model called ``name``, or None."""
+        try:
+            return self.get(name)
+        except ResourceNotFoundError:
+            return None
+
+    def list_imported_models(self, name_contains: str | None = None) -> list[ImportedModel]:
+        """Every imported model (newest first), optionally those whose name contains ``name_contains``."""
+        bedrock = self._client("bedrock")
+        kwargs: dict[str, Any] = {"nameContains": name_contains} if name_contains else {}
+        if kwargs:
+            _validate_params("ListImportedModels", kwargs)
+        summaries: list[dict[str, Any]] = []
+        with translate_client_errors("ListImportedModels"):
+            for page in bedrock.get_paginator("list_imported_models").paginate(**kwargs):
+                summaries.extend(page.get("modelSummaries", []))
+        return [
+            ImportedModel(
+                model_arn=s["modelArn"],
+                model_name=s["modelName"],
+                architecture=s.get("modelArchitecture"),
+                instruct_supported=s.get("instructSupported"),
+                creation_time=s.get("creationTime"),
+                region=self.aws.resolved_region(),
+                endpoint_url=self.aws.endpoint_for("bedrock"),
+            )
+            for s in summaries
+        ]
+
+    def delete(self, identifier: str, *, delete_artifacts: bool = False) -> list[str]:
+        """Delete an imported model; with ``delete_artifacts`` also the S3 files it was imported from.
+
+        Returns the S3 URIs deleted. Files another imported model was imported from are kept.
+        """
+        model = self.get(identifier)
+        bedrock = self._client("bedrock")
+        self._say(f"deleting imported model {model.model_name} ({model.model_arn})")
+        with translate_client_errors("DeleteImportedModel"):
+            bedrock.delete_imported_model(modelIdentifier=model.model_arn)
+        if not delete_artifacts or not model.s3_uri:
+            return []
+        users = [
+            m.model_name
+            for m in self.list_imported_models()
+            if self.get(m.model_arn or "").s3_uri == model.s3_uri
+        ]
+        if users:
+            self._say(f"kept {model.s3_uri}: imported model(s) {', '.join(users)} came from it too")
+            return []
+        bucket, _, prefix = model.s3_uri[len("s3://") :].partition("/")
+        if not prefix.strip("/"):
+            self._say(f"kept {model.s3_uri}: a whole bucket is never deleted")
+            return []
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        s3 = self._client("s3")
+        with translate_client_errors():
+            keys = list(_upload.remote_objects(s3, bucket, prefix))
+            _upload.abort_stale_uploads(s3, bucket, prefix)
+            _upload.delete_keys(s3, bucket, keys)
+        self._say(f"deleted {len(keys)} object(s) under {model.s3_uri}")
+        return [f"s3://{bucket}/{key}" for key in sorted(keys)]
+
+    def estimate_cost(
+        self,
+        model: ImportedModel | str,
+        *,
+        price_per_cmu_minute: float,
+        active_minutes: float,
+        copies: int = 1,
+    ) -> CostEstimate:
+        """What ``active_minutes`` of serving cost: CMUs x copies x price per CMU-minute, billed in
+        5-minute windows. The price varies by region: take it from the Bedrock pricing page."""
+        if isinstance(model, str):
+            model = self.get(model)
+        if model.cmus_per_copy is None:
+            model = self.get(model.model_arn or model.model_name)
+        return estimate_cost(
+            model.cmus_per_copy or 1,
+            price_per_cmu_minute=price_per_cmu_minute,
+            active_minutes=active_minutes,
+            copies=copies,
+        )
+
+    def _imported(self, response: dict[str, Any]) -> ImportedModel:
+        from bedrock_ft.architectures import get_architecture
+        from bedrock_ft.errors import RegistryError
+
+        units = (response.get("customModelUnits") or {}).get("customModelUnitsPerModelCopy")
+        arch_name = response.get("modelArchitecture")
+        instruct = response.get("instructSupported")
+        formats: tuple[str, ...] = ()
+        try:
+            arch = get_architecture(str(arch_name)) if arch_name else None
+        except RegistryError:
+            arch = None
+        if arch is not None:
+            formats = tuple(f.value for f in arch.api_formats)
+            if arch.supports_converse and instruct:
+                formats += ("Converse",)
+        return ImportedModel(
+            model_arn=response["modelArn"],
+            model_name=response["modelName"],
+            job_arn=response.get("jobArn"),
+            job_name=response.get("jobName"),
+            s3_uri=(response.get("modelDataSource") or {}).get("s3DataSource", {}).get("s3Uri"),
+            creation_time=response.get("creationTime"),
+            architecture=arch_name,
+            instruct_supported=instruct,
+            cmus_per_copy=units,
+            api_formats=formats,
+            region=self.aws.resolved_region(),
+            endpoint_url=self.aws.endpoint_for("bedrock"),
+        )
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def resolve_model(model: ModelArtifact | str | Path) -> tuple[ModelArtifact | None, Path]:
+    """(artifact or None, model directory) from an artifact, a merge's output dir or manifest, or a
+    bare model directory."""
+    if isinstance(model, ModelArtifact):
+        return model, Path(model.model_dir)
+    path = Path(os.fspath(model)).expanduser()
+    if not path.exists():
+        raise ArtifactError(
+            f"{path}: no such file or directory (give a merge's output directory or a model directory)"
+        )
+    if path.is_file():
+        artifact = ModelArtifact.read(path)
+        return artifact, Path(artifact.model_dir)
+    if (path / MANIFEST_NAME).is_file():
+        artifact = ModelArtifact.read(path)
+        return artifact, Path(artifact.model_dir)
+    parent_manifest = path.parent / MANIFEST_NAME
+    if parent_manifest.is_file():  # the merge's model/ directory itself
+        try:
+            found: ModelArtifact | None = ModelArtifact.read(parent_manifest)
+        except ArtifactError:
+            found = None
+        if found is not None and Path(found.model_dir).resolve() == path.resolve():
+            return found, path
+    return None, path
+
+
+def _identity(cfg: ImportConfig, files: list[_upload.LocalFile]) -> str:
+    """What makes two imports the same: the files' content and every setting that reaches the job."""
+    payload = {
+        "files": [(f.name, f.sha256) for f in files],
+        "config": cfg.config_hash(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _request(cfg: ImportConfig, job_name: str) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "jobName": job_name,
+        "importedModelName": cfg.model_name,
+        "roleArn": cfg.role_arn,
+        "modelDataSource": {"s3DataSource": {"s3Uri": cfg.s3_uri}},
+    }
+    if cfg.job_tags:
+        request["jobTags"] = [{"key": k, "value": v} for k, v in cfg.job_tags.items()]
+    if cfg.model_tags:
+        request["importedModelTags"] = [{"key": k, "value": v} for k, v in cfg.model_tags.items()]
+    if cfg.vpc is not None:
+        request["vpcConfig"] = cfg.vpc.request()
+    if cfg.kms_key_id:
+        request["importedModelKmsKeyId"] = cfg.kms_key_id
+    request["clientRequestToken"] = _jobs.client_token(request)[:64]
+    return request
+
+
+def _validate_params(operation: str, params: dict[str, Any]) -> None:
+    from bedrock_ft.shapes import input_errors
+
+    errors = input_errors("bedrock", operation, params)
+    if errors:
+        raise RequestValidationError(f"{operation} would be refused: {'; '.join(errors)}")
+
+
+def _validate_request(request: dict[str, Any]) -> None:
+    """Check the job request against the service's constraints before anything is uploaded."""
+    _validate_params("CreateModelImportJob", request)
+
+
+def _validate_identifier(operation: str, identifier: str) -> None:
+    _validate_params(operation, {"modelIdentifier": identifier})
+
+
+def _failure(bedrock: Any, job_arn: str) -> str:
+    with translate_client_errors("GetModelImportJob"):
+        job = bedrock.get_model_import_job(jobIdentifier=job_arn)
+    return str(job.get("failureMessage") or "no reason given")
+
+
+def _template(artifact: ModelArtifact | None) -> str | None:
+    return artifact.chat_template if artifact is not None else None
+
+
+def _extra_args(cfg: ImportConfig) -> dict[str, Any]:
+    args: dict[str, Any] = {"ChecksumAlgorithm": cfg.checksum_algorithm}
+    if cfg.sse_kms_key_id:
+        args["ServerSideEncryption"] = "aws:kms"
+        args["SSEKMSKeyId"] = cfg.sse_kms_key_id
+    return args
+
+
+_QUOTA_HINT = (
+    " Delete an imported model you no longer need (bedrock-ft models delete NAME), or ask AWS for a "
+    "higher quota."
+)
+
+
+class _progress_bar:
+    """A rich bar in bytes when asked for, plus the caller's own byte callback."""
+
+    def __init__(self, show: bool, total: int, callback: OnBytes | None) -> None:
+        self.show, self.total, self.callback = show, total, callback
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> OnBytes | None:
+        if self.show:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("upload"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("upload", total=self.total)
+        if not self.show and self.callback is None:
+            return None
+        return self._on_bytes
+
+    def _on_bytes(self, name: str, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+        if self.callback is not None:
+            self.callback(name, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
