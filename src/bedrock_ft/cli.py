@@ -88,9 +88,9 @@ def quickstart(
 ) -> None:
     """Run the quickstart on the embedded model (SmolLM2-135M-Instruct), fully offline.
 
-    It builds a synthetic QA dataset, fine-tunes the model on it with QLoRA (on CPU), imports the
-    model into the local Bedrock (a local S3 and a local Custom Model Import) and asks it a question
-    through the real Bedrock runtime API.
+    It builds a synthetic QA dataset, fine-tunes the model on it with QLoRA (on CPU), merges the
+    adapter, imports the merged model into the local Bedrock (a local S3 and a local Custom Model
+    Import) and asks it a question through the real Bedrock runtime API.
     """
     from bedrock_ft.quickstart import run_quickstart
 
@@ -118,6 +118,12 @@ def quickstart(
         f"preflight {'passed' if not errors else f'{len(errors)} error(s)'}"
     )
     err.print(f"merged model:   {merged['model_dir']}", soft_wrap=True)
+    imported = result["imported"]
+    up = imported["upload"]
+    typer.echo(
+        f"imported: {imported['architecture']}, {imported['cmus_per_copy']} CMU per copy, job "
+        f"{imported['status']}; upload {up['bytes_sent'] / 1e6:,.0f} MB in {up['seconds']:.1f} s"
+    )
     err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
     usage = result["usage"]
     err.print(
@@ -353,6 +359,134 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command("import")
+def import_cmd(  # noqa: PLR0917 - one parameter per CLI option
+    model: Annotated[
+        str | None,
+        typer.Argument(help="The merge's output directory (or its manifest.json), or a model directory."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config file: an 'import' section (and 'model'), or ImportConfig fields."),
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help="importedModelName.")] = None,
+    s3_uri: Annotated[str | None, typer.Option(help="Where the files go: s3://bucket/prefix/.")] = None,
+    role_arn: Annotated[str | None, typer.Option(help="Service role Bedrock assumes to read them.")] = None,
+    job_name: Annotated[str | None, typer.Option(help="Import job name (default: derived).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Parallel S3 requests (default 8).")] = None,
+    region: Annotated[str | None, typer.Option(help="AWS region (default: AWS_REGION, the profile).")] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+    on_busy: Annotated[
+        str | None, typer.Option(help="wait (default) or fail, when another import job is running.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a different model at the S3 prefix.")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once the job is created (status InProgress).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload a merged model to S3 and import it with Custom Model Import (BedrockImporter)."""
+    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
+    from bedrock_ft.bedrock.config import load_import_file
+
+    flags: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "model_name": model_name, "s3_uri": s3_uri, "role_arn": role_arn, "job_name": job_name,
+            "concurrency": concurrency, "on_busy": on_busy,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    if overwrite:
+        flags["overwrite"] = True
+    if no_wait:
+        flags["wait"] = False
+    aws = {k: v for k, v in {"region": region, "profile": profile}.items() if v is not None}
+    if config is not None:
+        from_file, settings = load_import_file(str(config), flags)
+        if aws:
+            settings = settings.replace(aws=settings.aws.replace(**aws))
+    else:
+        from_file, settings = None, ImportConfig.from_dict({**flags, **({"aws": aws} if aws else {})})
+    source = model or from_file
+    if source is None:
+        raise typer.BadParameter("give the model (the merge's output directory), or 'model' in --config")
+    with _steps() as step:
+        imported = BedrockImporter(settings, progress=step, progress_bar=not as_json).import_model(source)
+    if as_json:
+        _print_json(imported.model_dump(mode="json"))
+        return
+    typer.echo(f"model: {imported.model_arn or '(job still running)'}")
+    typer.echo(f"job: {imported.job_name} ({imported.status})")
+    up = imported.upload
+    if up:
+        rate = f", {up['mb_per_s']} MB/s" if up.get("mb_per_s") else ""
+        typer.echo(
+            f"upload: {len(up['sent'])} file(s) sent, {len(up['skipped'])} already there, "
+            f"{up['bytes_sent'] / 1e6:,.1f} MB in {up['seconds']:.1f} s{rate}"
+        )
+    if imported.cmus_per_copy is not None:
+        typer.echo(
+            f"{imported.architecture}, {imported.cmus_per_copy} CMU per copy; invoke formats: "
+            f"{', '.join(imported.api_formats) or 'unknown'}"
+        )
+
+
+def _lifecycle(region: str | None, profile: str | None) -> Any:
+    from bedrock_ft.aws import AwsConfig
+    from bedrock_ft.bedrock import BedrockImporter
+
+    return BedrockImporter(aws=AwsConfig(region=region, profile=profile), progress=err.print)
+
+
+RegionOpt = Annotated[str | None, typer.Option(help="AWS region (default: AWS_REGION, the profile).")]
+ProfileOpt = Annotated[str | None, typer.Option(help="AWS profile.")]
+
+
+@models_app.command("list")
+def models_list(
+    name_contains: Annotated[str | None, typer.Option(help="Only models whose name contains this.")] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List imported models, newest first."""
+    models = _lifecycle(region, profile).list_imported_models(name_contains)
+    if as_json:
+        _print_json([m.model_dump(mode="json", exclude={"upload", "chat_template"}) for m in models])
+        return
+    if not models:
+        err.print("no imported models")
+    for m in models:
+        created = m.creation_time.strftime("%Y-%m-%d %H:%M") if m.creation_time else "?"
+        typer.echo(f"{m.model_name}\t{m.architecture or '?'}\t{created}\t{m.model_arn}")
+
+
+@models_app.command("delete")
+def models_delete(
+    model: Annotated[str, typer.Argument(help="Imported model name or ARN.")],
+    delete_artifacts: Annotated[
+        bool,
+        typer.Option("--delete-artifacts", help="Also delete the S3 files it was imported from."),
+    ] = False,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete an imported model (and, on request, its files in S3)."""
+    importer = _lifecycle(region, profile)
+    found = importer.get(model)
+    deleted = importer.delete(found.model_arn or model, delete_artifacts=delete_artifacts)
+    if as_json:
+        _print_json({"deleted_model": found.model_arn, "deleted_objects": deleted})
+        return
+    typer.echo(f"deleted {found.model_name} ({found.model_arn})")
+    if deleted:
+        typer.echo(f"deleted {len(deleted)} S3 object(s)")
+
+
 @local_app.command("serve")
 def local_serve(  # noqa: PLR0917 - one parameter per CLI option
     port: Annotated[int, typer.Option(help="Port of the local Bedrock (0: a free one).")] = 0,
@@ -405,11 +539,8 @@ def local_serve(  # noqa: PLR0917 - one parameter per CLI option
 # (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
 _PENDING: list[tuple[typer.Typer, str, str]] = [
     (app, "run", "Run the whole pipeline from one config file."),
-    (app, "import", "Upload to S3 and run a Custom Model Import job (BedrockImporter)."),
     (app, "invoke", "Invoke an imported model (ImportedModelClient)."),
     (app, "evaluate", "Evaluate with fmeval's QA accuracy (Evaluator)."),
-    (models_app, "list", "List imported models."),
-    (models_app, "delete", "Delete an imported model."),
 ]
 
 

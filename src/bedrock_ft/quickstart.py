@@ -8,8 +8,9 @@ It runs every stage that exists so far, on the embedded default:
    directory is kept in the cache: a second quickstart finds the finished run and reuses it;
 4. the adapter merged into the bf16 base and exported as Bedrock expects it (``AdapterMerger``),
    also kept in the cache and reused while the adapter is unchanged;
-5. a ``LocalStack`` (local S3 + local Bedrock): upload the merged model, run the import job, invoke
-   the imported model with the OpenAIChatCompletion body, retrying its cold start as a client must.
+5. a ``LocalStack`` (local S3 + local Bedrock): ``BedrockImporter`` checks the merged model against
+   preflight, uploads it, runs the import job and waits for it; then the imported model is invoked
+   with the OpenAIChatCompletion body, retrying its cold start as a client must.
 """
 
 from __future__ import annotations
@@ -24,31 +25,9 @@ __all__ = ["run_quickstart"]
 
 BUCKET = "bedrock-ft-quickstart"
 ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockModelImport"
+MODEL_NAME = "smollm2-quickstart-ft"
 
 Step = Callable[[str], None]
-
-
-def _upload(s3: Any, directory: Path, bucket: str, prefix: str) -> str:
-    s3.create_bucket(Bucket=bucket)
-    for path in sorted(directory.iterdir()):
-        if path.is_file():
-            s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
-    return f"s3://{bucket}/{prefix}/"
-
-
-def _wait_for_job(bedrock: Any, job_arn: str, timeout: float = 600) -> dict[str, Any]:
-    from bedrock_ft.errors import ImportJobError
-
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = bedrock.get_model_import_job(jobIdentifier=job_arn)
-        if job["status"] != "InProgress":
-            return job
-        if time.monotonic() > deadline:
-            raise ImportJobError(
-                f"import job {job_arn} still InProgress after {timeout:.0f} s", job_arn=job_arn
-            )
-        time.sleep(0.2)
 
 
 def _invoke_chat(runtime: Any, model_arn: str, body: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
@@ -108,8 +87,9 @@ def _merge(adapter_dir: Path, output_dir: Path, say: Step) -> dict[str, Any]:
 
 def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
     """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
+    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
     from bedrock_ft.data import build_synthetic_dataset, summarize
-    from bedrock_ft.errors import ImportJobError, translate_client_errors
+    from bedrock_ft.errors import translate_client_errors
     from bedrock_ft.local import LocalStack
     from bedrock_ft.models import cache_dir, embedded_model
 
@@ -135,37 +115,26 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
         (Path(cache) if cache else cache_dir()) / "quickstart" / "merged",
         say,
     )
-    merged_dir = Path(result["merged"]["model_dir"])
 
     say("starting the local S3 and the local Bedrock")
     with LocalStack() as stack, translate_client_errors():
         config = stack.aws_config()
-        s3, bedrock, runtime = (config.client(name) for name in ("s3", "bedrock", "bedrock-runtime"))
-        say("uploading the merged model to the local S3")
-        s3_uri = _upload(s3, merged_dir, BUCKET, "merged")
-        say("running the Custom Model Import job")
-        job_arn = bedrock.create_model_import_job(
-            jobName="quickstart-import",
-            importedModelName="smollm2-quickstart-ft",
-            roleArn=ROLE_ARN,
-            modelDataSource={"s3DataSource": {"s3Uri": s3_uri}},
-        )["jobArn"]
-        job = _wait_for_job(bedrock, job_arn)
-        if job["status"] != "Completed":
-            raise ImportJobError(
-                f"import job {job_arn} ended {job['status']}: {job.get('failureMessage')}",
-                job_arn=job_arn,
-                failure_message=job.get("failureMessage"),
-            )
-        model_arn = job["importedModelArn"]
+        config.client("s3").create_bucket(Bucket=BUCKET)
+        settings = ImportConfig(
+            model_name=MODEL_NAME, s3_uri=f"s3://{BUCKET}/merged/", role_arn=ROLE_ARN, aws=config
+        )
+        imported = BedrockImporter(settings, progress=say).import_model(Path(result["merged"]["model_dir"]))
+        result["imported"] = imported.model_dump(mode="json")
+        model_arn = str(imported.model_arn)
+        runtime = config.client("bedrock-runtime")
         say("invoking the imported model (the first call is a cold start)")
         started = time.perf_counter()
         body = {"messages": [{"role": "user", "content": question}], "max_tokens": 48, "temperature": 0}
         out = _invoke_chat(runtime, model_arn, body)
         result.update(
             {
-                "s3_uri": s3_uri,
-                "job_arn": job_arn,
+                "s3_uri": imported.s3_uri,
+                "job_arn": imported.job_arn,
                 "model_arn": model_arn,
                 "answer": out["choices"][0]["message"]["content"].strip(),
                 "finish_reason": out["choices"][0]["finish_reason"],

@@ -38,6 +38,9 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     assert "Paris" in answer
     assert str(embedded_dir) in proc.stderr
     assert "imported as:    arn:aws:bedrock:us-east-1:123456789012:imported-model/" in proc.stderr
+    # The import step: BedrockImporter uploaded the merge and the job completed.
+    imported = next(line for line in proc.stdout.splitlines() if line.startswith("imported: "))
+    assert imported.startswith("imported: llama, 1 CMU per copy, job Completed; upload "), imported
 
 
 def test_quickstart_json(embedded_dir: Path) -> None:
@@ -83,6 +86,14 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert not [f for f in merged["preflight"]["findings"] if f["severity"] == "error"]
     tokenizer_config = json.loads(Path(merged["model_dir"], "tokenizer_config.json").read_text())
     assert tokenizer_config["chat_template"] == merged["chat_template"] == adapter["chat_template"]
+    # BedrockImporter sent exactly the merge's files, with their sizes, and the job made the model.
+    imported = result["imported"]
+    assert imported["kind"] == "imported_model" and imported["status"] == "Completed"
+    assert imported["model_arn"] == result["model_arn"] and imported["s3_uri"] == result["s3_uri"]
+    assert sorted(imported["upload"]["sent"]) == names and imported["upload"]["skipped"] == []
+    assert imported["upload"]["bytes_sent"] == merged["total_bytes"]
+    assert imported["chat_template"] == merged["chat_template"]
+    assert "OpenAIChatCompletion" in imported["api_formats"]
     dataset = result["dataset"]
     assert dataset["record_counts"] == {"train": 240, "test": 60}
     assert dataset["chat_template_name"] == "tokenizer"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +13,8 @@ RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conft
     "args",
     [
         ["run", "pipeline.yaml"],
-        ["import"],
         ["invoke"],
         ["evaluate"],
-        ["models", "list"],
     ],
 )
 def test_stages_not_built_yet_exit_2(run_cli: RunCli, args: list[str]) -> None:
@@ -34,6 +33,25 @@ def test_merge_needs_an_adapter(run_cli: RunCli) -> None:
     code, _, err = run_cli("merge")
     assert code == 2
     assert "give the adapter" in err
+
+
+def test_import_needs_a_model(run_cli: RunCli) -> None:
+    code, _, err = run_cli(
+        "import", "--model-name", "m", "--s3-uri", "s3://bucket/m/", "--role-arn",
+        "arn:aws:iam::123456789012:role/R",
+    )  # fmt: skip
+    assert code == 2
+    assert "give the model" in err
+
+
+def test_import_names_the_bad_field_before_anything_runs(run_cli: RunCli, tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        "import", str(tmp_path), "--model-name", "bad name!", "--s3-uri", "s3://bucket/m/",
+        "--role-arn", "arn:aws:iam::123456789012:user/not-a-role",
+    )  # fmt: skip
+    assert code == 1
+    assert "model_name" in err and "role_arn" in err
+    assert "([0-9a-zA-Z][_-]?)+" in err  # the service's own pattern
 
 
 def test_version(run_cli: RunCli) -> None:

@@ -28,6 +28,9 @@ def test_light_modules_and_public_names_load_no_heavy_module() -> None:
         "bedrock_ft.get_architecture('llama')\n"
         "bedrock_ft.AwsConfig(region='us-east-1').client('s3')\n"
         "bedrock_ft.AdapterMerger(bedrock_ft.MergeConfig(max_shard_size='1GB'))\n"
+        "from bedrock_ft.bedrock import create_import_role, estimate_cost\n"
+        "bedrock_ft.BedrockImporter(bedrock_ft.ImportConfig(model_name='m', s3_uri='s3://bkt/m/', "
+        "role_arn='arn:aws:iam::123456789012:role/R'))\n"
     )
     assert _loaded_after(code) == []
 

@@ -232,7 +232,11 @@ def send(
     extra_args: dict[str, Any],
     on_bytes: OnBytes | None = None,
 ) -> float:
-    """Upload ``files`` (config.json, when among them, after all others); returns the seconds it took."""
+    """Upload ``files``; returns the seconds it took.
+
+    Big files go one after another, each in ``concurrency`` parallel parts, so an interrupted upload
+    leaves at most one of them unfinished; the small ones then go together; config.json goes last.
+    """
     from boto3.s3.transfer import TransferConfig
     from s3transfer.manager import TransferManager
 
@@ -242,13 +246,13 @@ def send(
         max_concurrency=concurrency,
         use_threads=True,
     )
-    started = time.perf_counter()
+    big = [f for f in files if f.size >= threshold_bytes and f.name != "config.json"]
+    small = [f for f in files if f.size < threshold_bytes and f.name != "config.json"]
     last = [f for f in files if f.name == "config.json"]
-    batches = [[f for f in files if f.name != "config.json"], last]
-    for batch in batches:
-        if not batch:
-            continue
-        with TransferManager(s3, config) as manager:
+    batches = [[f] for f in big] + [small, last]
+    started = time.perf_counter()
+    with TransferManager(s3, config) as manager:
+        for batch in batches:
             futures = [
                 manager.upload(
                     os.fspath(f.path),

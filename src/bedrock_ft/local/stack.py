@@ -131,6 +131,8 @@ class LocalStack:
             region=self.config.region,
             endpoint_urls={
                 "s3": self.s3_url,
+                "iam": self.s3_url,
+                "sts": self.s3_url,
                 "bedrock": self.bedrock_url,
                 "bedrock-runtime": self.bedrock_url,
             },

@@ -1,0 +1,159 @@
+"""ImportConfig, job names and tokens, the upload plan, the cost estimate and the IAM policies: no AWS."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bedrock_ft import ArtifactError, ConfigError, ConflictError, ImportConfig
+from bedrock_ft.artifacts import FileEntry
+from bedrock_ft.bedrock import estimate_cost, import_role_policies
+from bedrock_ft.bedrock._jobs import client_token, derived_job_name
+from bedrock_ft.bedrock._upload import LocalFile, RemoteObject, hash_files, plan_upload
+from bedrock_ft.bedrock.config import load_import_file, shape_errors
+from bedrock_ft.shapes import operation_model, pattern_matcher
+
+ROLE = "arn:aws:iam::123456789012:role/BedrockImport"
+
+
+def config(**changes: Any) -> ImportConfig:
+    return ImportConfig(**{"model_name": "m", "s3_uri": "s3://bkt/models/m", "role_arn": ROLE, **changes})
+
+
+def test_config_normalizes_the_uri_and_splits_it() -> None:
+    cfg = config()
+    assert cfg.s3_uri == "s3://bkt/models/m/"
+    assert (cfg.bucket, cfg.prefix) == ("bkt", "models/m/")
+    assert cfg.chunk_bytes == cfg.threshold_bytes == 64 * 2**20
+    assert (cfg.concurrency, cfg.on_busy, cfg.checksum_algorithm, cfg.wait) == (8, "wait", "CRC32", True)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        ImportConfig(model_name="bad name", s3_uri="s3://bkt", role_arn="nope", concurrency=0)
+    assert sorted(p.path for p in info.value.problems) == ["concurrency", "model_name", "role_arn", "s3_uri"]
+
+
+def test_only_settings_that_reach_the_job_change_the_hash() -> None:
+    assert config().config_hash() == config(concurrency=2, overwrite=True, timeout=5).config_hash()
+    assert config().config_hash() != config(model_tags={"team": "ml"}).config_hash()
+
+
+@pytest.mark.parametrize("name", ["m", "my_model", "a" * 63, "x_-_y", "9lives", "___"[:0] or "q"])
+@pytest.mark.parametrize("attempt", [1, 2, 17])
+def test_derived_job_names_satisfy_the_service(name: str, attempt: int) -> None:
+    job = derived_job_name(name, hashlib.sha256(name.encode()).hexdigest(), attempt)
+    assert shape_errors("jobName", job) == [], job
+    assert job.endswith(f"-r{attempt}") == (attempt > 1)
+
+
+def test_client_token_is_the_requests_hash_and_valid() -> None:
+    request = {"jobName": "j", "importedModelName": "m", "roleArn": ROLE}
+    token = client_token(request)
+    assert token == client_token({**request, "clientRequestToken": "ignored"})
+    assert token != client_token({**request, "jobName": "k"})
+    shape = operation_model("bedrock", "CreateModelImportJob").input_shape.members["clientRequestToken"]
+    assert pattern_matcher(shape.metadata["pattern"])(token[:64])
+
+
+def test_cost_is_cmus_times_copies_times_price_per_billed_window() -> None:
+    est = estimate_cost(2, price_per_cmu_minute=0.1, active_minutes=10.5, copies=3)
+    assert (est.windows, est.cost) == (3, pytest.approx(2 * 3 * 0.1 * 5 * 3))
+    assert estimate_cost(1, price_per_cmu_minute=0.1, active_minutes=5).windows == 1  # exactly one window
+    assert estimate_cost(1, price_per_cmu_minute=0.1, active_minutes=0).cost == 0
+    with pytest.raises(ConfigError) as info:
+        estimate_cost(0, price_per_cmu_minute=-1, active_minutes=float("nan"), copies=0)
+    assert sorted(p.path for p in info.value.problems) == [
+        "active_minutes", "cmus_per_copy", "copies", "price_per_cmu_minute",
+    ]  # fmt: skip
+
+
+def test_role_policies_scope_to_the_prefix_region_and_partition() -> None:
+    trust, permissions = import_role_policies(
+        "s3://bkt/a/b/", account_id="111122223333", region=None, partition="aws-us-gov"
+    )
+    condition = trust["Statement"][0]["Condition"]
+    assert condition["ArnLike"]["aws:SourceArn"] == "arn:aws-us-gov:bedrock:*:111122223333:model-import-job/*"
+    resources = {s["Sid"]: s["Resource"] for s in permissions["Statement"]}
+    assert resources == {
+        "ListModelPrefix": "arn:aws-us-gov:s3:::bkt",
+        "ReadModelFiles": "arn:aws-us-gov:s3:::bkt/a/b/*",
+    }
+    with pytest.raises(ConfigError) as info:
+        import_role_policies("s3://bkt/a/", account_id="12", kms_key_arn="alias/x")
+    assert sorted(p.path for p in info.value.problems) == ["account_id", "kms_key_arn"]
+
+
+def _file(name: str, data: bytes) -> LocalFile:
+    return LocalFile(Path(name), name, len(data), hashlib.sha256(data).hexdigest())
+
+
+FILES = [_file("config.json", b"{}"), _file("model.safetensors", b"w" * 10), _file("tokenizer.json", b"t")]
+
+
+def _remote(*files: LocalFile, prefix: str = "p/") -> dict[str, RemoteObject]:
+    return {prefix + f.name: RemoteObject(prefix + f.name, f.size, f.sha256) for f in files}
+
+
+def test_plan_sends_what_is_missing_config_last() -> None:
+    plan = plan_upload(FILES, _remote(FILES[1]), "p/", "s3://b/p/", overwrite=False)
+    assert [f.name for f in plan.skip] == ["model.safetensors"]
+    assert [f.name for f in plan.send] == ["tokenizer.json", "config.json"]
+    assert plan.delete == []
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        {"p/old.bin": RemoteObject("p/old.bin", 3, None)},  # not one of the model's files
+        {"p/model.safetensors": RemoteObject("p/model.safetensors", 10, "0" * 64)},  # other content
+        {"p/model.safetensors": RemoteObject("p/model.safetensors", 10, None)},  # written by someone else
+        {"p/model.safetensors": RemoteObject("p/model.safetensors", 9, FILES[1].sha256)},  # cut short
+    ],
+)
+def test_plan_refuses_a_different_model_unless_overwrite(remote: dict[str, RemoteObject]) -> None:
+    with pytest.raises(ConflictError, match=r"s3://b/p/ already holds a different model"):
+        plan_upload(FILES, remote, "p/", "s3://b/p/", overwrite=False)
+    plan = plan_upload(FILES, remote, "p/", "s3://b/p/", overwrite=True)
+    assert plan.skip == [] and len(plan.send) == 3
+    assert plan.delete == [k for k in remote if k != "p/model.safetensors"]
+
+
+def test_hash_files_checks_the_manifest(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "b.safetensors").write_bytes(b"x" * 5)
+    entries = [
+        FileEntry(path=p.name, size=p.stat().st_size, sha256=hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(tmp_path.iterdir())
+    ]
+    files = hash_files(tmp_path, entries)
+    assert [(f.name, f.sha256) for f in files] == [(e.path, e.sha256) for e in entries]
+    (tmp_path / "extra.txt").write_text("?")
+    with pytest.raises(ArtifactError, match=r"extra\.txt is not part of the merged model"):
+        hash_files(tmp_path, entries)
+    (tmp_path / "extra.txt").unlink()
+    (tmp_path / "b.safetensors").write_bytes(b"y" * 5)
+    with pytest.raises(ArtifactError, match=r"b\.safetensors: its sha256 differs from the manifest's"):
+        hash_files(tmp_path, entries)
+    (tmp_path / "b.safetensors").write_bytes(b"y" * 6)
+    with pytest.raises(ArtifactError, match=r"b\.safetensors: 6 bytes, the manifest says 5"):
+        hash_files(tmp_path, entries)
+    (tmp_path / "a.json").unlink()
+    with pytest.raises(ArtifactError, match=r"a\.json is listed in the model's manifest but missing"):
+        hash_files(tmp_path, entries)
+
+
+def test_import_file_sections_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "import.yaml"
+    path.write_text(f"model: runs/merged\nimport:\n  model_name: m\n  role_arn: {ROLE}\n")
+    model, cfg = load_import_file(str(path), {"s3_uri": "s3://bkt/m/"})  # the flag fills the gap
+    assert model == "runs/merged" and cfg.s3_uri == "s3://bkt/m/" and cfg.model_name == "m"
+    path.write_text("model: x\nimprot: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) 'improt'"):
+        load_import_file(str(path))
+    path.write_text(f"model_name: m\nrole_arn: {ROLE}\ns3_uri: s3://bkt/m/\nconcurency: 2\n")
+    with pytest.raises(ConfigError, match="concurency"):
+        load_import_file(str(path))
