@@ -38,6 +38,17 @@ EXPECTED = {
         "reloaded with transformers, it answers: '",
     ],
     "embedded_model.py": ["A: The capital of France is Paris."],
+    "03_import.py": [
+        "import role: arn:aws:iam::123456789012:role/BedrockModelImport",
+        "imported: smollm2-example -> arn:aws:bedrock:us-east-1:123456789012:imported-model/",
+        "architecture: llama, 1 CMU per copy",
+        "invoke formats: BedrockCompletion, OpenAICompletion, OpenAIChatCompletion, Converse",
+        "again: same model True, files sent 0",
+        "refused: an imported model named 'smollm2-example' already exists",
+        "preflight on a missing directory: model-dir",
+        "one hour active at $0.0785/CMU-minute: $4.71 (12 windows)",
+        "deleted: smollm2-example and 9 S3 objects",
+    ],
     "register_architecture.py": [
         "before: unknown architecture 'gpt_neox'",
         "after: gpt_neox targets query_key_value",

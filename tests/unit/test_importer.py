@@ -27,7 +27,7 @@ def test_config_normalizes_the_uri_and_splits_it() -> None:
     cfg = config()
     assert cfg.s3_uri == "s3://bkt/models/m/"
     assert (cfg.bucket, cfg.prefix) == ("bkt", "models/m/")
-    assert cfg.chunk_bytes == cfg.threshold_bytes == 64 * 2**20
+    assert cfg.chunk_bytes == cfg.threshold_bytes == 16 * 2**20
     assert (cfg.concurrency, cfg.on_busy, cfg.checksum_algorithm, cfg.wait) == (8, "wait", "CRC32", True)
 
 

@@ -97,10 +97,10 @@ class ImportConfig(BaseConfig):
         default=8, ge=1, le=64, description="Parallel S3 requests: parts of a file and files at once."
     )
     multipart_chunksize: int | str = Field(
-        default="64MiB", description="Part size of multipart uploads (5 MiB to 5 GiB): bytes or '64MiB'."
+        default="16MiB", description="Part size of multipart uploads (5 MiB to 5 GiB): bytes or '16MiB'."
     )
     multipart_threshold: int | str = Field(
-        default="64MiB", description="Files at least this big are sent in parallel parts."
+        default="16MiB", description="Files at least this big are sent in parallel parts."
     )
     checksum_algorithm: ChecksumAlgorithm = Field(
         default="CRC32",
