@@ -157,3 +157,11 @@ def test_import_file_sections_and_flags(tmp_path: Path) -> None:
     path.write_text(f"model_name: m\nrole_arn: {ROLE}\ns3_uri: s3://bkt/m/\nconcurency: 2\n")
     with pytest.raises(ConfigError, match="concurency"):
         load_import_file(str(path))
+
+
+def test_the_importer_page_lists_every_rule() -> None:
+    from bedrock_ft.preflight import RULES
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "importing.md").read_text()
+    for rule in RULES:
+        assert f"| `{rule.id}` | {rule.severity.value} |" in docs, f"docs/importing.md does not list {rule.id}"
