@@ -164,4 +164,6 @@ def test_the_importer_page_lists_every_rule() -> None:
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "importing.md").read_text()
     for rule in RULES:
-        assert f"| `{rule.id}` | {rule.severity.value} |" in docs, f"docs/importing.md does not list {rule.id}"
+        assert f"| `{rule.id}` | {rule.severity.value} |" in docs, (
+            f"docs/importing.md does not list {rule.id}"
+        )

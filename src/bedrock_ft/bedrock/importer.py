@@ -92,11 +92,8 @@ class BedrockImporter:
         identity = _identity(cfg, files)
         bedrock, s3 = self._client("bedrock"), self._client("s3")
 
-        job_name, earlier = self._job_name(bedrock, cfg, identity)
-        request = _request(cfg, job_name)
-        _validate_request(request)
-
-        done = self._earlier_import(bedrock, earlier, cfg)
+        earlier = self._earlier_jobs(bedrock, cfg, identity)
+        done = self._earlier_import(earlier, cfg)
         if done is not None:
             say(f"already imported by job {done.job_name}: {done.model_arn}")
             return done.model_copy(update={"chat_template": _template(artifact)})
@@ -104,6 +101,9 @@ class BedrockImporter:
         if running is not None:
             say(f"import job {running['jobName']} is already running: waiting for it")
             return self._finish(bedrock, running["jobArn"], cfg, artifact, upload={})
+        job_name = self._next_job_name(bedrock, cfg, identity, earlier)
+        request = _request(cfg, job_name)
+        _validate_request(request)
 
         self._check_name_free(bedrock, cfg.model_name)
         upload = self._upload(s3, cfg, files)
@@ -138,43 +138,43 @@ class BedrockImporter:
             update={"job_arn": finished["jobArn"], "job_name": finished["jobName"]}
         )
 
-    def _job_name(self, bedrock: Any, cfg: ImportConfig, identity: str) -> tuple[str, list[dict[str, Any]]]:
-        """The job name to use, and the earlier jobs of this same import (same files and settings)."""
+    def _earlier_jobs(self, bedrock: Any, cfg: ImportConfig, identity: str) -> list[dict[str, Any]]:
+        """Earlier jobs of this same import (same files and settings), oldest first."""
         if cfg.job_name is not None:
-            return cfg.job_name, [
-                j for j in _jobs.jobs_named(bedrock, cfg.job_name) if j["jobName"] == cfg.job_name
-            ]
-        stem = _jobs.derived_job_name(cfg.model_name, identity, 1)
-        earlier = _jobs.jobs_named(bedrock, stem)
-        if earlier and all(job["status"] == "Failed" for job in earlier):
-            last = earlier[-1]
-            detail = _failure(bedrock, last["jobArn"])
-            self._say(f"an earlier import of this model failed ({last['jobName']}: {detail}); trying again")
-            return _jobs.derived_job_name(cfg.model_name, identity, len(earlier) + 1), earlier
-        return stem, earlier
+            return [j for j in _jobs.jobs_named(bedrock, cfg.job_name) if j["jobName"] == cfg.job_name]
+        return _jobs.jobs_named(bedrock, _jobs.derived_job_name(cfg.model_name, identity, 1))
 
-    def _earlier_import(
-        self, bedrock: Any, earlier: list[dict[str, Any]], cfg: ImportConfig
-    ) -> ImportedModel | None:
+    def _earlier_import(self, earlier: list[dict[str, Any]], cfg: ImportConfig) -> ImportedModel | None:
         """The imported model a Completed earlier job of this import made, if it still exists."""
-        for job in reversed(earlier):
-            if job["status"] != "Completed":
-                continue
-            model = self.find_by_name(cfg.model_name)
-            if model is not None and model.job_name == job["jobName"]:
-                return model.model_copy(update={"config_hash": cfg.config_hash()})
-        if cfg.job_name is not None and any(job["status"] == "Failed" for job in earlier):
-            detail = _failure(bedrock, earlier[-1]["jobArn"])
-            raise ConflictError(
-                f"import job {cfg.job_name} already exists and failed ({detail}); give another job_name, "
-                "or leave it unset to have one derived"
-            )
-        if cfg.job_name is not None and earlier and earlier[-1]["status"] == "Completed":
-            raise ConflictError(
-                f"import job {cfg.job_name} already exists and its model {cfg.model_name!r} is gone; give "
-                "another job_name, or leave it unset"
-            )
+        if not any(job["status"] == "Completed" for job in earlier):
+            return None
+        model = self.find_by_name(cfg.model_name)
+        if model is not None and any(model.job_name == job["jobName"] for job in earlier):
+            return model.model_copy(update={"config_hash": cfg.config_hash()})
         return None
+
+    def _next_job_name(
+        self, bedrock: Any, cfg: ImportConfig, identity: str, earlier: list[dict[str, Any]]
+    ) -> str:
+        """The name of the job to create. Earlier jobs of this import all failed, or made a model that
+        has since been deleted: a token can't be reused for a new job, so the next is ``-r<N>``."""
+        if not earlier:
+            return cfg.job_name or _jobs.derived_job_name(cfg.model_name, identity, 1)
+        last = earlier[-1]
+        if last["status"] == "Failed":
+            why = f"failed ({last['jobName']}: {_failure(bedrock, last['jobArn'])})"
+        else:
+            why = f"made a model that no longer exists ({last['jobName']})"
+        if cfg.job_name is not None:
+            raise ConflictError(
+                f"import job {cfg.job_name} already exists and {why}; give another job_name, or leave it "
+                "unset to have one derived"
+            )
+        stem = _jobs.derived_job_name(cfg.model_name, identity, 1)
+        attempts = [1 if j["jobName"] == stem else int(j["jobName"][len(stem) + 2 :]) for j in earlier]
+        name = _jobs.derived_job_name(cfg.model_name, identity, max(attempts) + 1)
+        self._say(f"an earlier import of this model {why}; importing again as job {name}")
+        return name
 
     def _check_name_free(self, bedrock: Any, name: str) -> None:
         existing = self.find_by_name(name)

@@ -199,3 +199,18 @@ def test_cli_import_list_delete(
     assert code == 0 and json.loads(out) == []
     code, _, err = run_cli("models", "delete", "cli-model")
     assert code == 1 and "ResourceNotFoundException" in err
+
+
+def test_reimport_after_the_model_was_deleted(
+    stack: LocalStack, import_config: MakeConfig, tiny_model_dir: Path
+) -> None:
+    first = BedrockImporter(import_config()).import_model(tiny_model_dir)
+    BedrockImporter(aws=stack.aws_config()).delete("tiny")  # the files stay in S3
+    steps: list[str] = []
+    second = BedrockImporter(import_config(), progress=steps.append).import_model(tiny_model_dir)
+    assert second.model_arn != first.model_arn and second.status == "Completed"
+    assert second.job_name == f"{first.job_name}-r2"
+    assert second.upload["sent"] == [] and len(second.upload["skipped"]) == len(
+        list(tiny_model_dir.iterdir())
+    )
+    assert any("made a model that no longer exists" in step for step in steps), steps
