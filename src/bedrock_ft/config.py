@@ -23,7 +23,7 @@ from typing_extensions import Self
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft.errors import ConfigError, ConfigProblem
 
-__all__ = ["BaseConfig", "load_config_file", "parse_size"]
+__all__ = ["BaseConfig", "load_config_file", "load_stage_file", "parse_size"]
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -366,3 +366,34 @@ def _describe(err: Any, parent: Any) -> str:
             shown = shown[:57] + "..."
         message = f"{message} (got {shown})"
     return message
+
+
+def load_stage_file(
+    path: str | Path,
+    cls: type[C],
+    *,
+    input_key: str,
+    section: str,
+    input_hint: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[str | None, C]:
+    """A stage command's config file: ``input_key`` (what the stage reads, optional) and the ``section``
+    of settings, or the settings at the top level. ``overrides`` (command-line flags) are applied before
+    validation, so the file may leave out what the flags give. Returns (input, config)."""
+    data = load_config_file(path)
+    source = str(path)
+    if section not in data and input_key not in data:
+        return None, cls.from_dict({**data, **(overrides or {})}, source=source)
+    unknown = sorted(set(data) - {input_key, section})
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; expected {input_key}, {section}",
+            source=source,
+        )
+    settings = data.get(section) or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"'{section}' must be a mapping of settings", source=source)
+    value = data.get(input_key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"'{input_key}': {input_hint}", source=source)
+    return value, cls.from_dict({**settings, **(overrides or {})}, source=f"{source} ({section})")

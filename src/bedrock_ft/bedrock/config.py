@@ -237,24 +237,9 @@ def load_import_file(path: str, overrides: dict[str, Any] | None = None) -> tupl
     """A ``bedrock-ft import`` config file: ``model`` (optional) and the ``import`` section, or the
     ImportConfig fields at the top level. ``overrides`` (CLI flags) are applied before validation, so
     a file may leave out what the command line gives. Returns (model, config)."""
-    from bedrock_ft.config import load_config_file
-    from bedrock_ft.errors import ConfigError
+    from bedrock_ft.config import load_stage_file
 
-    data = load_config_file(path)
-    model: Any = None
-    section = data
-    if "import" in data or "model" in data:
-        unknown = sorted(set(data) - set(IMPORT_FILE_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
-                f"expected {', '.join(IMPORT_FILE_KEYS)}",
-                source=path,
-            )
-        section = data.get("import") or {}
-        if not isinstance(section, dict):
-            raise ConfigError("'import' must be a mapping of settings", source=path)
-        model = data.get("model")
-        if model is not None and not isinstance(model, str):
-            raise ConfigError("'model': give the merge's output directory or a model directory", source=path)
-    return model, ImportConfig.from_dict({**section, **(overrides or {})}, source=path)
+    return load_stage_file(
+        path, ImportConfig, input_key="model", section="import",
+        input_hint="give the merge's output directory or a model directory", overrides=overrides,
+    )  # fmt: skip

@@ -128,24 +128,9 @@ MERGE_FILE_KEYS = ("adapter", "merge")
 def load_merge_file(path: str) -> tuple[str | None, MergeConfig]:
     """A ``bedrock-ft merge`` config file: ``adapter`` (optional) and the ``merge`` section, or the
     MergeConfig fields at the top level. Returns (adapter, config)."""
-    from bedrock_ft.config import load_config_file
-    from bedrock_ft.errors import ConfigError
+    from bedrock_ft.config import load_stage_file
 
-    data = load_config_file(path)
-    if "merge" not in data and "adapter" not in data:
-        return None, MergeConfig.from_dict(data, source=path)
-    unknown = sorted(set(data) - set(MERGE_FILE_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(MERGE_FILE_KEYS)}",
-            source=path,
-        )
-    if not isinstance(data.get("merge") or {}, dict):
-        raise ConfigError("'merge' must be a mapping of settings", source=path)
-    adapter = data.get("adapter")
-    if adapter is not None and not isinstance(adapter, str):
-        raise ConfigError(
-            "'adapter': give the adapter's run directory, manifest or adapter directory", source=path
-        )
-    return adapter, MergeConfig.from_dict(data.get("merge") or {}, source=f"{path} (merge)")
+    return load_stage_file(
+        path, MergeConfig, input_key="adapter", section="merge",
+        input_hint="give the adapter's run directory, manifest or adapter directory",
+    )  # fmt: skip
