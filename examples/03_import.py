@@ -71,7 +71,8 @@ def main() -> None:
         print(f"imported: {imported.model_name} -> {imported.model_arn}")
         print(f"architecture: {imported.architecture}, {imported.cmus_per_copy} CMU per copy")
         print(f"invoke formats: {', '.join(imported.api_formats)}")
-        print(f"upload: {len(imported.upload['sent'])} files, {imported.upload['bytes_sent'] / 1e6:.0f} MB")
+        up = imported.upload  # empty when an earlier run already imported these files
+        print(f"upload: {len(up.get('sent', []))} files, {up.get('bytes_sent', 0) / 1e6:.0f} MB")
 
         again = importer.import_model(model)
         sent = len(again.upload.get("sent", []))

@@ -38,12 +38,13 @@ def test_every_problem_is_listed_at_once() -> None:
 
 
 def test_only_settings_that_reach_the_job_change_the_hash() -> None:
-    assert config().config_hash() == config(concurrency=2, overwrite=True, timeout=5).config_hash()
+    upload_only = {"concurrency": 2, "overwrite": True, "timeout": 5, "checksum_algorithm": "SHA256"}
+    assert config().config_hash() == config(**upload_only, sse_kms_key_id="k").config_hash()
     assert config().config_hash() != config(model_tags={"team": "ml"}).config_hash()
 
 
 @pytest.mark.parametrize("name", ["m", "my_model", "a" * 63, "x_-_y", "9lives", "___"[:0] or "q"])
-@pytest.mark.parametrize("attempt", [1, 2, 17])
+@pytest.mark.parametrize("attempt", [1, 2, 17, 99_999])
 def test_derived_job_names_satisfy_the_service(name: str, attempt: int) -> None:
     job = derived_job_name(name, hashlib.sha256(name.encode()).hexdigest(), attempt)
     assert shape_errors("jobName", job) == [], job
@@ -82,6 +83,9 @@ def test_role_policies_scope_to_the_prefix_region_and_partition() -> None:
         "ListModelPrefix": "arn:aws-us-gov:s3:::bkt",
         "ReadModelFiles": "arn:aws-us-gov:s3:::bkt/a/b/*",
     }
+    _, permissions = import_role_policies("s3://bkt/models/m", account_id="111122223333")
+    read = next(s for s in permissions["Statement"] if s["Sid"] == "ReadModelFiles")
+    assert read["Resource"] == "arn:aws:s3:::bkt/models/m/*"  # not models/m2/ too
     with pytest.raises(ConfigError) as info:
         import_role_policies("s3://bkt/a/", account_id="12", kms_key_arn="alias/x")
     assert sorted(p.path for p in info.value.problems) == ["account_id", "kms_key_arn"]
@@ -167,3 +171,21 @@ def test_the_importer_page_lists_every_rule() -> None:
         assert f"| `{rule.id}` | {rule.severity.value} |" in docs, (
             f"docs/importing.md does not list {rule.id}"
         )
+
+
+def test_plan_resends_files_not_encrypted_with_the_key() -> None:
+    key = "arn:aws:kms:us-east-1:111122223333:key/abc"
+    remote = _remote(*FILES)
+    remote["p/tokenizer.json"] = RemoteObject("p/tokenizer.json", FILES[2].size, FILES[2].sha256, key)
+    plan = plan_upload(FILES, remote, "p/", "s3://b/p/", overwrite=False, kms_key="abc")  # a key id
+    assert [f.name for f in plan.skip] == ["tokenizer.json"]
+    assert [f.name for f in plan.send] == ["model.safetensors", "config.json"]
+
+
+def test_s3_locations_overlap() -> None:
+    from bedrock_ft.bedrock.importer import _overlap
+
+    assert _overlap("s3://b/models/m", "s3://b/models/m/")
+    assert _overlap("s3://b/models/", "s3://b/models/m/")
+    assert not _overlap("s3://b/models/m/", "s3://b/models/m2/")
+    assert not _overlap("s3://b/models/m/", "s3://c/models/m/")

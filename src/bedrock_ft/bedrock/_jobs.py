@@ -8,7 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bedrock_ft.errors import ImportJobError, QuotaExceededError, translate_client_errors
+from bedrock_ft.errors import (
+    EndpointUnreachableError,
+    ImportJobError,
+    QuotaExceededError,
+    ServiceUnavailableError,
+    ThrottledError,
+    translate_client_errors,
+)
 
 __all__ = [
     "client_token",
@@ -29,7 +36,9 @@ def derived_job_name(model_name: str, identity: str, attempt: int) -> str:
 
     Job names allow no '_' (model names do), and at most 63 characters.
     """
-    stem = model_name.replace("_", "-")[:46].rstrip("-") or "model"
+    if not 1 <= attempt <= 99_999:
+        raise ValueError(f"attempt {attempt} out of range")
+    stem = model_name.replace("_", "-")[:42].rstrip("-") or "model"  # 42 + 13 + "-r99999" <= 63
     name = f"{stem}-{identity[:12]}"
     return name if attempt == 1 else f"{name}-r{attempt}"
 
@@ -74,21 +83,36 @@ def _poll(
     tenacity drives it: pauses grow from half a second to ``max_interval``, and ``on_wait`` is told of
     each one (progress).
     """
-    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
+    from tenacity import (
+        Retrying,
+        retry_if_exception_type,
+        retry_if_result,
+        stop_after_delay,
+        wait_exponential,
+    )
 
     started = time.monotonic()
+    transient = (ThrottledError, ServiceUnavailableError, EndpointUnreachableError)
     retrying = Retrying(
-        retry=retry_if_result(lambda result: not done(result)),
+        # a throttled or failed status call during a long wait is retried, not the end of the wait
+        retry=retry_if_result(lambda result: not done(result)) | retry_if_exception_type(transient),
         wait=wait_exponential(multiplier=0.5, min=0.5, max=max_interval),
         stop=stop_after_delay(timeout),
-        before_sleep=lambda state: on_wait(_result(state), time.monotonic() - started),
+        before_sleep=lambda state: _tell(state, on_wait, time.monotonic() - started),
         retry_error_callback=_result,
         reraise=True,
     )
     return retrying(check)
 
 
+def _tell(state: Any, on_wait: Callable[[Any, float], None], elapsed: float) -> None:
+    """Report a pause after a result (a pause after a transient error reports nothing)."""
+    if state.outcome is not None and not state.outcome.failed:
+        on_wait(state.outcome.result(), elapsed)
+
+
 def _result(state: Any) -> Any:
+    """The last result; the last error is raised (a transient one that outlasted the timeout)."""
     return state.outcome.result() if state.outcome is not None else None
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class RemoteObject:
     key: str
     size: int
     sha256: str | None  # None: not written by bedrock-ft (no sha256 metadata)
+    kms_key: str | None = None  # the SSE-KMS key it is encrypted with, if any
 
 
 @dataclass
@@ -118,11 +120,13 @@ def check_bucket(s3: Any, bucket: str) -> None:
     try:
         with translate_client_errors("HeadBucket"):
             s3.head_bucket(Bucket=bucket)
-    except ResourceNotFoundError:
-        raise ResourceNotFoundError(
+    except ResourceNotFoundError as exc:
+        error = ResourceNotFoundError(
             f"the S3 bucket {bucket!r} does not exist (or is in another account); create it first, in the "
             "region you import in (aws s3 mb s3://" + bucket + ")"
-        ) from None
+        )
+        error.aws = exc.aws
+        raise error from None
 
 
 def remote_objects(s3: Any, bucket: str, prefix: str, *, workers: int = 8) -> dict[str, RemoteObject]:
@@ -135,21 +139,35 @@ def remote_objects(s3: Any, bucket: str, prefix: str, *, workers: int = 8) -> di
         key, size = item
         try:
             with translate_client_errors("HeadObject"):
-                meta = s3.head_object(Bucket=bucket, Key=key).get("Metadata") or {}
+                head = s3.head_object(Bucket=bucket, Key=key)
         except ResourceNotFoundError:  # deleted since the listing
             return RemoteObject(key, -1, None)
-        return RemoteObject(key, size, meta.get(SHA256_METADATA))
+        meta = head.get("Metadata") or {}
+        kms = head.get("SSEKMSKeyId") if head.get("ServerSideEncryption") == "aws:kms" else None
+        return RemoteObject(key, size, meta.get(SHA256_METADATA), kms)
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
         found = list(pool.map(head, keys))
     return {obj.key: obj for obj in found if obj.size >= 0}
 
 
+def _same_key(remote: str | None, wanted: str) -> bool:
+    """Whether S3's key ARN for an object is the key the config names (an ARN, a key id or an alias ARN)."""
+    return remote is not None and (remote == wanted or remote.endswith("/" + wanted))
+
+
 def plan_upload(
-    files: Sequence[LocalFile], remote: dict[str, RemoteObject], prefix: str, s3_uri: str, *, overwrite: bool
+    files: Sequence[LocalFile],
+    remote: dict[str, RemoteObject],
+    prefix: str,
+    s3_uri: str,
+    *,
+    overwrite: bool,
+    kms_key: str | None = None,
 ) -> UploadPlan:
     """What to send, skip and delete. A prefix that holds anything but (part of) this model is refused
-    unless ``overwrite``: a file that differs, or an object that isn't one of the model's files."""
+    unless ``overwrite``: a file that differs, or an object that isn't one of the model's files. With
+    ``kms_key``, a file of this model that is not encrypted with that key is sent again."""
     plan = UploadPlan()
     wanted = {prefix + f.name: f for f in files}
     foreign = sorted(key for key in remote if key not in wanted)
@@ -168,17 +186,25 @@ def plan_upload(
         )
     plan.delete = foreign
     for key, f in wanted.items():
-        (plan.send if key not in remote or key in changed else plan.skip).append(f)
+        unencrypted = key in remote and kms_key is not None and not _same_key(remote[key].kms_key, kms_key)
+        (plan.send if key not in remote or key in changed or unencrypted else plan.skip).append(f)
     # config.json last: until it lands, the prefix does not look like a model to an import job.
     plan.send.sort(key=lambda f: (f.name == "config.json", -f.size, f.name))
     return plan
 
 
-def abort_stale_uploads(s3: Any, bucket: str, prefix: str) -> int:
-    """Abort multipart uploads an interrupted run left under ``prefix`` (S3 bills their parts)."""
+def abort_stale_uploads(
+    s3: Any, bucket: str, prefix: str, *, keys: set[str] | None = None, before: datetime | None = None
+) -> int:
+    """Abort multipart uploads an interrupted run left under ``prefix`` (S3 bills their parts): those of
+    ``keys`` only when given, and only those started before ``before`` (not a concurrent run's)."""
     aborted = 0
     for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
         for upload in page.get("Uploads", []):
+            if keys is not None and upload["Key"] not in keys:
+                continue
+            if before is not None and upload.get("Initiated") and upload["Initiated"] >= before:
+                continue
             try:
                 with translate_client_errors("AbortMultipartUpload"):
                     s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])

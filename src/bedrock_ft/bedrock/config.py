@@ -141,6 +141,8 @@ class ImportConfig(BaseConfig):
             "concurrency",
             "multipart_chunksize",
             "multipart_threshold",
+            "checksum_algorithm",
+            "sse_kms_key_id",
             "wait",
             "timeout",
             "poll_interval",

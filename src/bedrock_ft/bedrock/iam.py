@@ -55,7 +55,8 @@ def import_role_policies(
     if problems:
         raise ConfigError(problems)
     bucket, _, prefix = s3_uri[len("s3://") :].partition("/")
-    prefix = prefix.lstrip("/")
+    prefix = prefix.strip("/")
+    prefix = prefix + "/" if prefix else ""  # "models/m" must not also grant "models/m2/"
     source_arn = f"arn:{partition}:bedrock:{region or '*'}:{account_id}:model-import-job/*"
     trust = {
         "Version": "2012-10-17",
@@ -106,27 +107,28 @@ def create_import_role(
     kms_key_arn: str | None = None,
     aws: AwsConfig | None = None,
     account_id: str | None = None,
+    partition: str | None = None,
     description: str = "Lets Amazon Bedrock Custom Model Import read model files (made by bedrock-ft).",
 ) -> str:
     """Create the import service role, or bring an existing one's policies up to date; returns its ARN.
 
-    The account id and partition come from STS (``GetCallerIdentity``) unless ``account_id`` is given.
+    The account id and partition come from STS (``GetCallerIdentity``) unless ``account_id`` is given
+    (the partition is then ``partition``, default ``aws``).
     """
     if not _ROLE_NAME.match(role_name):
         raise ConfigError([ConfigProblem("role_name", f"{role_name!r}: 1-64 of letters, digits and +=,.@_-")])
     aws = aws or AwsConfig()
-    partition = "aws"
     if account_id is None:
         with translate_client_errors("GetCallerIdentity"):
             identity = aws.client("sts").get_caller_identity()
         account_id = str(identity["Account"])
-        partition = str(identity["Arn"]).split(":")[1] or "aws"
+        partition = partition or str(identity["Arn"]).split(":")[1] or "aws"
     trust, permissions = import_role_policies(
         s3_uri,
         account_id=account_id,
         region=aws.resolved_region(),
         kms_key_arn=kms_key_arn,
-        partition=partition,
+        partition=partition or "aws",
     )
     iam = aws.client("iam")
     try:

@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bedrock_ft.artifacts import MANIFEST_NAME, ImportedModel, ModelArtifact
 from bedrock_ft.aws import AwsConfig
@@ -20,6 +21,7 @@ from bedrock_ft.bedrock._cost import CostEstimate, estimate_cost
 from bedrock_ft.bedrock.config import ImportConfig
 from bedrock_ft.errors import (
     ArtifactError,
+    BedrockFTError,
     ConflictError,
     QuotaExceededError,
     RequestValidationError,
@@ -30,6 +32,7 @@ from bedrock_ft.errors import (
 __all__ = ["BedrockImporter", "resolve_model"]
 
 Say = Callable[[str], None]
+E = TypeVar("E", bound=BedrockFTError)
 OnBytes = Callable[[str, int], None]
 
 
@@ -100,12 +103,14 @@ class BedrockImporter:
         running = next((job for job in earlier if job["status"] == "InProgress"), None)
         if running is not None:
             say(f"import job {running['jobName']} is already running: waiting for it")
+            if not cfg.wait:
+                return self._in_progress(running["jobArn"], running["jobName"], cfg, artifact, upload={})
             return self._finish(bedrock, running["jobArn"], cfg, artifact, upload={})
         job_name = self._next_job_name(bedrock, cfg, identity, earlier)
         request = _request(cfg, job_name)
         _validate_request(request)
 
-        self._check_name_free(bedrock, cfg.model_name)
+        self._check_name_free(bedrock, cfg)
         upload = self._upload(s3, cfg, files)
         _jobs.wait_until_idle(
             bedrock, on_busy=cfg.on_busy, timeout=cfg.timeout, max_interval=cfg.poll_interval, say=say
@@ -113,19 +118,30 @@ class BedrockImporter:
         say(f"creating import job {job_name} for model {cfg.model_name}")
         job_arn = self._create_job(bedrock, request, cfg)
         if not cfg.wait:
-            return ImportedModel(
-                model_name=cfg.model_name,
-                job_arn=job_arn,
-                job_name=job_name,
-                status="InProgress",
-                s3_uri=cfg.s3_uri,
-                region=self.aws.resolved_region(),
-                endpoint_url=self.aws.endpoint_for("bedrock"),
-                chat_template=_template(artifact),
-                upload=upload,
-                config_hash=cfg.config_hash(),
-            )
+            return self._in_progress(job_arn, job_name, cfg, artifact, upload=upload)
         return self._finish(bedrock, job_arn, cfg, artifact, upload=upload)
+
+    def _in_progress(
+        self,
+        job_arn: str,
+        job_name: str,
+        cfg: ImportConfig,
+        artifact: ModelArtifact | None,
+        *,
+        upload: dict[str, Any],
+    ) -> ImportedModel:
+        return ImportedModel(
+            model_name=cfg.model_name,
+            job_arn=job_arn,
+            job_name=job_name,
+            status="InProgress",
+            s3_uri=cfg.s3_uri,
+            region=self.aws.resolved_region(),
+            endpoint_url=self.aws.endpoint_for("bedrock"),
+            chat_template=_template(artifact),
+            upload=upload,
+            config_hash=cfg.config_hash(),
+        )
 
     def wait(self, job: str) -> ImportedModel:
         """Wait for an import job (ARN or name) to end and return its model (``wait=False`` imports)."""
@@ -139,9 +155,13 @@ class BedrockImporter:
         )
 
     def _earlier_jobs(self, bedrock: Any, cfg: ImportConfig, identity: str) -> list[dict[str, Any]]:
-        """Earlier jobs of this same import (same files and settings), oldest first."""
+        """Earlier jobs of this same import (same files and settings), oldest first.
+
+        Only a derived job name carries the import's identity. A job with a name given in the config
+        could have imported other files: it is never taken for this import (see _next_job_name).
+        """
         if cfg.job_name is not None:
-            return [j for j in _jobs.jobs_named(bedrock, cfg.job_name) if j["jobName"] == cfg.job_name]
+            return []
         return _jobs.jobs_named(bedrock, _jobs.derived_job_name(cfg.model_name, identity, 1))
 
     def _earlier_import(self, earlier: list[dict[str, Any]], cfg: ImportConfig) -> ImportedModel | None:
@@ -158,25 +178,30 @@ class BedrockImporter:
     ) -> str:
         """The name of the job to create. Earlier jobs of this import all failed, or made a model that
         has since been deleted: a token can't be reused for a new job, so the next is ``-r<N>``."""
+        if cfg.job_name is not None:
+            taken = [j for j in _jobs.jobs_named(bedrock, cfg.job_name) if j["jobName"] == cfg.job_name]
+            if taken:
+                raise ConflictError(
+                    f"an import job named {cfg.job_name} already exists ({taken[-1]['status']}); give "
+                    "another job_name, or leave it unset: a derived name lets a re-run find its own job"
+                )
+            return cfg.job_name
         if not earlier:
-            return cfg.job_name or _jobs.derived_job_name(cfg.model_name, identity, 1)
+            return _jobs.derived_job_name(cfg.model_name, identity, 1)
         last = earlier[-1]
         if last["status"] == "Failed":
             why = f"failed ({last['jobName']}: {_failure(bedrock, last['jobArn'])})"
         else:
             why = f"made a model that no longer exists ({last['jobName']})"
-        if cfg.job_name is not None:
-            raise ConflictError(
-                f"import job {cfg.job_name} already exists and {why}; give another job_name, or leave it "
-                "unset to have one derived"
-            )
         stem = _jobs.derived_job_name(cfg.model_name, identity, 1)
         attempts = [1 if j["jobName"] == stem else int(j["jobName"][len(stem) + 2 :]) for j in earlier]
         name = _jobs.derived_job_name(cfg.model_name, identity, max(attempts) + 1)
         self._say(f"an earlier import of this model {why}; importing again as job {name}")
         return name
 
-    def _check_name_free(self, bedrock: Any, name: str) -> None:
+    def _check_name_free(self, bedrock: Any, cfg: ImportConfig) -> None:
+        """The model name is not taken, and no running job is importing that name or reading our prefix."""
+        name = cfg.model_name
         existing = self.find_by_name(name)
         if existing is not None:
             raise ConflictError(
@@ -190,14 +215,27 @@ class BedrockImporter:
                     f"import job {job['jobName']} is already importing a model named {name!r}; wait for it, "
                     "or choose another model_name"
                 )
+            with translate_client_errors("GetModelImportJob"):
+                details = bedrock.get_model_import_job(jobIdentifier=job["jobArn"])
+            source = (details.get("modelDataSource") or {}).get("s3DataSource", {}).get("s3Uri", "")
+            if source and _overlap(source, cfg.s3_uri):
+                raise ConflictError(
+                    f"import job {job['jobName']} is reading {source} right now; wait for it before changing "
+                    f"{cfg.s3_uri}"
+                )
 
     def _upload(self, s3: Any, cfg: ImportConfig, files: list[_upload.LocalFile]) -> dict[str, Any]:
         say = self._say
+        started = datetime.now(timezone.utc)
         with translate_client_errors():
             _upload.check_bucket(s3, cfg.bucket)
             remote = _upload.remote_objects(s3, cfg.bucket, cfg.prefix, workers=cfg.concurrency)
-            plan = _upload.plan_upload(files, remote, cfg.prefix, cfg.s3_uri, overwrite=cfg.overwrite)
-            aborted = _upload.abort_stale_uploads(s3, cfg.bucket, cfg.prefix)
+            plan = _upload.plan_upload(
+                files, remote, cfg.prefix, cfg.s3_uri, overwrite=cfg.overwrite, kms_key=cfg.sse_kms_key_id
+            )
+            aborted = _upload.abort_stale_uploads(
+                s3, cfg.bucket, cfg.prefix, keys={cfg.prefix + f.name for f in plan.send}, before=started
+            )
             if aborted:
                 say(f"aborted {aborted} multipart upload(s) an interrupted run left behind")
             if plan.delete:
@@ -248,19 +286,21 @@ class BedrockImporter:
                 with translate_client_errors("CreateModelImportJob"):
                     return str(bedrock.create_model_import_job(**request)["jobArn"])
             except QuotaExceededError as exc:
-                concurrent = "concurrent" in str(exc).lower()
-                if concurrent and cfg.on_busy == "wait":  # another job started in between
+                busy = [job for job in _jobs.running_jobs(bedrock) if job["jobName"] != request["jobName"]]
+                if busy and cfg.on_busy == "wait":  # another job started in between
                     _jobs.wait_until_idle(
                         bedrock, on_busy="wait", timeout=cfg.timeout, max_interval=cfg.poll_interval,
                         say=self._say,
                     )  # fmt: skip
                     continue
-                hint = "" if concurrent else _QUOTA_HINT
-                raise QuotaExceededError(f"{exc}{hint}") from exc
+                raise _with_aws(QuotaExceededError(f"{exc}{'' if busy else _QUOTA_HINT}"), exc) from exc
             except ConflictError as exc:
-                raise ConflictError(
-                    f"{exc} (model {cfg.model_name!r}, job {request['jobName']!r}); choose another name, or "
-                    "delete the existing model"
+                raise _with_aws(
+                    ConflictError(
+                        f"{exc} (model {cfg.model_name!r}, job {request['jobName']!r}); choose another name, "
+                        "or delete the existing model"
+                    ),
+                    exc,
                 ) from exc
 
     def _finish(
@@ -330,28 +370,34 @@ class BedrockImporter:
     def delete(self, identifier: str, *, delete_artifacts: bool = False) -> list[str]:
         """Delete an imported model; with ``delete_artifacts`` also the S3 files it was imported from.
 
-        Returns the S3 URIs deleted. Files another imported model was imported from are kept.
+        Returns the S3 URIs deleted. Files under a prefix another imported model was imported from (the
+        same prefix, a parent or a child) are kept.
         """
         model = self.get(identifier)
+        others: list[str] = []
+        if delete_artifacts and model.s3_uri:
+            for other in self.list_imported_models():
+                if other.model_arn == model.model_arn:
+                    continue
+                try:
+                    source = self.get(other.model_arn or other.model_name).s3_uri
+                except ResourceNotFoundError:  # deleted meanwhile
+                    continue
+                if source and _overlap(source, model.s3_uri):
+                    others.append(other.model_name)
         bedrock = self._client("bedrock")
         self._say(f"deleting imported model {model.model_name} ({model.model_arn})")
         with translate_client_errors("DeleteImportedModel"):
             bedrock.delete_imported_model(modelIdentifier=model.model_arn)
         if not delete_artifacts or not model.s3_uri:
             return []
-        users = [
-            m.model_name
-            for m in self.list_imported_models()
-            if self.get(m.model_arn or "").s3_uri == model.s3_uri
-        ]
-        if users:
-            self._say(f"kept {model.s3_uri}: imported model(s) {', '.join(users)} came from it too")
+        if others:
+            self._say(f"kept {model.s3_uri}: imported model(s) {', '.join(others)} came from it too")
             return []
-        bucket, _, prefix = model.s3_uri[len("s3://") :].partition("/")
-        if not prefix.strip("/"):
+        bucket, prefix = _split_uri(model.s3_uri)
+        if not prefix:
             self._say(f"kept {model.s3_uri}: a whole bucket is never deleted")
             return []
-        prefix = prefix if prefix.endswith("/") else prefix + "/"
         s3 = self._client("s3")
         with translate_client_errors():
             keys = list(_upload.remote_objects(s3, bucket, prefix))
@@ -374,8 +420,12 @@ class BedrockImporter:
             model = self.get(model)
         if model.cmus_per_copy is None:
             model = self.get(model.model_arn or model.model_name)
+        if model.cmus_per_copy is None:
+            raise ArtifactError(
+                f"Bedrock reports no Custom Model Units for {model.model_name}; is it imported?"
+            )
         return estimate_cost(
-            model.cmus_per_copy or 1,
+            model.cmus_per_copy,
             price_per_cmu_minute=price_per_cmu_minute,
             active_minutes=active_minutes,
             copies=copies,
@@ -486,6 +536,25 @@ def _validate_request(request: dict[str, Any]) -> None:
 
 def _validate_identifier(operation: str, identifier: str) -> None:
     _validate_params(operation, {"modelIdentifier": identifier})
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ("bucket", "a/b/"); the prefix is "" for a whole bucket."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two S3 locations share objects: the same prefix, or one inside the other."""
+    (bucket_a, prefix_a), (bucket_b, prefix_b) = _split_uri(a), _split_uri(b)
+    return bucket_a == bucket_b and (prefix_a.startswith(prefix_b) or prefix_b.startswith(prefix_a))
+
+
+def _with_aws(error: E, cause: BedrockFTError) -> E:
+    """``error``, keeping what the service said (``.aws``) from the error it replaces."""
+    error.aws = cause.aws
+    return error
 
 
 def _failure(bedrock: Any, job_arn: str) -> str:

@@ -27,6 +27,7 @@ class RequestLog:
 
     def __init__(self) -> None:
         self.operations: list[str] = []
+        self.params: list[tuple[str, dict[str, Any]]] = []
         self.violations: list[str] = []
 
     def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -36,6 +37,7 @@ class RequestLog:
         if service not in ("bedrock", "iam", "sts"):
             return
         self.operations.append(f"{service}.{model.name}")
+        self.params.append((f"{service}.{model.name}", dict(params)))
         self.violations += [f"{service}.{model.name}: {e}" for e in input_errors(service, model.name, params)]
 
 

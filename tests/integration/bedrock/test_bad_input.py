@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -242,19 +243,50 @@ def test_one_job_at_a_time_wait(
         config = import_config(model_name="second", s3_uri=f"s3://{BUCKET}/second/")
         result["model"] = BedrockImporter(config, progress=steps.append).import_model(tiny_model_dir)
 
-    thread = threading.Thread(target=second)
+    def run() -> None:
+        try:
+            second()
+        except BaseException as exc:  # shown by the main thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = threading.Event()
-    while not any("waiting for import job" in s for s in steps) and not deadline.wait(0.05):
-        assert thread.is_alive()
+    deadline = time.monotonic() + 60
+    while not any("waiting for import job" in s for s in steps):
+        assert thread.is_alive(), result.get("error")
+        assert time.monotonic() < deadline, steps
+        time.sleep(0.05)
     assert job_names(stack) == [blocker.job_name]  # the second job waits its turn
     gate.open.set()
     thread.join(60)
+    assert not thread.is_alive() and "error" not in result, result.get("error")
     bedrock = stack.aws_config().client("bedrock")
     first_job = bedrock.get_model_import_job(jobIdentifier=blocker.job_arn)
     second_job = bedrock.get_model_import_job(jobIdentifier=result["model"].job_arn)
     assert first_job["status"] == second_job["status"] == "Completed"
     assert second_job["creationTime"] >= first_job["endTime"]
+
+
+def test_wait_false_returns_while_a_job_of_this_import_runs(
+    stack: LocalStack, import_config: MakeConfig, tiny_model_dir: Path, gate: Gate
+) -> None:
+    started = BedrockImporter(import_config(wait=False)).import_model(tiny_model_dir)
+    assert gate.entered.wait(30)
+    again = BedrockImporter(import_config(wait=False)).import_model(tiny_model_dir)  # the gate is shut
+    assert again.status == "InProgress" and again.job_arn == started.job_arn and again.upload == {}
+    gate.open.set()
+    assert BedrockImporter(import_config()).import_model(tiny_model_dir).job_arn == started.job_arn
+
+
+def test_a_given_job_name_that_exists_is_refused(
+    stack: LocalStack, import_config: MakeConfig, tiny_model_dir: Path, make_model: MakeModel
+) -> None:
+    BedrockImporter(import_config(job_name="my-job")).import_model(tiny_model_dir)
+    changed = make_model({"rms_norm_eps": 1e-5})
+    config = import_config(job_name="my-job", model_name="other", s3_uri=f"s3://{BUCKET}/other/")
+    with pytest.raises(ConflictError, match=r"an import job named my-job already exists \(Completed\)"):
+        BedrockImporter(config).import_model(changed)
+    assert keys(stack, "other/") == []
 
 
 def test_the_request_check_catches_a_bad_request(stack: LocalStack, request_log: RequestLog) -> None:

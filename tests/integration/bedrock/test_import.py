@@ -33,7 +33,9 @@ def test_full_import_of_the_embedded_model(
     def on_upload(name: str, n: int) -> None:
         sent[name] = sent.get(name, 0) + n
 
-    config = import_config(model_name="smollm2_ft", s3_uri=f"s3://{BUCKET}/smollm2", concurrency=4)
+    config = import_config(
+        model_name="smollm2_ft", s3_uri=f"s3://{BUCKET}/smollm2", concurrency=4, checksum_algorithm="SHA256"
+    )
     imported = BedrockImporter(config, progress=steps.append, on_upload=on_upload).import_model(embedded_dir)
 
     # What Bedrock reports about the model.
@@ -61,7 +63,7 @@ def test_full_import_of_the_embedded_model(
         head = s3.head_object(Bucket=BUCKET, Key=f"smollm2/{path.name}", ChecksumMode="ENABLED")
         assert head["Metadata"]["sha256"] == sha256(path)
         assert head["ContentLength"] == path.stat().st_size
-        assert "ChecksumCRC32" in head
+        assert "ChecksumSHA256" in head  # the configured algorithm, not boto3's default CRC32
     assert any(step.startswith("preflight: ") for step in steps)
     # The model serves: one real invocation through the runtime API.
     runtime = stack.aws_config().client("bedrock-runtime")
@@ -214,3 +216,43 @@ def test_reimport_after_the_model_was_deleted(
         list(tiny_model_dir.iterdir())
     )
     assert any("made a model that no longer exists" in step for step in steps), steps
+
+
+def test_settings_reach_the_request(
+    stack: LocalStack, import_config: MakeConfig, tiny_model_dir: Path, request_log: RequestLog
+) -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    config = import_config(
+        job_tags={"team": "ml"}, model_tags={"stage": "dev"}, kms_key_id=key,
+        vpc={"subnet_ids": ["subnet-1"], "security_group_ids": ["sg-1"]},
+    )  # fmt: skip
+    imported = BedrockImporter(config).import_model(tiny_model_dir)
+    [request] = [params for op, params in request_log.params if op == "bedrock.CreateModelImportJob"]
+    assert request["jobTags"] == [{"key": "team", "value": "ml"}]
+    assert request["importedModelTags"] == [{"key": "stage", "value": "dev"}]
+    assert request["importedModelKmsKeyId"] == key
+    assert request["vpcConfig"] == {"subnetIds": ["subnet-1"], "securityGroupIds": ["sg-1"]}
+    assert request["modelDataSource"] == {"s3DataSource": {"s3Uri": f"s3://{BUCKET}/tiny/"}}
+    assert len(request["clientRequestToken"]) == 64
+    job = stack.aws_config().client("bedrock").get_model_import_job(jobIdentifier=imported.job_arn)
+    assert job["vpcConfig"]["subnetIds"] == ["subnet-1"] and job["importedModelKmsKeyArn"] == key
+
+
+def test_sse_kms_encrypts_and_resends_files_stored_without_it(
+    stack: LocalStack, import_config: MakeConfig, tiny_model_dir: Path
+) -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    s3 = stack.aws_config().client("s3")
+    # An earlier upload of the same files, without encryption (same content, same sha256 metadata).
+    for path in sorted(tiny_model_dir.iterdir()):
+        s3.put_object(
+            Bucket=BUCKET, Key=f"tiny/{path.name}", Body=path.read_bytes(), Metadata={"sha256": sha256(path)}
+        )
+    plain = BedrockImporter(import_config(wait=False, model_name="plain")).import_model(tiny_model_dir)
+    assert plain.upload["sent"] == []  # unencrypted is fine when no key is asked for
+    BedrockImporter(aws=stack.aws_config()).wait(str(plain.job_arn))
+    imported = BedrockImporter(import_config(sse_kms_key_id=key)).import_model(tiny_model_dir)
+    assert sorted(imported.upload["sent"]) == sorted(p.name for p in tiny_model_dir.iterdir())
+    for path in tiny_model_dir.iterdir():
+        head = s3.head_object(Bucket=BUCKET, Key=f"tiny/{path.name}")
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key
