@@ -93,19 +93,20 @@ class BedrockImporter:
         say("hashing the model's files")
         files = _upload.hash_files(model_dir, artifact.files if artifact else None)
         identity = _identity(cfg, files)
+        template = _template(artifact, model_dir)
         bedrock, s3 = self._client("bedrock"), self._client("s3")
 
         earlier = self._earlier_jobs(bedrock, cfg, identity)
         done = self._earlier_import(earlier, cfg)
         if done is not None:
             say(f"already imported by job {done.job_name}: {done.model_arn}")
-            return done.model_copy(update={"chat_template": _template(artifact)})
+            return done.model_copy(update={"chat_template": template})
         running = next((job for job in earlier if job["status"] == "InProgress"), None)
         if running is not None:
-            say(f"import job {running['jobName']} is already running: waiting for it")
+            say(f"import job {running['jobName']} of this model is already running")
             if not cfg.wait:
-                return self._in_progress(running["jobArn"], running["jobName"], cfg, artifact, upload={})
-            return self._finish(bedrock, running["jobArn"], cfg, artifact, upload={})
+                return self._in_progress(running["jobArn"], running["jobName"], cfg, template, upload={})
+            return self._finish(bedrock, running["jobArn"], cfg, template, upload={})
         job_name = self._next_job_name(bedrock, cfg, identity, earlier)
         request = _request(cfg, job_name)
         _validate_request(request)
@@ -118,15 +119,15 @@ class BedrockImporter:
         say(f"creating import job {job_name} for model {cfg.model_name}")
         job_arn = self._create_job(bedrock, request, cfg)
         if not cfg.wait:
-            return self._in_progress(job_arn, job_name, cfg, artifact, upload=upload)
-        return self._finish(bedrock, job_arn, cfg, artifact, upload=upload)
+            return self._in_progress(job_arn, job_name, cfg, template, upload=upload)
+        return self._finish(bedrock, job_arn, cfg, template, upload=upload)
 
     def _in_progress(
         self,
         job_arn: str,
         job_name: str,
         cfg: ImportConfig,
-        artifact: ModelArtifact | None,
+        template: str | None,
         *,
         upload: dict[str, Any],
     ) -> ImportedModel:
@@ -138,7 +139,7 @@ class BedrockImporter:
             s3_uri=cfg.s3_uri,
             region=self.aws.resolved_region(),
             endpoint_url=self.aws.endpoint_for("bedrock"),
-            chat_template=_template(artifact),
+            chat_template=template,
             upload=upload,
             config_hash=cfg.config_hash(),
         )
@@ -308,7 +309,7 @@ class BedrockImporter:
         bedrock: Any,
         job_arn: str,
         cfg: ImportConfig,
-        artifact: ModelArtifact | None,
+        template: str | None,
         *,
         upload: dict[str, Any],
     ) -> ImportedModel:
@@ -321,7 +322,7 @@ class BedrockImporter:
             update={
                 "job_arn": job["jobArn"],
                 "job_name": job["jobName"],
-                "chat_template": _template(artifact),
+                "chat_template": template,
                 "upload": upload,
                 "config_hash": cfg.config_hash(),
             }
@@ -563,8 +564,19 @@ def _failure(bedrock: Any, job_arn: str) -> str:
     return str(job.get("failureMessage") or "no reason given")
 
 
-def _template(artifact: ModelArtifact | None) -> str | None:
-    return artifact.chat_template if artifact is not None else None
+def _template(artifact: ModelArtifact | None, model_dir: Path | None = None) -> str | None:
+    """The chat template the model was trained with: the merge's record, else tokenizer_config.json's."""
+    if artifact is not None:
+        return artifact.chat_template
+    if model_dir is None:
+        return None
+    try:
+        template = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8")).get(
+            "chat_template"
+        )
+    except (OSError, ValueError, AttributeError):
+        return None
+    return template if isinstance(template, str) else None
 
 
 def _extra_args(cfg: ImportConfig) -> dict[str, Any]:

@@ -52,6 +52,12 @@ def test_full_import_of_the_embedded_model(
     )  # fmt: skip
     assert imported.s3_uri == f"s3://{BUCKET}/smollm2/"
     assert imported.endpoint_url == stack.bedrock_url and imported.region == "us-east-1"
+    # No manifest here: the chat template comes from the model's own tokenizer_config.json.
+    tokenizer_config = json.loads((embedded_dir / "tokenizer_config.json").read_text())
+    assert (
+        imported.chat_template == tokenizer_config["chat_template"]
+        and "<|im_start|>" in imported.chat_template
+    )
     # Every file went up once, with its sha256 in the metadata, and S3 verified a checksum.
     files = sorted(p for p in embedded_dir.iterdir() if p.is_file())
     assert sorted(imported.upload["sent"]) == [p.name for p in files]
