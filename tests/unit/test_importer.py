@@ -189,3 +189,31 @@ def test_s3_locations_overlap() -> None:
     assert _overlap("s3://b/models/", "s3://b/models/m/")
     assert not _overlap("s3://b/models/m/", "s3://b/models/m2/")
     assert not _overlap("s3://b/models/m/", "s3://c/models/m/")
+
+
+def test_waits_retry_transient_errors_but_not_others() -> None:
+    from bedrock_ft import AccessDeniedError, ThrottledError
+    from bedrock_ft.bedrock._jobs import _poll
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ThrottledError("slow down")
+        return "Completed"
+
+    assert (
+        _poll(flaky, lambda s: s == "Completed", timeout=30, max_interval=0.5, on_wait=lambda *_: None)
+        == "Completed"
+    )
+    assert len(calls) == 3
+
+    def denied() -> str:
+        calls.append(1)
+        raise AccessDeniedError("no")
+
+    calls.clear()
+    with pytest.raises(AccessDeniedError):
+        _poll(denied, lambda s: True, timeout=30, max_interval=0.5, on_wait=lambda *_: None)
+    assert len(calls) == 1
