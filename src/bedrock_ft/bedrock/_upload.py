@@ -81,8 +81,8 @@ def hash_files(model_dir: Path, listed: Sequence[Any] | None, *, workers: int = 
     """
     paths = sorted(p for p in model_dir.rglob("*") if p.is_file())
     names = [p.relative_to(model_dir).as_posix() for p in paths]
+    expected = {entry.path: entry for entry in listed or ()}
     if listed is not None:
-        expected = {entry.path: entry for entry in listed}
         missing = sorted(set(expected) - set(names))
         extra = sorted(set(names) - set(expected))
         if missing:
@@ -106,7 +106,6 @@ def hash_files(model_dir: Path, listed: Sequence[Any] | None, *, workers: int = 
         digests = list(pool.map(_sha256, paths))
     files = [LocalFile(p, n, p.stat().st_size, d) for p, n, d in zip(paths, names, digests, strict=True)]
     if listed is not None:
-        expected = {entry.path: entry for entry in listed}
         for f in files:
             if f.sha256 != expected[f.name].sha256:
                 raise ArtifactError(

@@ -16,13 +16,28 @@ from pydantic_core import PydanticCustomError
 from bedrock_ft.aws import AwsConfig
 from bedrock_ft.config import BaseConfig, parse_size
 
-__all__ = ["IMPORT_FILE_KEYS", "ChecksumAlgorithm", "ImportConfig", "VpcConfig", "load_import_file"]
+__all__ = [
+    "IMPORT_FILE_KEYS",
+    "ChecksumAlgorithm",
+    "ImportConfig",
+    "VpcConfig",
+    "load_import_file",
+    "split_s3_uri",
+]
 
 ChecksumAlgorithm = Literal["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MIN_PART = 5 * 2**20  # S3's smallest multipart part
 _MAX_PART = 5 * 2**30
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ("bucket", "a/b/"): a prefix is a folder (it ends in '/'), "" for a whole
+    bucket. So ``s3://bucket/models/m`` never also means ``models/m2/``."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, prefix + "/" if prefix else ""
 
 
 def shape_errors(member: str, value: Any) -> list[str]:
@@ -216,12 +231,12 @@ class ImportConfig(BaseConfig):
 
     @property
     def bucket(self) -> str:
-        return self.s3_uri[len("s3://") :].split("/", 1)[0]
+        return split_s3_uri(self.s3_uri)[0]
 
     @property
     def prefix(self) -> str:
         """The key prefix, ending in '/'."""
-        return self.s3_uri[len("s3://") :].split("/", 1)[1]
+        return split_s3_uri(self.s3_uri)[1]
 
     @property
     def chunk_bytes(self) -> int:

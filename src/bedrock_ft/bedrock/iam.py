@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from bedrock_ft.aws import AwsConfig
+from bedrock_ft.bedrock.config import split_s3_uri
 from bedrock_ft.errors import ConfigError, ConfigProblem, ResourceNotFoundError, translate_client_errors
 
 __all__ = ["IMPORT_POLICY_NAME", "create_import_role", "import_role_policies"]
@@ -54,9 +55,7 @@ def import_role_policies(
         )
     if problems:
         raise ConfigError(problems)
-    bucket, _, prefix = s3_uri[len("s3://") :].partition("/")
-    prefix = prefix.strip("/")
-    prefix = prefix + "/" if prefix else ""  # "models/m" must not also grant "models/m2/"
+    bucket, prefix = split_s3_uri(s3_uri)  # "models/m" must not also grant "models/m2/"
     source_arn = f"arn:{partition}:bedrock:{region or '*'}:{account_id}:model-import-job/*"
     trust = {
         "Version": "2012-10-17",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from bedrock_ft.artifacts import MANIFEST_NAME, ImportedModel, ModelArtifact
 from bedrock_ft.aws import AwsConfig
 from bedrock_ft.bedrock import _jobs, _upload
 from bedrock_ft.bedrock._cost import CostEstimate, estimate_cost
-from bedrock_ft.bedrock.config import ImportConfig
+from bedrock_ft.bedrock.config import ImportConfig, split_s3_uri
 from bedrock_ft.errors import (
     ArtifactError,
     BedrockFTError,
@@ -109,7 +110,7 @@ class BedrockImporter:
             return self._finish(bedrock, running["jobArn"], cfg, template, upload={})
         job_name = self._next_job_name(bedrock, cfg, identity, earlier)
         request = _request(cfg, job_name)
-        _validate_request(request)
+        _validate_params("CreateModelImportJob", request)  # before anything is uploaded
 
         self._check_name_free(bedrock, cfg)
         upload = self._upload(s3, cfg, files)
@@ -395,7 +396,7 @@ class BedrockImporter:
         if others:
             self._say(f"kept {model.s3_uri}: imported model(s) {', '.join(others)} came from it too")
             return []
-        bucket, prefix = _split_uri(model.s3_uri)
+        bucket, prefix = split_s3_uri(model.s3_uri)
         if not prefix:
             self._say(f"kept {model.s3_uri}: a whole bucket is never deleted")
             return []
@@ -530,25 +531,13 @@ def _validate_params(operation: str, params: dict[str, Any]) -> None:
         raise RequestValidationError(f"{operation} would be refused: {'; '.join(errors)}")
 
 
-def _validate_request(request: dict[str, Any]) -> None:
-    """Check the job request against the service's constraints before anything is uploaded."""
-    _validate_params("CreateModelImportJob", request)
-
-
 def _validate_identifier(operation: str, identifier: str) -> None:
     _validate_params(operation, {"modelIdentifier": identifier})
 
 
-def _split_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ("bucket", "a/b/"); the prefix is "" for a whole bucket."""
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    prefix = prefix.strip("/")
-    return bucket, prefix + "/" if prefix else ""
-
-
 def _overlap(a: str, b: str) -> bool:
     """Whether two S3 locations share objects: the same prefix, or one inside the other."""
-    (bucket_a, prefix_a), (bucket_b, prefix_b) = _split_uri(a), _split_uri(b)
+    (bucket_a, prefix_a), (bucket_b, prefix_b) = split_s3_uri(a), split_s3_uri(b)
     return bucket_a == bucket_b and (prefix_a.startswith(prefix_b) or prefix_b.startswith(prefix_a))
 
 
@@ -593,47 +582,29 @@ _QUOTA_HINT = (
 )
 
 
-class _progress_bar:
+@contextmanager
+def _progress_bar(show: bool, total: int, callback: OnBytes | None) -> Iterator[OnBytes | None]:
     """A rich bar in bytes when asked for, plus the caller's own byte callback."""
+    if not show:
+        yield callback
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
-    def __init__(self, show: bool, total: int, callback: OnBytes | None) -> None:
-        self.show, self.total, self.callback = show, total, callback
-        self._progress: Any = None
-        self._task: Any = None
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(TextColumn("upload"), *columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("upload", total=total)
 
-    def __enter__(self) -> OnBytes | None:
-        if self.show:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+        def on_bytes(name: str, n: int) -> None:
+            bar.update(task, advance=n)
+            if callback is not None:
+                callback(name, n)
 
-            self._progress = Progress(
-                TextColumn("upload"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("upload", total=self.total)
-        if not self.show and self.callback is None:
-            return None
-        return self._on_bytes
-
-    def _on_bytes(self, name: str, n: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=n)
-        if self.callback is not None:
-            self.callback(name, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        yield on_bytes
