@@ -31,7 +31,14 @@ if TYPE_CHECKING:
         load_artifact,
     )
     from bedrock_ft.aws import AwsConfig
-    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
+    from bedrock_ft.bedrock import (
+        BatchResult,
+        BedrockImporter,
+        Completion,
+        ImportConfig,
+        ImportedModelClient,
+        InvokeConfig,
+    )
     from bedrock_ft.config import BaseConfig
     from bedrock_ft.data import DatasetBuilder, DatasetConfig, register_chat_template, register_format
     from bedrock_ft.errors import (
@@ -46,8 +53,11 @@ if TYPE_CHECKING:
         EvaluationError,
         ImportJobError,
         InvocationError,
+        MalformedResponseError,
         MergeError,
+        ModelError,
         ModelNotReadyError,
+        ModelTimeoutError,
         PreflightError,
         QuotaExceededError,
         RegistryError,
@@ -56,6 +66,7 @@ if TYPE_CHECKING:
         ServiceUnavailableError,
         ThrottledError,
         TrainingError,
+        UnsupportedFormatError,
     )
     from bedrock_ft.merging import AdapterMerger, MergeConfig
     from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
@@ -71,8 +82,10 @@ __all__ = [
     "AwsConfig",
     "AwsError",
     "BaseConfig",
+    "BatchResult",
     "BedrockFTError",
     "BedrockImporter",
+    "Completion",
     "ConfigError",
     "ConflictError",
     "DatasetArtifact",
@@ -85,11 +98,16 @@ __all__ = [
     "ImportConfig",
     "ImportJobError",
     "ImportedModel",
+    "ImportedModelClient",
     "InvocationError",
+    "InvokeConfig",
+    "MalformedResponseError",
     "MergeConfig",
     "MergeError",
     "ModelArtifact",
+    "ModelError",
     "ModelNotReadyError",
+    "ModelTimeoutError",
     "NativeFormat",
     "PreflightError",
     "QLoRAConfig",
@@ -102,6 +120,7 @@ __all__ = [
     "ThrottledError",
     "TrainingConfig",
     "TrainingError",
+    "UnsupportedFormatError",
     "__version__",
     "architecture_for_config",
     "get_architecture",
@@ -148,6 +167,11 @@ _EXPORTS: dict[str, str] = {
     # importing
     "BedrockImporter": "bedrock_ft.bedrock",
     "ImportConfig": "bedrock_ft.bedrock",
+    # invoking
+    "ImportedModelClient": "bedrock_ft.bedrock",
+    "InvokeConfig": "bedrock_ft.bedrock",
+    "Completion": "bedrock_ft.bedrock",
+    "BatchResult": "bedrock_ft.bedrock",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",
     "ArtifactError": "bedrock_ft.errors",
@@ -160,6 +184,10 @@ _EXPORTS: dict[str, str] = {
     "EvaluationError": "bedrock_ft.errors",
     "ImportJobError": "bedrock_ft.errors",
     "InvocationError": "bedrock_ft.errors",
+    "MalformedResponseError": "bedrock_ft.errors",
+    "ModelError": "bedrock_ft.errors",
+    "ModelTimeoutError": "bedrock_ft.errors",
+    "UnsupportedFormatError": "bedrock_ft.errors",
     "MergeError": "bedrock_ft.errors",
     "ModelNotReadyError": "bedrock_ft.errors",
     "PreflightError": "bedrock_ft.errors",

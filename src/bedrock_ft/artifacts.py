@@ -281,6 +281,14 @@ class ImportedModel(Artifact):
         default=None, description="Whether Bedrock found a chat template (chat and Converse work)."
     )
     chat_template: str | None = Field(default=None, description="Chat template the model was trained with.")
+    special_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="The tokenizer's special tokens (bos_token, eos_token...), which the chat template uses.",
+    )
+    adds_bos_token: bool | None = Field(
+        default=None,
+        description="Whether the tokenizer puts a BOS token in front of a prompt itself (None: unknown).",
+    )
     creation_time: datetime | None = Field(default=None, description="When Bedrock created the model.")
     upload: dict[str, Any] = Field(
         default_factory=dict,

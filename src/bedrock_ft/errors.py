@@ -32,6 +32,7 @@ __all__ = [
     "EvaluationError",
     "ImportJobError",
     "InvocationError",
+    "MalformedResponseError",
     "MergeError",
     "ModelError",
     "ModelNotReadyError",
@@ -44,6 +45,7 @@ __all__ = [
     "ServiceUnavailableError",
     "ThrottledError",
     "TrainingError",
+    "UnsupportedFormatError",
     "map_client_error",
     "translate_client_errors",
 ]
@@ -171,6 +173,16 @@ class ModelTimeoutError(InvocationError):
 
 class ModelError(InvocationError):
     """The model itself failed on the request."""
+
+
+class UnsupportedFormatError(InvocationError, ValueError):
+    """The model does not accept this API format (for example Converse on a Qwen2.5 model).
+
+    Raised before anything is sent."""
+
+
+class MalformedResponseError(InvocationError):
+    """A response body is not the shape its API format promises. The message quotes its start."""
 
 
 class EvaluationError(BedrockFTError, RuntimeError):

@@ -94,14 +94,14 @@ class BedrockImporter:
         say("hashing the model's files")
         files = _upload.hash_files(model_dir, artifact.files if artifact else None)
         identity = _identity(cfg, files)
-        template = _template(artifact, model_dir)
+        template = _chat_facts(artifact, model_dir)
         bedrock, s3 = self._client("bedrock"), self._client("s3")
 
         earlier = self._earlier_jobs(bedrock, cfg, identity)
         done = self._earlier_import(earlier, cfg)
         if done is not None:
             say(f"already imported by job {done.job_name}: {done.model_arn}")
-            return done.model_copy(update={"chat_template": template})
+            return done.model_copy(update=template)
         running = next((job for job in earlier if job["status"] == "InProgress"), None)
         if running is not None:
             say(f"import job {running['jobName']} of this model is already running")
@@ -128,7 +128,7 @@ class BedrockImporter:
         job_arn: str,
         job_name: str,
         cfg: ImportConfig,
-        template: str | None,
+        template: dict[str, Any],
         *,
         upload: dict[str, Any],
     ) -> ImportedModel:
@@ -140,7 +140,7 @@ class BedrockImporter:
             s3_uri=cfg.s3_uri,
             region=self.aws.resolved_region(),
             endpoint_url=self.aws.endpoint_for("bedrock"),
-            chat_template=template,
+            **template,
             upload=upload,
             config_hash=cfg.config_hash(),
         )
@@ -310,7 +310,7 @@ class BedrockImporter:
         bedrock: Any,
         job_arn: str,
         cfg: ImportConfig,
-        template: str | None,
+        template: dict[str, Any],
         *,
         upload: dict[str, Any],
     ) -> ImportedModel:
@@ -323,7 +323,7 @@ class BedrockImporter:
             update={
                 "job_arn": job["jobArn"],
                 "job_name": job["jobName"],
-                "chat_template": template,
+                **template,
                 "upload": upload,
                 "config_hash": cfg.config_hash(),
             }
@@ -434,35 +434,23 @@ class BedrockImporter:
         )
 
     def _imported(self, response: dict[str, Any]) -> ImportedModel:
-        from bedrock_ft.architectures import get_architecture
-        from bedrock_ft.errors import RegistryError
+        from bedrock_ft.bedrock._formats import accepted_formats, architecture_of
 
         units = (response.get("customModelUnits") or {}).get("customModelUnitsPerModelCopy")
-        arch_name = response.get("modelArchitecture")
-        instruct = response.get("instructSupported")
-        formats: tuple[str, ...] = ()
-        try:
-            arch = get_architecture(str(arch_name)) if arch_name else None
-        except RegistryError:
-            arch = None
-        if arch is not None:
-            formats = tuple(f.value for f in arch.api_formats)
-            if arch.supports_converse and instruct:
-                formats += ("Converse",)
-        return ImportedModel(
+        model = ImportedModel(
             model_arn=response["modelArn"],
             model_name=response["modelName"],
             job_arn=response.get("jobArn"),
             job_name=response.get("jobName"),
             s3_uri=(response.get("modelDataSource") or {}).get("s3DataSource", {}).get("s3Uri"),
             creation_time=response.get("creationTime"),
-            architecture=arch_name,
-            instruct_supported=instruct,
+            architecture=response.get("modelArchitecture"),
+            instruct_supported=response.get("instructSupported"),
             cmus_per_copy=units,
-            api_formats=formats,
             region=self.aws.resolved_region(),
             endpoint_url=self.aws.endpoint_for("bedrock"),
         )
+        return model.model_copy(update={"api_formats": accepted_formats(model, architecture_of(model))})
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -553,19 +541,51 @@ def _failure(bedrock: Any, job_arn: str) -> str:
     return str(job.get("failureMessage") or "no reason given")
 
 
-def _template(artifact: ModelArtifact | None, model_dir: Path | None = None) -> str | None:
-    """The chat template the model was trained with: the merge's record, else tokenizer_config.json's."""
-    if artifact is not None:
-        return artifact.chat_template
-    if model_dir is None:
-        return None
+def _chat_facts(artifact: ModelArtifact | None, model_dir: Path) -> dict[str, Any]:
+    """What a client needs to render chats as the model was trained: the chat template (the merge's
+    record, else tokenizer_config.json's), the special tokens it uses, and whether the tokenizer adds a
+    BOS token itself."""
     try:
-        template = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8")).get(
-            "chat_template"
+        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    template = artifact.chat_template if artifact is not None else config.get("chat_template")
+    tokens: dict[str, str] = {}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = config.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            tokens[key] = value
+    return {
+        "chat_template": template if isinstance(template, str) else None,
+        "special_tokens": tokens,
+        "adds_bos_token": _adds_bos(config, model_dir, tokens.get("bos_token")),
+    }
+
+
+def _adds_bos(config: dict[str, Any], model_dir: Path, bos: str | None) -> bool | None:
+    """Whether tokenizing a prompt puts ``bos`` in front: ``add_bos_token`` when the config says, else
+    the fast tokenizer's post-processor."""
+    if isinstance(config.get("add_bos_token"), bool):
+        return bool(config["add_bos_token"])
+    if bos is None:
+        return False
+    try:
+        processor = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get(
+            "post_processor"
         )
     except (OSError, ValueError, AttributeError):
         return None
-    return template if isinstance(template, str) else None
+    processors = [processor] if isinstance(processor, dict) else []
+    if processors and processors[0].get("type") == "Sequence":
+        processors = [p for p in processors[0].get("processors") or [] if isinstance(p, dict)]
+    for proc in processors:
+        single = proc.get("single") if proc.get("type") == "TemplateProcessing" else None
+        if isinstance(single, list) and single:
+            first = single[0].get("SpecialToken") if isinstance(single[0], dict) else None
+            return isinstance(first, dict) and first.get("id") == bos
+    return False
 
 
 def _extra_args(cfg: ImportConfig) -> dict[str, Any]:

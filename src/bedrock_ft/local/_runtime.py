@@ -58,12 +58,20 @@ class Runtime:
     def _lease(self, record: ModelRecord) -> AbstractContextManager[LoadedModel]:
         return self.pool.use(record.id, self.control.store.weights_dir(record.id))
 
-    def invoke(self, params: dict[str, Any]) -> dict[str, Any]:
+    def invoke(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The response body, and the headers Bedrock sends with it (token counts, latency)."""
         record, request = self._request(params, stream=False)
+        started = time.perf_counter()
         with self._lease(record) as model:
             deltas = list(_generate(model, request))
         text = "".join(delta.text for delta in deltas)
-        return response_body(request, text, deltas[-1], record.arn)
+        last = deltas[-1]
+        headers = {
+            "X-Amzn-Bedrock-Input-Token-Count": str(last.prompt_tokens),
+            "X-Amzn-Bedrock-Output-Token-Count": str(last.completion_tokens),
+            "X-Amzn-Bedrock-Invocation-Latency": str(int((time.perf_counter() - started) * 1000)),
+        }
+        return response_body(request, text, last, record.arn), headers
 
     def invoke_stream(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Checks the request, takes the model and computes the first chunk before returning, so that

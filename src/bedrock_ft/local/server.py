@@ -182,7 +182,9 @@ def build_app(service: LocalBedrock) -> Any:
                 return error(ServiceError("InternalServerException", message), request_id)
             headers = {"x-amzn-RequestId": request_id}
             if operation == "InvokeModel":
-                return Response(dumps(result), media_type="application/json", headers=headers)
+                body, extra = result
+                headers.update(extra)
+                return Response(dumps(body), media_type="application/json", headers=headers)
             if operation == "InvokeModelWithResponseStream":
                 headers["X-Amzn-Bedrock-Content-Type"] = "application/json"
                 stream = _framed(result, _eventstream.invoke_stream_chunk)

@@ -1,0 +1,58 @@
+"""The Converse API for imported models: request from OpenAI-style messages, answer from its response."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bedrock_ft.bedrock.codecs import Decoded, normalize_finish_reason
+from bedrock_ft.bedrock.codecs._base import dig, optional_int
+from bedrock_ft.bedrock.invoke_config import GenerationParams
+
+__all__ = ["converse_request", "decode_converse"]
+
+NAME = "Converse"
+
+
+def converse_request(
+    messages: Sequence[Mapping[str, str]], params: GenerationParams, system: str | None = None
+) -> dict[str, Any]:
+    """Converse's parameters: system messages go to ``system``, the rest become content blocks."""
+    systems = [m["content"] for m in messages if m["role"] == "system"]
+    if system:
+        systems.insert(0, system)
+    inference: dict[str, Any] = {"maxTokens": params.max_tokens}
+    if params.temperature is not None:
+        inference["temperature"] = params.temperature
+    if params.top_p is not None:
+        inference["topP"] = params.top_p
+    if params.stop:
+        inference["stopSequences"] = list(params.stop)
+    request: dict[str, Any] = {
+        "messages": [
+            {"role": m["role"], "content": [{"text": m["content"]}]}
+            for m in messages
+            if m["role"] != "system"
+        ],
+        "inferenceConfig": inference,
+    }
+    if systems:
+        request["system"] = [{"text": text} for text in systems]
+    extra = {k: v for k, v in (("top_k", params.top_k), ("seed", params.seed)) if v is not None}
+    if extra:
+        request["additionalModelRequestFields"] = extra
+    return request
+
+
+def decode_converse(response: Mapping[str, Any]) -> Decoded:
+    blocks = dig(response, "output.message.content", fmt=NAME, kind=list)
+    text = "".join(b["text"] for b in blocks if isinstance(b, Mapping) and isinstance(b.get("text"), str))
+    usage: Mapping[str, Any] = response.get("usage") or {}
+    if not isinstance(usage, Mapping):
+        usage = {}
+    return Decoded(
+        text=text,
+        finish_reason=normalize_finish_reason(response.get("stopReason")),
+        input_tokens=optional_int(usage, "inputTokens"),
+        output_tokens=optional_int(usage, "outputTokens"),
+    )

@@ -1,0 +1,120 @@
+"""A streamed answer: text chunks as they arrive, and the whole completion once the stream ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bedrock_ft.bedrock.codecs import Codec, parse_json
+from bedrock_ft.bedrock.results import Completion
+from bedrock_ft.errors import BedrockFTError, MalformedResponseError, translate_client_errors
+
+__all__ = ["TextStream"]
+
+
+class TextStream(Iterator[str]):
+    """Iterate it for the text chunks. Once it is exhausted, :attr:`completion` holds the whole answer
+    with its finish reason and token counts. Use it as a context manager (or call :meth:`close`) to
+    release the connection when stopping early."""
+
+    def __init__(
+        self,
+        response: dict[str, Any],
+        codec: Codec,
+        *,
+        model_id: str,
+        started: float,
+        attempts: int,
+        on_done: Callable[[Completion | None, BedrockFTError | None], None],
+    ) -> None:
+        self._response = response
+        self._codec = codec
+        self._model_id = model_id
+        self._started = started
+        self._attempts = attempts
+        self._on_done = on_done
+        self._events = iter(response["body"])
+        self._parts: list[str] = []
+        self._finish: str | None = None
+        self._tokens: tuple[int | None, int | None] = (None, None)
+        self._last: dict[str, Any] = {}
+        self._done = False
+        self.completion: Completion | None = None
+        """The whole answer, set when the stream has ended."""
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        while not self._done:
+            try:
+                with translate_client_errors("InvokeModelWithResponseStream"):
+                    event = next(self._events, None)
+                text = self._read(event)
+            except BedrockFTError as exc:
+                self._end(exc)
+                raise
+            if event is None:
+                self._end(None)
+                break
+            if text:
+                return text
+        raise StopIteration
+
+    def _read(self, event: Any) -> str:
+        if event is None:
+            return ""
+        chunk = event.get("chunk") if isinstance(event, dict) else None
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("bytes"), bytes):
+            raise MalformedResponseError(f"{self._codec.name}: unexpected stream event: {str(event)[:200]!r}")
+        data = parse_json(chunk["bytes"], fmt=self._codec.name)
+        decoded = self._codec.decode_chunk(data)
+        self._last = data
+        if decoded.finish_reason is not None:
+            self._finish = decoded.finish_reason
+        if decoded.input_tokens is not None or decoded.output_tokens is not None:
+            self._tokens = (
+                decoded.input_tokens if decoded.input_tokens is not None else self._tokens[0],
+                decoded.output_tokens if decoded.output_tokens is not None else self._tokens[1],
+            )
+        self._parts.append(decoded.text)
+        return decoded.text
+
+    def _end(self, error: BedrockFTError | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        if error is None:
+            self.completion = Completion(
+                text="".join(self._parts),
+                finish_reason=self._finish,
+                input_tokens=self._tokens[0],
+                output_tokens=self._tokens[1],
+                latency_s=time.perf_counter() - self._started,
+                api_format=self._codec.name,
+                model_id=self._model_id,
+                attempts=self._attempts,
+                raw=self._last,
+            )
+        self._on_done(self.completion, error)
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        """Stop reading and release the connection (the answer so far stays in :attr:`text`)."""
+        if not self._done:
+            self._done = True
+            self._on_done(None, None)
+        body = self._response.get("body")
+        if body is not None and hasattr(body, "close"):
+            body.close()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

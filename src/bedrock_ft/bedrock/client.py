@@ -1,0 +1,475 @@
+"""ImportedModelClient: the Bedrock client for imported models that applications use.
+
+Light (boto3, no torch), thread-safe (one instance can serve every thread of an application), and
+the same code against AWS and against the local Bedrock. docs/invoking.md has the details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from bedrock_ft.artifacts import ImportedModel
+from bedrock_ft.bedrock import _formats
+from bedrock_ft.bedrock._batch import run_batch
+from bedrock_ft.bedrock._chat import ChatRenderer, check_messages, check_prompt
+from bedrock_ft.bedrock._converse import converse_request, decode_converse
+from bedrock_ft.bedrock._retry import OnRetry, attempts_of, call_with_retries
+from bedrock_ft.bedrock._stream import TextStream
+from bedrock_ft.bedrock.codecs import Codec, Decoded, get_codec, parse_json
+from bedrock_ft.bedrock.invoke_config import GenerationParams, InvokeConfig, generation_params
+from bedrock_ft.bedrock.results import BatchItem, BatchResult, Completion, RetryEvent, Usage
+from bedrock_ft.errors import (
+    ArtifactError,
+    BedrockFTError,
+    RequestValidationError,
+    UnsupportedFormatError,
+    translate_client_errors,
+)
+
+__all__ = ["ImportedModelClient"]
+
+T = TypeVar("T")
+Messages = Sequence[Mapping[str, Any]]
+
+_MODEL_HEADERS = ("x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count")
+
+
+class ImportedModelClient:
+    """Invoke a model imported with Custom Model Import.
+
+    ``complete(prompt)``, ``chat(messages)``, ``stream(...)`` and ``converse(messages)`` each return (or
+    yield) the answer with its finish reason, token counts and latency; ``a``-prefixed twins are
+    awaitable, and ``batch_complete``/``batch_chat`` run many requests through a bounded pool.
+
+    Cold starts (``ModelNotReadyException``) are retried until ``InvokeConfig.cold_start_timeout``;
+    throttling, unavailability and model timeouts up to ``InvokeConfig.max_attempts``; validation
+    errors never. ``on_retry`` is told of each retry, ``progress`` gets a line per retry.
+    """
+
+    def __init__(
+        self,
+        model: ImportedModel,
+        config: InvokeConfig | None = None,
+        *,
+        on_retry: OnRetry | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if not isinstance(model, ImportedModel):
+            raise ArtifactError(
+                f"ImportedModelClient takes an ImportedModel (BedrockImporter.import_model's result), got "
+                f"{type(model).__name__}; for an ARN use ImportedModelClient.from_arn(arn)"
+            )
+        if not model.model_arn:
+            raise ArtifactError(
+                f"{model.model_name} has no model ARN yet (import job {model.job_name or '?'} is "
+                f"{model.status}); wait for it with BedrockImporter.wait()"
+            )
+        region, _ = _formats.parse_imported_model_arn(model.model_arn)
+        config = config or InvokeConfig()
+        if config.aws.region is not None and config.aws.region != region:
+            raise RequestValidationError(
+                f"model ARN {model.model_arn} is in {region}, but InvokeConfig.aws.region is "
+                f"{config.aws.region}; Bedrock serves a model only in its own region"
+            )
+        self.model = model
+        self.config = config
+        self.architecture = _formats.architecture_of(model)
+        self.usage = Usage()
+        """Tokens and requests of every call made through this client (see :class:`Usage`)."""
+        self._aws = config.aws if config.aws.region else config.aws.replace(region=region)
+        self._on_retry = on_retry
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._runtime: Any = None
+        self._runtime_pool = 0
+        self._executor: ThreadPoolExecutor | None = None
+        template = config.chat_template or model.chat_template
+        self._renderer = (
+            ChatRenderer(template, model.special_tokens, strip_bos=bool(model.adds_bos_token))
+            if template
+            else None
+        )
+
+    @classmethod
+    def from_arn(
+        cls,
+        arn: str,
+        config: InvokeConfig | None = None,
+        *,
+        describe: bool = True,
+        chat_template: str | None = None,
+        special_tokens: Mapping[str, str] | None = None,
+        on_retry: OnRetry | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> ImportedModelClient:
+        """A client for the imported model ``arn``.
+
+        ``describe`` asks Bedrock (``GetImportedModel``) for its architecture, whether it has a chat
+        template and when it was imported, which pick the body format; with ``describe=False`` the
+        client needs only ``bedrock:InvokeModel`` permission and assumes a model imported after
+        2025-11-11. ``chat_template`` is the template the model was trained with, for ``chat()`` sent as
+        a prompt (an ImportedModel artifact carries it; an ARN does not).
+        """
+        region, model_id = _formats.parse_imported_model_arn(arn)
+        config = config or InvokeConfig()
+        aws = config.aws if config.aws.region else config.aws.replace(region=region)
+        if describe:
+            from bedrock_ft.bedrock.importer import BedrockImporter
+
+            model = BedrockImporter(aws=aws).get(arn)
+        else:
+            model = ImportedModel(model_arn=arn, model_name=model_id, region=region)
+        updates: dict[str, Any] = {}
+        if chat_template is not None:
+            updates["chat_template"] = chat_template
+        if special_tokens is not None:
+            updates["special_tokens"] = dict(special_tokens)
+        return cls(model.model_copy(update=updates), config, on_retry=on_retry, progress=progress)
+
+    # --- properties ---------------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return str(self.model.model_arn)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats this model takes (``Converse`` included where the Converse API works)."""
+        return _formats.accepted_formats(self.model, self.architecture)
+
+    def __repr__(self) -> str:
+        return f"ImportedModelClient({self.model.model_name!r}, {self.model_id!r})"
+
+    # --- the calls ----------------------------------------------------------------------------------
+
+    def complete(self, prompt: str, *, api_format: str | None = None, **params: Any) -> Completion:
+        """Complete ``prompt`` as it is (no chat template applied). ``params``: max_tokens, temperature,
+        top_p, top_k, stop, seed; they override ``InvokeConfig.generation``."""
+        codec, body = self._prepare("complete", prompt, api_format, params)
+        return self._invoke(codec, body)
+
+    def chat(self, messages: Messages, *, api_format: str | None = None, **params: Any) -> Completion:
+        """Answer a conversation (``[{"role": "user", "content": "..."}]``). Sent as messages where
+        Bedrock has the model's chat template; otherwise rendered here with the training template."""
+        codec, body = self._prepare("chat", messages, api_format, params)
+        return self._invoke(codec, body)
+
+    def stream(
+        self, prompt_or_messages: str | Messages, *, api_format: str | None = None, **params: Any
+    ) -> TextStream:
+        """Like :meth:`complete` (a string) or :meth:`chat` (messages), but yields text chunks as they
+        come. ``stream.completion`` holds the whole answer once the iteration ends."""
+        call: _formats.Call = "complete" if isinstance(prompt_or_messages, str) else "chat"
+        codec, body = self._prepare(call, prompt_or_messages, api_format, params)
+        runtime = self._client()
+        payload = json.dumps(body).encode("utf-8")
+        started = time.perf_counter()
+
+        def send() -> dict[str, Any]:
+            with translate_client_errors("InvokeModelWithResponseStream"):
+                response: dict[str, Any] = runtime.invoke_model_with_response_stream(
+                    modelId=self.model_id,
+                    body=payload,
+                    contentType="application/json",
+                    accept="application/json",
+                )
+                return response
+
+        response, attempts = self._retrying(send, "InvokeModelWithResponseStream")
+
+        def done(completion: Completion | None, error: BedrockFTError | None) -> None:
+            self.usage.record(completion, retries=attempts - 1, error=error is not None)
+
+        return TextStream(
+            response, codec, model_id=self.model_id, started=started, attempts=attempts, on_done=done
+        )
+
+    def converse(self, messages: Messages, *, system: str | None = None, **params: Any) -> Completion:
+        """The Converse API. Refused before sending for architectures Bedrock serves without it (Qwen2.5,
+        Qwen2-VL, Qwen2.5-VL, GPT-OSS) and for models imported without a chat template."""
+        checked = check_messages(messages, call="converse()")
+        gen = generation_params(self.config.generation, params, call="converse()")
+        if _formats.CONVERSE not in self.formats:
+            arch = self.model.architecture or "this"
+            reason = (
+                "Bedrock found no chat template in it"
+                if self.model.instruct_supported is False
+                else f"Bedrock does not offer the Converse API for {arch} models"
+            )
+            raise UnsupportedFormatError(
+                f"converse(): {self.model.model_name}: {reason}; use chat() or complete()"
+            )
+        if self._renderer is not None:
+            self._renderer.render(checked, call="converse()")  # a refused role sequence fails here
+        request = converse_request(checked, gen, system)
+        runtime = self._client()
+        started = time.perf_counter()
+
+        def send() -> dict[str, Any]:
+            with translate_client_errors("Converse"):
+                response: dict[str, Any] = runtime.converse(modelId=self.model_id, **request)
+                return response
+
+        return self._finish(send, "Converse", started, lambda r: (decode_converse(r), r, {}), "Converse")
+
+    def render_chat(self, messages: Messages) -> str:
+        """The prompt ``chat(messages)`` sends when it goes out as a prompt: the messages rendered with
+        the model's training chat template, with the generation prompt."""
+        checked = check_messages(messages, call="render_chat()")
+        return self._need_renderer("render_chat()").as_prompt(checked, call="render_chat()")
+
+    def warm_up(self, timeout: float | None = None) -> float:
+        """Wake a scaled-to-zero model: send a one-token request and wait (retrying the cold start, up
+        to ``timeout`` or ``InvokeConfig.cold_start_timeout`` seconds) until it answers. Returns the
+        seconds it took."""
+        started = time.perf_counter()
+        config = self.config if timeout is None else self.config.replace(cold_start_timeout=timeout)
+        codec, body = self._prepare("complete", "Hello", None, {"max_tokens": 1, "stop": ()})
+        self._invoke(codec, body, config)
+        return time.perf_counter() - started
+
+    # --- many at once -----------------------------------------------------------------------------
+
+    def batch_complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_concurrency: int | None = None,
+        on_item: Callable[[BatchItem], None] | None = None,
+        progress_bar: bool = False,
+        api_format: str | None = None,
+        **params: Any,
+    ) -> BatchResult:
+        """:meth:`complete` on every prompt, ``max_concurrency`` (default ``InvokeConfig.max_concurrency``)
+        at a time. The result keeps input order; a failed item keeps its error and the rest go on."""
+        generation_params(self.config.generation, params, call="batch_complete()")  # bad params: fail now
+        return self._batch(prompts, self.complete, max_concurrency, on_item, progress_bar, api_format, params)
+
+    def batch_chat(
+        self,
+        conversations: Sequence[Messages],
+        *,
+        max_concurrency: int | None = None,
+        on_item: Callable[[BatchItem], None] | None = None,
+        progress_bar: bool = False,
+        api_format: str | None = None,
+        **params: Any,
+    ) -> BatchResult:
+        """:meth:`chat` on every conversation, as :meth:`batch_complete` does."""
+        generation_params(self.config.generation, params, call="batch_chat()")
+        return self._batch(
+            conversations, self.chat, max_concurrency, on_item, progress_bar, api_format, params
+        )
+
+    def _batch(  # noqa: PLR0917 - internal, one caller per public batch method
+        self,
+        inputs: Sequence[Any],
+        method: Callable[..., Completion],
+        max_concurrency: int | None,
+        on_item: Callable[[BatchItem], None] | None,
+        progress_bar: bool,
+        api_format: str | None,
+        params: dict[str, Any],
+    ) -> BatchResult:
+        if isinstance(inputs, (str, bytes)):
+            raise RequestValidationError("batch: expected a list of inputs, got a single string")
+        limit = max_concurrency or self.config.max_concurrency
+        if limit < 1:
+            raise RequestValidationError(f"batch: max_concurrency must be at least 1, got {limit}")
+        self._client(pool=limit)
+        return run_batch(
+            list(inputs),
+            lambda item: method(item, api_format=api_format, **params),
+            max_concurrency=limit,
+            on_item=on_item,
+            progress_bar=progress_bar,
+        )
+
+    # --- async ----------------------------------------------------------------------------------------
+
+    async def acomplete(self, prompt: str, **kwargs: Any) -> Completion:
+        """:meth:`complete`, awaitable. Calls run on the client's pool of ``max_concurrency`` threads."""
+        return await self._in_pool(functools.partial(self.complete, prompt, **kwargs))
+
+    async def achat(self, messages: Messages, **kwargs: Any) -> Completion:
+        return await self._in_pool(functools.partial(self.chat, messages, **kwargs))
+
+    async def aconverse(self, messages: Messages, **kwargs: Any) -> Completion:
+        return await self._in_pool(functools.partial(self.converse, messages, **kwargs))
+
+    async def astream(self, prompt_or_messages: str | Messages, **kwargs: Any) -> AsyncIterator[str]:
+        """:meth:`stream`, as an async iterator of text chunks."""
+        stream = await self._in_pool(functools.partial(self.stream, prompt_or_messages, **kwargs))
+        try:
+            while True:
+                chunk = await self._in_pool(functools.partial(next, stream, None))
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            stream.close()
+
+    async def abatch_complete(self, prompts: Sequence[str], **kwargs: Any) -> BatchResult:
+        return await asyncio.to_thread(self.batch_complete, prompts, **kwargs)
+
+    async def abatch_chat(self, conversations: Sequence[Messages], **kwargs: Any) -> BatchResult:
+        return await asyncio.to_thread(self.batch_chat, conversations, **kwargs)
+
+    async def _in_pool(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.config.max_concurrency, thread_name_prefix="bedrock-ft-invoke"
+                )
+            executor = self._executor
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+
+    def close(self) -> None:
+        """Stop the async calls' thread pool (the client can still be used; it starts a new one)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def __enter__(self) -> ImportedModelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _client(self, pool: int = 0) -> Any:
+        """The bedrock-runtime client: botocore retries off (the policy in _retry is the only one), and
+        a connection pool as large as the concurrency asked for."""
+        with self._lock:
+            size = max(10, pool + 2, self.config.max_concurrency + 2)
+            if self._runtime is None or size > self._runtime_pool:
+                from botocore.config import Config
+
+                config = Config(
+                    retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=size
+                )
+                self._runtime = self._aws.client("bedrock-runtime", config=config)
+                self._runtime_pool = size
+            return self._runtime
+
+    def _need_renderer(self, call: str) -> ChatRenderer:
+        if self._renderer is None:
+            raise UnsupportedFormatError(
+                f"{call}: {self.model.model_name} takes a prompt here, and no chat template is known to "
+                "render the messages with; give the template it was trained with (InvokeConfig.chat_template "
+                "or from_arn(..., chat_template=...)), or call complete()"
+            )
+        return self._renderer
+
+    def _prepare(
+        self, call: _formats.Call, payload: Any, api_format: str | None, params: Mapping[str, Any]
+    ) -> tuple[Codec, dict[str, Any]]:
+        """Check everything and build the body: nothing bad is sent."""
+        label = f"{call}()"
+        gen: GenerationParams = generation_params(self.config.generation, params, call=label)
+        requested = api_format or self.config.api_format
+        if requested != "auto" and requested not in (*_formats.NEW_FORMATS, "mistral", "llama", "Converse"):
+            raise UnsupportedFormatError(f"{label}: unknown api_format {requested!r}")
+        codec = get_codec(_formats.choose_format(self.model, self.architecture, requested, call))
+        try:
+            if call == "complete":
+                return codec, codec.body(gen, prompt=check_prompt(payload, call=label))
+            messages = check_messages(payload, call=label)
+            if codec.takes_messages:
+                if self._renderer is not None:
+                    self._renderer.render(messages, call=label)  # a refused role sequence fails here
+                return codec, codec.body(gen, messages=messages)
+            prompt = self._need_renderer(label).as_prompt(messages, call=label)
+            return codec, codec.body(gen, prompt=prompt)
+        except UnsupportedFormatError as exc:
+            raise UnsupportedFormatError(f"{label}: {exc}") from None
+
+    def _invoke(self, codec: Codec, body: dict[str, Any], config: InvokeConfig | None = None) -> Completion:
+        runtime = self._client()
+        payload = json.dumps(body).encode("utf-8")
+        started = time.perf_counter()
+
+        def send() -> tuple[dict[str, Any], bytes]:
+            with translate_client_errors("InvokeModel"):
+                response = runtime.invoke_model(
+                    modelId=self.model_id,
+                    body=payload,
+                    contentType="application/json",
+                    accept="application/json",
+                )
+                return response, response["body"].read()
+
+        def decode(result: tuple[dict[str, Any], bytes]) -> tuple[Decoded, dict[str, Any], dict[str, str]]:
+            response, raw = result
+            data = parse_json(raw, fmt=codec.name)
+            headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+            return codec.decode(data), data, headers
+
+        return self._finish(send, "InvokeModel", started, decode, codec.name, config)
+
+    def _finish(  # noqa: PLR0917 - internal
+        self,
+        send: Callable[[], T],
+        operation: str,
+        started: float,
+        decode: Callable[[T], tuple[Decoded, Mapping[str, Any], Mapping[str, str]]],
+        fmt: str,
+        config: InvokeConfig | None = None,
+    ) -> Completion:
+        try:
+            result, attempts = self._retrying(send, operation, config)
+            decoded, raw, headers = decode(result)
+        except BedrockFTError as exc:
+            self.usage.record(retries=attempts_of(exc) - 1, error=True)
+            raise
+        tokens_in, tokens_out = decoded.input_tokens, decoded.output_tokens
+        if tokens_in is None:
+            tokens_in = _int_header(headers, _MODEL_HEADERS[0])
+        if tokens_out is None:
+            tokens_out = _int_header(headers, _MODEL_HEADERS[1])
+        completion = Completion(
+            text=decoded.text,
+            finish_reason=decoded.finish_reason,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            latency_s=time.perf_counter() - started,
+            api_format=fmt,
+            model_id=self.model_id,
+            attempts=attempts,
+            raw=dict(raw),
+        )
+        self.usage.record(completion, retries=attempts - 1)
+        return completion
+
+    def _retrying(
+        self, send: Callable[[], T], operation: str, config: InvokeConfig | None = None
+    ) -> tuple[T, int]:
+        try:
+            return call_with_retries(send, config or self.config, operation=operation, on_retry=self._notify)
+        except BedrockFTError as exc:
+            if exc.aws is not None and exc.aws.code == "ValidationException":
+                exc.args = (f"{exc} (model {self.model.model_name})",)
+            raise
+
+    def _notify(self, event: RetryEvent) -> None:
+        if self._progress is not None:
+            self._progress(f"{self.model.model_name}: {event.describe()}")
+        if self._on_retry is not None:
+            self._on_retry(event)
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
