@@ -127,11 +127,14 @@ def quickstart(
     err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
     usage = result["usage"]
     err.print(
-        f"tokens: {usage['prompt_tokens']} in, {usage['completion_tokens']} out "
-        f"({result['finish_reason']}); first answer after {result['first_answer_seconds']} s"
+        f"chat ({result['api_format']}): {usage['input_tokens']} tokens in, {usage['output_tokens']} out "
+        f"({result['finish_reason']}); first answer after {result['first_answer_seconds']} s, "
+        f"{result['cold_start_retries']} cold-start retries"
     )
     typer.echo(f"Q: {question}")
     typer.echo(f"A: {result['answer']}")
+    done = result["complete"]
+    typer.echo(f"A ({done['api_format']}, prompt rendered with the training template): {done['text']}")
 
 
 @app.command("architectures")
@@ -487,6 +490,102 @@ def models_delete(
         typer.echo(f"deleted {len(deleted)} S3 object(s)")
 
 
+@app.command()
+def invoke(  # noqa: PLR0917 - one parameter per CLI option
+    prompt: Annotated[str, typer.Argument(help="The prompt (with --chat: the user message).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="Imported model ARN, or an ImportedModel manifest (the import's --json output)."
+        ),
+    ],
+    chat: Annotated[
+        bool, typer.Option("--chat", help="Send PROMPT as a user message (chat template applied).")
+    ] = False,
+    system: Annotated[str | None, typer.Option(help="A system message (implies --chat).")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated.")] = False,
+    api_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="auto, BedrockCompletion, OpenAICompletion, OpenAIChatCompletion, mistral, llama, Converse.",
+        ),
+    ] = "auto",
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 512,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0: greedy).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="A stop sequence (repeatable).")] = None,
+    chat_template: Annotated[
+        Path | None, typer.Option(help="A .jinja file: the template the model was trained with.")
+    ] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Invoke an imported model (ImportedModelClient), retrying its cold start."""
+    from bedrock_ft.artifacts import ImportedModel, load_artifact
+    from bedrock_ft.aws import AwsConfig
+    from bedrock_ft.bedrock import ImportedModelClient, InvokeConfig
+
+    template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
+    aws = AwsConfig(region=region, profile=profile)
+    converse = api_format == "Converse"
+    config = InvokeConfig(api_format="auto" if converse else api_format, chat_template=template, aws=aws)
+    progress = err.print if not as_json else None
+    if model.startswith("arn:"):
+        client = ImportedModelClient.from_arn(model, config, progress=progress)
+    else:
+        artifact = load_artifact(model)
+        if not isinstance(artifact, ImportedModel):
+            raise typer.BadParameter(f"{model} holds a {artifact.kind} artifact, not an imported model")
+        client = ImportedModelClient(artifact, config, progress=progress)
+    params: dict[str, Any] = {"max_tokens": max_tokens}
+    params.update({k: v for k, v in {"temperature": temperature, "top_p": top_p}.items() if v is not None})
+    if stop:
+        params["stop"] = tuple(stop)
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    as_chat = chat or bool(system) or converse
+    if stream and not converse:
+        with client.stream(messages if as_chat else prompt, **params) as chunks:
+            for chunk in chunks:
+                if not as_json:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            completion = chunks.completion
+        if not as_json:
+            sys.stdout.write("\n")
+    elif converse:
+        completion = client.converse(messages, **params)
+    elif as_chat:
+        completion = client.chat(messages, **params)
+    else:
+        completion = client.complete(prompt, **params)
+    if completion is None:  # pragma: no cover - a stream that ended without an answer raised already
+        raise typer.Exit(1)
+    if as_json:
+        _print_json(
+            {
+                "text": completion.text,
+                "finish_reason": completion.finish_reason,
+                "input_tokens": completion.input_tokens,
+                "output_tokens": completion.output_tokens,
+                "latency_s": round(completion.latency_s, 3),
+                "api_format": completion.api_format,
+                "attempts": completion.attempts,
+                "model_arn": completion.model_id,
+            }
+        )
+        return
+    if not stream:
+        typer.echo(completion.text)
+    c = completion
+    err.print(
+        f"[dim]{c.api_format}, finish {c.finish_reason}, {c.input_tokens} tokens in, {c.output_tokens} out, "
+        f"{c.latency_s:.2f} s, {c.attempts} attempt(s)[/dim]"
+    )
+
+
 @local_app.command("serve")
 def local_serve(  # noqa: PLR0917 - one parameter per CLI option
     port: Annotated[int, typer.Option(help="Port of the local Bedrock (0: a free one).")] = 0,
@@ -539,7 +638,6 @@ def local_serve(  # noqa: PLR0917 - one parameter per CLI option
 # (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
 _PENDING: list[tuple[typer.Typer, str, str]] = [
     (app, "run", "Run the whole pipeline from one config file."),
-    (app, "invoke", "Invoke an imported model (ImportedModelClient)."),
     (app, "evaluate", "Evaluate with fmeval's QA accuracy (Evaluator)."),
 ]
 

@@ -9,14 +9,14 @@ It runs every stage that exists so far, on the embedded default:
 4. the adapter merged into the bf16 base and exported as Bedrock expects it (``AdapterMerger``),
    also kept in the cache and reused while the adapter is unchanged;
 5. a ``LocalStack`` (local S3 + local Bedrock): ``BedrockImporter`` checks the merged model against
-   preflight, uploads it, runs the import job and waits for it; then the imported model is invoked
-   with the OpenAIChatCompletion body, retrying its cold start as a client must.
+   preflight, uploads it, runs the import job and waits for it;
+6. ``ImportedModelClient`` invokes the imported model in chat form (OpenAIChatCompletion: Bedrock
+   applies the chat template) and in complete form (BedrockCompletion, with the prompt rendered here
+   from the training chat template the artifact carries), retrying its cold start.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,22 +28,6 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockModelImport"
 MODEL_NAME = "smollm2-quickstart-ft"
 
 Step = Callable[[str], None]
-
-
-def _invoke_chat(runtime: Any, model_arn: str, body: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    """InvokeModel, retrying ModelNotReadyException (the cold start) until the model has loaded."""
-    deadline = time.monotonic() + timeout
-    delay = 0.25
-    while True:
-        try:
-            response = runtime.invoke_model(modelId=model_arn, body=json.dumps(body))
-            result: dict[str, Any] = json.loads(response["body"].read())
-            return result
-        except runtime.exceptions.ModelNotReadyException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 def _train(dataset: Any, output_dir: Path, say: Step) -> dict[str, Any]:
@@ -87,7 +71,7 @@ def _merge(adapter_dir: Path, output_dir: Path, say: Step) -> dict[str, Any]:
 
 def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
     """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
-    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
+    from bedrock_ft.bedrock import BedrockImporter, ImportConfig, ImportedModelClient, InvokeConfig
     from bedrock_ft.data import build_synthetic_dataset, summarize
     from bedrock_ft.errors import translate_client_errors
     from bedrock_ft.local import LocalStack
@@ -125,21 +109,34 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
         )
         imported = BedrockImporter(settings, progress=say).import_model(Path(result["merged"]["model_dir"]))
         result["imported"] = imported.model_dump(mode="json")
-        model_arn = str(imported.model_arn)
-        runtime = config.client("bedrock-runtime")
         say("invoking the imported model (the first call is a cold start)")
-        started = time.perf_counter()
-        body = {"messages": [{"role": "user", "content": question}], "max_tokens": 48, "temperature": 0}
-        out = _invoke_chat(runtime, model_arn, body)
+        retries: list[str] = []
+        client = ImportedModelClient(
+            imported, InvokeConfig(aws=config), on_retry=lambda event: retries.append(event.kind)
+        )
+        messages = [{"role": "user", "content": question}]
+        chat = client.chat(messages, max_tokens=48, temperature=0)
+        prompt = client.render_chat(messages)
+        completion = client.complete(prompt, max_tokens=48, temperature=0)
         result.update(
             {
                 "s3_uri": imported.s3_uri,
                 "job_arn": imported.job_arn,
-                "model_arn": model_arn,
-                "answer": out["choices"][0]["message"]["content"].strip(),
-                "finish_reason": out["choices"][0]["finish_reason"],
-                "usage": out["usage"],
-                "first_answer_seconds": round(time.perf_counter() - started, 2),
+                "model_arn": imported.model_arn,
+                "answer": chat.text.strip(),
+                "finish_reason": chat.finish_reason,
+                "api_format": chat.api_format,
+                "usage": {"input_tokens": chat.input_tokens, "output_tokens": chat.output_tokens},
+                "first_answer_seconds": round(chat.latency_s, 2),
+                "cold_start_retries": retries.count("cold_start"),
+                "complete": {
+                    "prompt": prompt,
+                    "text": completion.text.strip(),
+                    "finish_reason": completion.finish_reason,
+                    "api_format": completion.api_format,
+                    "latency_s": round(completion.latency_s, 3),
+                },
+                "client_usage": client.usage.as_dict(),
             }
         )
     return result

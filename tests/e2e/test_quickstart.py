@@ -36,6 +36,10 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     assert merged.startswith("merged: bfloat16, ") and merged.endswith("preflight passed"), merged
     answer = next(line for line in proc.stdout.splitlines() if line.startswith("A: "))
     assert "Paris" in answer
+    # The complete form: the prompt rendered client-side with the training template gives, greedily,
+    # the answer Bedrock gives when it applies the template itself.
+    completed = next(line for line in proc.stdout.splitlines() if line.startswith("A (BedrockCompletion"))
+    assert completed.split("): ", 1)[1] == answer[len("A: ") :]
     assert str(embedded_dir) in proc.stderr
     assert "imported as:    arn:aws:bedrock:us-east-1:123456789012:imported-model/" in proc.stderr
     # The import step: BedrockImporter uploaded the merge and the job completed.
@@ -61,8 +65,18 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     # The answer came through a local Custom Model Import and the Bedrock runtime API.
     assert result["model_arn"].startswith("arn:aws:bedrock:us-east-1:123456789012:imported-model/")
     assert result["s3_uri"] == "s3://bedrock-ft-quickstart/merged/"
-    assert result["usage"]["completion_tokens"] > 0
+    assert result["usage"]["output_tokens"] > 0
     assert result["finish_reason"] in ("stop", "length")
+    # ImportedModelClient: chat as OpenAIChatCompletion after a retried cold start, and the complete
+    # form with the training template rendered client-side, which answers the same.
+    assert result["api_format"] == "OpenAIChatCompletion"
+    assert result["cold_start_retries"] >= 1
+    assert result["complete"]["api_format"] == "BedrockCompletion"
+    assert result["complete"]["prompt"].startswith("<|im_start|>")
+    assert result["complete"]["prompt"].endswith("<|im_start|>assistant\n")
+    assert result["complete"]["text"] == result["answer"]
+    assert result["client_usage"]["requests"] == 2
+    assert result["client_usage"]["retries"] == result["cold_start_retries"]
     adapter = result["adapter"]
     assert adapter["kind"] == "adapter" and adapter["quantization"]["quant_type"] == "nf4"
     assert Path(adapter["adapter_dir"], "adapter_model.safetensors").is_file()

@@ -13,7 +13,6 @@ RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conft
     "args",
     [
         ["run", "pipeline.yaml"],
-        ["invoke"],
         ["evaluate"],
     ],
 )

@@ -124,15 +124,21 @@ def choose_format(model: ImportedModel, arch: Architecture | None, requested: st
         return "BedrockCompletion"
     if requested == CONVERSE:
         raise UnsupportedFormatError("Converse is an API of its own: call converse()")
-    if accepted and requested not in accepted:
-        reason = ""
-        if requested == "OpenAIChatCompletion" and model.instruct_supported is False:
-            reason = " (Bedrock found no chat template in it)"
-        elif requested in NEW_FORMATS and is_legacy(model):
-            reason = " (imported before 2025-11-11: only the native body)"
+    # An explicit format is refused only on facts: the formats list above is partly inferred (Bedrock
+    # reports none), and a caller who knows better must be able to say so.
+    reason = None
+    if requested in ("mistral", "llama"):
+        own = arch.native_format.name if arch is not None and arch.native_format is not None else None
+        if arch is not None and own != requested:
+            reason = f"the {requested} body is for {requested} models; this is a {arch.name} model"
+    elif requested in NEW_FORMATS and is_legacy(model):
+        reason = "it was imported before 2025-11-11 and takes only its family's native body"
+    elif requested == "OpenAIChatCompletion" and model.instruct_supported is False:
+        reason = "Bedrock found no chat template in it"
+    if reason is not None:
+        takes = ", ".join(f for f in accepted if f != CONVERSE) or "unknown"
         raise UnsupportedFormatError(
-            f"{model.model_name} does not take the {requested} format{reason}; it takes: "
-            f"{', '.join(f for f in accepted if f != CONVERSE)}"
+            f"{model.model_name} does not take the {requested} format: {reason} (it takes: {takes})"
         )
     if call == "complete" and requested == "OpenAIChatCompletion":
         raise UnsupportedFormatError("OpenAIChatCompletion takes messages, not a prompt: call chat()")

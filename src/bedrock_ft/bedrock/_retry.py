@@ -7,7 +7,9 @@
 - anything else (validation errors above all) is raised at once.
 
 botocore's own retries are off for runtime calls (one attempt per request), so every retry is this
-policy's, visible to ``on_retry`` and counted in usage.
+policy's, visible to ``on_retry`` and counted in usage. The runtime client keeps botocore's adaptive
+rate limiter, though: a ThrottlingException lowers the send rate of every thread sharing the client,
+so a batch settles at the rate the service allows instead of retrying into the limit.
 """
 
 from __future__ import annotations

@@ -6,25 +6,23 @@ the same code against AWS and against the local Bedrock. docs/invoking.md has th
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from bedrock_ft.artifacts import ImportedModel
 from bedrock_ft.bedrock import _formats
-from bedrock_ft.bedrock._batch import run_batch
 from bedrock_ft.bedrock._chat import ChatRenderer, check_messages, check_prompt
+from bedrock_ft.bedrock._concurrent import ConcurrentCalls, Messages
 from bedrock_ft.bedrock._converse import converse_request, decode_converse
 from bedrock_ft.bedrock._retry import OnRetry, attempts_of, call_with_retries
 from bedrock_ft.bedrock._stream import TextStream
 from bedrock_ft.bedrock.codecs import Codec, Decoded, get_codec, parse_json
 from bedrock_ft.bedrock.invoke_config import GenerationParams, InvokeConfig, generation_params
-from bedrock_ft.bedrock.results import BatchItem, BatchResult, Completion, RetryEvent, Usage
+from bedrock_ft.bedrock.results import Completion, RetryEvent, Usage
 from bedrock_ft.errors import (
     ArtifactError,
     BedrockFTError,
@@ -36,12 +34,11 @@ from bedrock_ft.errors import (
 __all__ = ["ImportedModelClient"]
 
 T = TypeVar("T")
-Messages = Sequence[Mapping[str, Any]]
 
 _MODEL_HEADERS = ("x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count")
 
 
-class ImportedModelClient:
+class ImportedModelClient(ConcurrentCalls):
     """Invoke a model imported with Custom Model Import.
 
     ``complete(prompt)``, ``chat(messages)``, ``stream(...)`` and ``converse(messages)`` each return (or
@@ -112,10 +109,11 @@ class ImportedModelClient:
         """A client for the imported model ``arn``.
 
         ``describe`` asks Bedrock (``GetImportedModel``) for its architecture, whether it has a chat
-        template and when it was imported, which pick the body format; with ``describe=False`` the
-        client needs only ``bedrock:InvokeModel`` permission and assumes a model imported after
-        2025-11-11. ``chat_template`` is the template the model was trained with, for ``chat()`` sent as
-        a prompt (an ImportedModel artifact carries it; an ARN does not).
+        template and when it was imported, which pick the body format, and reads the chat template and
+        special tokens from the tokenizer files in the S3 prefix it was imported from (best effort:
+        ``s3:GetObject`` is needed). With ``describe=False`` the client needs only
+        ``bedrock:InvokeModel`` permission and assumes a model imported after 2025-11-11.
+        ``chat_template`` is the template the model was trained with, for ``chat()`` sent as a prompt.
         """
         region, model_id = _formats.parse_imported_model_arn(arn)
         config = config or InvokeConfig()
@@ -123,7 +121,16 @@ class ImportedModelClient:
         if describe:
             from bedrock_ft.bedrock.importer import BedrockImporter
 
-            model = BedrockImporter(aws=aws).get(arn)
+            importer = BedrockImporter(aws=aws)
+            model = importer.get(arn)
+            if chat_template is None:  # the training template: from the files Bedrock imported
+                try:
+                    facts = importer.chat_facts(model)
+                except BedrockFTError as exc:
+                    facts = {}
+                    if progress is not None:
+                        progress(f"chat template not read from {model.s3_uri}: {exc}")
+                model = model.model_copy(update={k: v for k, v in facts.items() if v is not None})
         else:
             model = ImportedModel(model_arn=arn, model_name=model_id, region=region)
         updates: dict[str, Any] = {}
@@ -235,127 +242,20 @@ class ImportedModelClient:
         self._invoke(codec, body, config)
         return time.perf_counter() - started
 
-    # --- many at once -----------------------------------------------------------------------------
-
-    def batch_complete(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_concurrency: int | None = None,
-        on_item: Callable[[BatchItem], None] | None = None,
-        progress_bar: bool = False,
-        api_format: str | None = None,
-        **params: Any,
-    ) -> BatchResult:
-        """:meth:`complete` on every prompt, ``max_concurrency`` (default ``InvokeConfig.max_concurrency``)
-        at a time. The result keeps input order; a failed item keeps its error and the rest go on."""
-        generation_params(self.config.generation, params, call="batch_complete()")  # bad params: fail now
-        return self._batch(prompts, self.complete, max_concurrency, on_item, progress_bar, api_format, params)
-
-    def batch_chat(
-        self,
-        conversations: Sequence[Messages],
-        *,
-        max_concurrency: int | None = None,
-        on_item: Callable[[BatchItem], None] | None = None,
-        progress_bar: bool = False,
-        api_format: str | None = None,
-        **params: Any,
-    ) -> BatchResult:
-        """:meth:`chat` on every conversation, as :meth:`batch_complete` does."""
-        generation_params(self.config.generation, params, call="batch_chat()")
-        return self._batch(
-            conversations, self.chat, max_concurrency, on_item, progress_bar, api_format, params
-        )
-
-    def _batch(  # noqa: PLR0917 - internal, one caller per public batch method
-        self,
-        inputs: Sequence[Any],
-        method: Callable[..., Completion],
-        max_concurrency: int | None,
-        on_item: Callable[[BatchItem], None] | None,
-        progress_bar: bool,
-        api_format: str | None,
-        params: dict[str, Any],
-    ) -> BatchResult:
-        if isinstance(inputs, (str, bytes)):
-            raise RequestValidationError("batch: expected a list of inputs, got a single string")
-        limit = max_concurrency or self.config.max_concurrency
-        if limit < 1:
-            raise RequestValidationError(f"batch: max_concurrency must be at least 1, got {limit}")
-        self._client(pool=limit)
-        return run_batch(
-            list(inputs),
-            lambda item: method(item, api_format=api_format, **params),
-            max_concurrency=limit,
-            on_item=on_item,
-            progress_bar=progress_bar,
-        )
-
-    # --- async ----------------------------------------------------------------------------------------
-
-    async def acomplete(self, prompt: str, **kwargs: Any) -> Completion:
-        """:meth:`complete`, awaitable. Calls run on the client's pool of ``max_concurrency`` threads."""
-        return await self._in_pool(functools.partial(self.complete, prompt, **kwargs))
-
-    async def achat(self, messages: Messages, **kwargs: Any) -> Completion:
-        return await self._in_pool(functools.partial(self.chat, messages, **kwargs))
-
-    async def aconverse(self, messages: Messages, **kwargs: Any) -> Completion:
-        return await self._in_pool(functools.partial(self.converse, messages, **kwargs))
-
-    async def astream(self, prompt_or_messages: str | Messages, **kwargs: Any) -> AsyncIterator[str]:
-        """:meth:`stream`, as an async iterator of text chunks."""
-        stream = await self._in_pool(functools.partial(self.stream, prompt_or_messages, **kwargs))
-        try:
-            while True:
-                chunk = await self._in_pool(functools.partial(next, stream, None))
-                if chunk is None:
-                    return
-                yield chunk
-        finally:
-            stream.close()
-
-    async def abatch_complete(self, prompts: Sequence[str], **kwargs: Any) -> BatchResult:
-        return await asyncio.to_thread(self.batch_complete, prompts, **kwargs)
-
-    async def abatch_chat(self, conversations: Sequence[Messages], **kwargs: Any) -> BatchResult:
-        return await asyncio.to_thread(self.batch_chat, conversations, **kwargs)
-
-    async def _in_pool(self, fn: Callable[[], T]) -> T:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.config.max_concurrency, thread_name_prefix="bedrock-ft-invoke"
-                )
-            executor = self._executor
-        return await asyncio.get_running_loop().run_in_executor(executor, fn)
-
-    def close(self) -> None:
-        """Stop the async calls' thread pool (the client can still be used; it starts a new one)."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
-
-    def __enter__(self) -> ImportedModelClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- internals ------------------------------------------------------------------------------------
 
     def _client(self, pool: int = 0) -> Any:
-        """The bedrock-runtime client: botocore retries off (the policy in _retry is the only one), and
-        a connection pool as large as the concurrency asked for."""
+        """The bedrock-runtime client: one attempt per request (the policy in _retry is the only one that
+        retries), botocore's adaptive client-side rate limiter (after a ThrottlingException every thread
+        slows down together, instead of each retrying into the limit), and a connection pool as large
+        as the concurrency asked for."""
         with self._lock:
             size = max(10, pool + 2, self.config.max_concurrency + 2)
             if self._runtime is None or size > self._runtime_pool:
                 from botocore.config import Config
 
                 config = Config(
-                    retries={"mode": "standard", "total_max_attempts": 1}, max_pool_connections=size
+                    retries={"mode": "adaptive", "total_max_attempts": 1}, max_pool_connections=size
                 )
                 self._runtime = self._aws.client("bedrock-runtime", config=config)
                 self._runtime_pool = size
@@ -391,6 +291,8 @@ class ImportedModelClient:
             prompt = self._need_renderer(label).as_prompt(messages, call=label)
             return codec, codec.body(gen, prompt=prompt)
         except UnsupportedFormatError as exc:
+            if str(exc).startswith(label):
+                raise
             raise UnsupportedFormatError(f"{label}: {exc}") from None
 
     def _invoke(self, codec: Codec, body: dict[str, Any], config: InvokeConfig | None = None) -> Completion:

@@ -19,6 +19,7 @@ from bedrock_ft.artifacts import MANIFEST_NAME, ImportedModel, ModelArtifact
 from bedrock_ft.aws import AwsConfig
 from bedrock_ft.bedrock import _jobs, _upload
 from bedrock_ft.bedrock._cost import CostEstimate, estimate_cost
+from bedrock_ft.bedrock._tokenizer import chat_facts
 from bedrock_ft.bedrock.config import ImportConfig, split_s3_uri
 from bedrock_ft.errors import (
     ArtifactError,
@@ -339,6 +340,24 @@ class BedrockImporter:
             response = bedrock.get_imported_model(modelIdentifier=identifier)
         return self._imported(response)
 
+    def chat_facts(self, model: ImportedModel) -> dict[str, Any]:
+        """The chat template, special tokens and BOS handling of an imported model, read from the
+        tokenizer files in the S3 prefix it was imported from (needs ``s3:GetObject`` there)."""
+        if not model.s3_uri:
+            return {}
+        bucket, prefix = split_s3_uri(model.s3_uri)
+        s3 = self._client("s3")
+
+        def read(name: str) -> bytes | None:
+            try:
+                with translate_client_errors("GetObject"):
+                    body: bytes = s3.get_object(Bucket=bucket, Key=f"{prefix}{name}")["Body"].read()
+                    return body
+            except ResourceNotFoundError:
+                return None
+
+        return chat_facts(read)
+
     def find_by_name(self, name: str) -> ImportedModel | None:
         """The imported model called ``name``, or None."""
         try:
@@ -542,50 +561,19 @@ def _failure(bedrock: Any, job_arn: str) -> str:
 
 
 def _chat_facts(artifact: ModelArtifact | None, model_dir: Path) -> dict[str, Any]:
-    """What a client needs to render chats as the model was trained: the chat template (the merge's
-    record, else tokenizer_config.json's), the special tokens it uses, and whether the tokenizer adds a
-    BOS token itself."""
-    try:
-        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    config = config if isinstance(config, dict) else {}
-    template = artifact.chat_template if artifact is not None else config.get("chat_template")
-    tokens: dict[str, str] = {}
-    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
-        value = config.get(key)
-        value = value.get("content") if isinstance(value, dict) else value
-        if isinstance(value, str):
-            tokens[key] = value
-    return {
-        "chat_template": template if isinstance(template, str) else None,
-        "special_tokens": tokens,
-        "adds_bos_token": _adds_bos(config, model_dir, tokens.get("bos_token")),
-    }
+    """What a client needs to render chats as the model was trained (see :func:`chat_facts`); the
+    merge's record of the template wins over tokenizer_config.json's."""
 
+    def read(name: str) -> bytes | None:
+        try:
+            return (model_dir / name).read_bytes()
+        except OSError:
+            return None
 
-def _adds_bos(config: dict[str, Any], model_dir: Path, bos: str | None) -> bool | None:
-    """Whether tokenizing a prompt puts ``bos`` in front: ``add_bos_token`` when the config says, else
-    the fast tokenizer's post-processor."""
-    if isinstance(config.get("add_bos_token"), bool):
-        return bool(config["add_bos_token"])
-    if bos is None:
-        return False
-    try:
-        processor = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get(
-            "post_processor"
-        )
-    except (OSError, ValueError, AttributeError):
-        return None
-    processors = [processor] if isinstance(processor, dict) else []
-    if processors and processors[0].get("type") == "Sequence":
-        processors = [p for p in processors[0].get("processors") or [] if isinstance(p, dict)]
-    for proc in processors:
-        single = proc.get("single") if proc.get("type") == "TemplateProcessing" else None
-        if isinstance(single, list) and single:
-            first = single[0].get("SpecialToken") if isinstance(single[0], dict) else None
-            return isinstance(first, dict) and first.get("id") == bos
-    return False
+    facts = chat_facts(read)
+    if artifact is not None:
+        facts["chat_template"] = artifact.chat_template
+    return facts
 
 
 def _extra_args(cfg: ImportConfig) -> dict[str, Any]:
