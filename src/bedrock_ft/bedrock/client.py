@@ -279,8 +279,8 @@ class ImportedModelClient(ConcurrentCalls):
         requested = api_format or self.config.api_format
         if requested != "auto" and requested not in (*_formats.NEW_FORMATS, "mistral", "llama", "Converse"):
             raise UnsupportedFormatError(f"{label}: unknown api_format {requested!r}")
-        codec = get_codec(_formats.choose_format(self.model, self.architecture, requested, call))
         try:
+            codec = get_codec(_formats.choose_format(self.model, self.architecture, requested, call))
             if call == "complete":
                 return codec, codec.body(gen, prompt=check_prompt(payload, call=label))
             messages = check_messages(payload, call=label)
