@@ -254,9 +254,8 @@ class ImportedModelClient(ConcurrentCalls):
             if self._runtime is None or size > self._runtime_pool:
                 from botocore.config import Config
 
-                config = Config(
-                    retries={"mode": "adaptive", "total_max_attempts": 1}, max_pool_connections=size
-                )
+                mode = "adaptive" if self.config.adaptive_rate_limit else "standard"
+                config = Config(retries={"mode": mode, "total_max_attempts": 1}, max_pool_connections=size)
                 self._runtime = self._aws.client("bedrock-runtime", config=config)
                 self._runtime_pool = size
             return self._runtime

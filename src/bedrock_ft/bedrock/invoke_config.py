@@ -98,12 +98,19 @@ class InvokeConfig(BaseConfig):
         default=0.5, gt=0, description="First retry wait in seconds; doubles per retry, with full jitter."
     )
     max_backoff: float = Field(default=20.0, gt=0, description="Longest single retry wait, in seconds.")
+    adaptive_rate_limit: bool = Field(
+        default=True,
+        description="After a ThrottlingException, slow every thread sharing the client down together "
+        "(botocore's adaptive client-side rate limiter) instead of letting each retry into the limit.",
+    )
     max_concurrency: int = Field(
         default=8, ge=1, le=256, description="Requests in flight at once in batches and async calls."
     )
     aws: AwsConfig = Field(default_factory=AwsConfig, description="Region, profile, endpoints.")
 
-    hash_exclude = frozenset({"aws", "cold_start_timeout", "max_attempts", "initial_backoff", "max_backoff"})
+    hash_exclude = frozenset(
+        {"aws", "cold_start_timeout", "max_attempts", "initial_backoff", "max_backoff", "adaptive_rate_limit"}
+    )
 
 
 def generation_params(
