@@ -98,7 +98,10 @@ def main() -> None:
         questions = [[{"role": "user", "content": f"What is the capital of {c}?"}] for c in capitals]
         batch = client.batch_chat(questions, max_concurrency=8, max_tokens=8)
         rate = batch.requests_per_second
-        print(f"batch: {len(batch)} answered, in order: {batch.ok}, {rate:.1f} requests/s")
+        in_order = [item.input for item in batch] == questions
+        print(
+            f"batch: all {len(batch)} answered: {batch.ok}, in input order: {in_order}, {rate:.1f} requests/s"
+        )
         throttled = sum(e.kind == "throttled" for e in retried[before:])
         print(f"  throttled and retried: {throttled > 0} ({batch.usage.retries} retries)")
         print(f"  {capitals[0]} -> {batch.texts[0]}")

@@ -577,7 +577,7 @@ def invoke(  # noqa: PLR0917 - one parameter per CLI option
             }
         )
         return
-    if not stream:
+    if not stream or converse:
         typer.echo(completion.text)
     c = completion
     err.print(

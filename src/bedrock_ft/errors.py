@@ -289,6 +289,8 @@ def map_client_error(error: BaseException, *, operation: str | None = None) -> B
             request_id=meta.get("RequestId"),
         )
         cls = _CODE_TO_ERROR.get(code, AwsError)
+        if cls is AwsError and isinstance(info.status_code, int) and info.status_code >= 500:
+            cls = ServiceUnavailableError  # an unlisted server-side failure: transient, as 5xx are
         text = f"{op}: {code}: {message}" if op else f"{code}: {message}"
         mapped = cls(text)
         mapped.aws = info

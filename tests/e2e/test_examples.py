@@ -56,7 +56,7 @@ EXPECTED = {
         "complete (OpenAICompletion, max_tokens=5): 'The capital of France is', finish length",
         "stream: 7 chunks: The capital of France is Paris.",
         "converse: The capital of France is Paris.",
-        "batch: 40 answered, in order: True, ",
+        "batch: all 40 answered: True, in input order: True, ",
         "  throttled and retried: True (",
         "  France -> The capital of France is Paris.",
         "async: 1 distinct answer(s) to 3 identical questions",

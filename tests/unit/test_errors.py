@@ -59,6 +59,11 @@ def test_client_error_codes_map_to_our_types(code: str, expected: type[E.Bedrock
     assert str(mapped) == f"InvokeModel: {code}: the details"
 
 
+def test_an_unlisted_server_error_is_transient_and_an_unlisted_client_error_is_not() -> None:
+    assert type(E.map_client_error(client_error("SomethingNew", status=502))) is E.ServiceUnavailableError
+    assert type(E.map_client_error(client_error("SomethingNew", status=409))) is E.AwsError
+
+
 def test_runtime_errors_are_invocation_errors() -> None:
     for code in ("ModelNotReadyException", "ThrottlingException", "ModelTimeoutException"):
         assert isinstance(E.map_client_error(client_error(code)), E.InvocationError)

@@ -365,7 +365,7 @@ def test_throttling_gives_up_after_max_attempts() -> None:
 def test_cold_start_gives_up_after_its_time_budget_not_a_count() -> None:
     config = FAST.replace(cold_start_timeout=0.05, max_attempts=1)
     fn = Flaky(*[ModelNotReadyError("not ready") for _ in range(10_000)])
-    with pytest.raises(ModelNotReadyError, match=r"still not ready after 0 s and \d+ attempt") as info:
+    with pytest.raises(ModelNotReadyError, match=r"still not ready after \d+ s and \d+ attempt") as info:
         call_with_retries(fn, config, operation="InvokeModel")
     assert fn.calls > 1  # retried past max_attempts=1: the cold start has its own budget
     assert "cold_start_timeout" in str(info.value)
@@ -440,3 +440,30 @@ def test_a_separate_chat_template_file_wins_as_in_bedrock() -> None:
     }
     facts = chat_facts(_reader(files))
     assert facts["chat_template"] == "new" and facts["special_tokens"] == {"eos_token": "</s>"}
+
+
+def test_throttles_after_a_long_cold_start_still_get_their_attempts() -> None:
+    events: list[RetryEvent] = []
+    fn = Flaky(
+        *[ModelNotReadyError("not ready") for _ in range(10)], ThrottledError("a"), ThrottledError("b")
+    )
+    result, attempts = call_with_retries(fn, FAST, operation="InvokeModel", on_retry=events.append)
+    assert result == "ok" and attempts == 13  # 10 cold starts did not use up max_attempts=4
+    assert [e.kind for e in events].count("throttled") == 2
+
+
+def test_an_error_that_ends_a_retried_call_carries_its_attempts() -> None:
+    fn = Flaky(ThrottledError("slow down"), ThrottledError("slow down"), RequestValidationError("bad"))
+    with pytest.raises(RequestValidationError) as info:
+        call_with_retries(fn, FAST, operation="InvokeModel")
+    assert info.value.attempts == 3  # type: ignore[attr-defined]
+
+
+def test_batch_concurrency_and_format_are_checked_before_any_item_runs() -> None:
+    client = offline_client(architecture="qwen2")
+    with pytest.raises(RequestValidationError, match="max_concurrency must be at least 1, got 0"):
+        client.batch_complete(["a"], max_concurrency=0)
+    with pytest.raises(UnsupportedFormatError, match="the mistral body is for mistral models"):
+        client.batch_complete(["a"], api_format="mistral")
+    with pytest.raises(UnsupportedFormatError, match="Bedrock found no chat template"):
+        offline_client(instruct_supported=False).batch_chat([[]], api_format="OpenAIChatCompletion")

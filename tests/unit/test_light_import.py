@@ -31,6 +31,11 @@ def test_light_modules_and_public_names_load_no_heavy_module() -> None:
         "from bedrock_ft.bedrock import create_import_role, estimate_cost\n"
         "bedrock_ft.BedrockImporter(bedrock_ft.ImportConfig(model_name='m', s3_uri='s3://bkt/m/', "
         "role_arn='arn:aws:iam::123456789012:role/R'))\n"
+        "c = bedrock_ft.ImportedModelClient(bedrock_ft.ImportedModel(model_name='m', architecture='llama', "
+        "model_arn='arn:aws:bedrock:us-east-1:123456789012:imported-model/abcdefghij12', "
+        "chat_template='{{ messages[0].content }}'))\n"
+        "c.render_chat([{'role': 'user', 'content': 'hi'}]); c._client()\n"
+        "from bedrock_ft.bedrock import codecs\n"
     )
     assert _loaded_after(code) == []
 

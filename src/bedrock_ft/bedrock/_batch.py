@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -12,6 +13,8 @@ from bedrock_ft.bedrock.results import BatchItem, BatchResult, Completion, Usage
 from bedrock_ft.errors import BedrockFTError, InvocationError
 
 __all__ = ["run_batch"]
+
+log = logging.getLogger("bedrock_ft")
 
 
 def run_batch(
@@ -54,7 +57,10 @@ def run_batch(
             items[item.index] = item
             advance(item)
             if on_item is not None:
-                on_item(item)
+                try:
+                    on_item(item)
+                except Exception:  # a failing callback must not cost the batch its results
+                    log.exception("on_item raised on item %d; the batch goes on", item.index)
     done = tuple(item for item in items if item is not None)
     assert len(done) == len(inputs)
     return BatchResult(done, usage.snapshot(), time.perf_counter() - started, max_concurrency)

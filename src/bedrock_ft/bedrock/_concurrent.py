@@ -7,7 +7,7 @@ import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from bedrock_ft.bedrock._batch import run_batch
 from bedrock_ft.bedrock.invoke_config import InvokeConfig, generation_params
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from bedrock_ft.bedrock._stream import TextStream
+    from bedrock_ft.bedrock.codecs import Codec
 
 __all__ = ["ConcurrentCalls", "Messages"]
 
@@ -40,7 +41,9 @@ class ConcurrentCalls:
         def stream(
             self, prompt_or_messages: str | Messages, *, api_format: str | None = None, **params: Any
         ) -> TextStream: ...
+        def warm_up(self, timeout: float | None = None) -> float: ...
         def _client(self, pool: int = 0) -> Any: ...
+        def _codec_for(self, call: Literal["complete", "chat"], api_format: str | None) -> Codec: ...
 
     # --- many at once -----------------------------------------------------------------------------
 
@@ -57,6 +60,7 @@ class ConcurrentCalls:
         """:meth:`complete` on every prompt, ``max_concurrency`` (default ``InvokeConfig.max_concurrency``)
         at a time. The result keeps input order; a failed item keeps its error and the rest go on."""
         generation_params(self.config.generation, params, call="batch_complete()")  # bad params: fail now
+        self._codec_for("complete", api_format)  # and a format the model can't take
         return self._batch(prompts, self.complete, max_concurrency, on_item, progress_bar, api_format, params)
 
     def batch_chat(
@@ -71,6 +75,7 @@ class ConcurrentCalls:
     ) -> BatchResult:
         """:meth:`chat` on every conversation, as :meth:`batch_complete` does."""
         generation_params(self.config.generation, params, call="batch_chat()")
+        self._codec_for("chat", api_format)
         return self._batch(
             conversations, self.chat, max_concurrency, on_item, progress_bar, api_format, params
         )
@@ -87,7 +92,7 @@ class ConcurrentCalls:
     ) -> BatchResult:
         if isinstance(inputs, (str, bytes)):
             raise RequestValidationError("batch: expected a list of inputs, got a single string")
-        limit = max_concurrency or self.config.max_concurrency
+        limit = self.config.max_concurrency if max_concurrency is None else max_concurrency
         if limit < 1:
             raise RequestValidationError(f"batch: max_concurrency must be at least 1, got {limit}")
         self._client(pool=limit)
@@ -122,6 +127,10 @@ class ConcurrentCalls:
                 yield chunk
         finally:
             stream.close()
+
+    async def awarm_up(self, timeout: float | None = None) -> float:
+        """:meth:`warm_up`, awaitable."""
+        return await self._in_pool(functools.partial(self.warm_up, timeout))
 
     async def abatch_complete(self, prompts: Sequence[str], **kwargs: Any) -> BatchResult:
         return await asyncio.to_thread(self.batch_complete, prompts, **kwargs)

@@ -58,20 +58,31 @@ def call_with_retries(
     """``fn()``, retried by the policy above. Returns its result and the number of attempts."""
     started = time.monotonic()
     waits: dict[str, float] = {}
+    # Failed attempts so far, by kind: a cold start has a time budget of its own, so throttles after a
+    # long restore still get their max_attempts, and each kind's backoff grows from its own count.
+    tally = {"cold": 0, "other": 0}
+    counted: set[int] = set()
+
+    def count(state: RetryCallState) -> tuple[bool, int]:
+        cold = isinstance(state.outcome.exception() if state.outcome else None, ModelNotReadyError)
+        key = "cold" if cold else "other"
+        if state.attempt_number not in counted:
+            counted.add(state.attempt_number)
+            tally[key] += 1
+        return cold, tally[key]
 
     def stop(state: RetryCallState) -> bool:
-        error = state.outcome.exception() if state.outcome else None
-        elapsed = time.monotonic() - started
-        if isinstance(error, ModelNotReadyError):
-            return elapsed >= config.cold_start_timeout
-        return state.attempt_number >= config.max_attempts
+        cold, failures = count(state)
+        if cold:
+            return time.monotonic() - started >= config.cold_start_timeout
+        return failures >= config.max_attempts
 
     def wait(state: RetryCallState) -> float:
+        cold, failures = count(state)
         # full jitter: uniform in [0, min(cap, base * 2^n)], at least a tenth of the base
-        ceiling = min(config.max_backoff, config.initial_backoff * 2 ** (state.attempt_number - 1))
+        ceiling = min(config.max_backoff, config.initial_backoff * 2 ** (failures - 1))
         seconds = max(config.initial_backoff / 10, random.uniform(0, ceiling))
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ModelNotReadyError):  # never sleep past the cold-start deadline
+        if cold:  # never sleep past the cold-start deadline
             seconds = min(seconds, max(0.0, config.cold_start_timeout - (time.monotonic() - started)))
         waits["next"] = seconds
         return seconds
@@ -119,6 +130,10 @@ def call_with_retries(
         if attempts > 1:
             message = f"{exc} (gave up after {attempts} attempts; InvokeConfig.max_attempts)"
             raise _again(exc, message, attempts) from exc
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        raise
+    except BedrockFTError as exc:  # not retryable: raised as it is, with the requests it took
+        exc.attempts = attempts  # type: ignore[attr-defined]
         raise
     return result, attempts
 

@@ -81,14 +81,16 @@ class TextStream(Iterator[str]):
         self._parts.append(decoded.text)
         return decoded.text
 
-    def _end(self, error: BedrockFTError | None) -> None:
+    def _end(self, error: BedrockFTError | None, *, closed: bool = False) -> None:
+        """Account for the request once: a whole answer, an error, or (``closed`` early) the part read."""
         if self._done:
             return
         self._done = True
+        answer = None
         if error is None:
-            self.completion = Completion(
+            answer = Completion(
                 text="".join(self._parts),
-                finish_reason=self._finish,
+                finish_reason=self._finish if not closed else None,
                 input_tokens=self._tokens[0],
                 output_tokens=self._tokens[1],
                 latency_s=time.perf_counter() - self._started,
@@ -97,7 +99,15 @@ class TextStream(Iterator[str]):
                 attempts=self._attempts,
                 raw=self._last,
             )
-        self._on_done(self.completion, error)
+        if not closed:
+            self.completion = answer
+        self._close_body()
+        self._on_done(answer, error)
+
+    def _close_body(self) -> None:
+        body = self._response.get("body")
+        if body is not None and hasattr(body, "close"):
+            body.close()
 
     @property
     def text(self) -> str:
@@ -105,13 +115,10 @@ class TextStream(Iterator[str]):
         return "".join(self._parts)
 
     def close(self) -> None:
-        """Stop reading and release the connection (the answer so far stays in :attr:`text`)."""
-        if not self._done:
-            self._done = True
-            self._on_done(None, None)
-        body = self._response.get("body")
-        if body is not None and hasattr(body, "close"):
-            body.close()
+        """Stop reading and release the connection. The answer so far stays in :attr:`text` (it is
+        counted in usage as a request); :attr:`completion` stays None."""
+        self._end(None, closed=True)
+        self._close_body()
 
     def __enter__(self) -> TextStream:
         return self

@@ -123,14 +123,13 @@ class ImportedModelClient(ConcurrentCalls):
 
             importer = BedrockImporter(aws=aws)
             model = importer.get(arn)
-            if chat_template is None:  # the training template: from the files Bedrock imported
-                try:
-                    facts = importer.chat_facts(model)
-                except BedrockFTError as exc:
-                    facts = {}
-                    if progress is not None:
-                        progress(f"chat template not read from {model.s3_uri}: {exc}")
-                model = model.model_copy(update={k: v for k, v in facts.items() if v is not None})
+            try:  # the training template and its tokens: from the files Bedrock imported
+                facts = importer.chat_facts(model)
+            except BedrockFTError as exc:
+                facts = {}
+                if progress is not None:
+                    progress(f"chat template not read from {model.s3_uri}: {exc}")
+            model = model.model_copy(update={k: v for k, v in facts.items() if v is not None})
         else:
             model = ImportedModel(model_arn=arn, model_name=model_id, region=region)
         updates: dict[str, Any] = {}
@@ -189,7 +188,11 @@ class ImportedModelClient(ConcurrentCalls):
                 )
                 return response
 
-        response, attempts = self._retrying(send, "InvokeModelWithResponseStream")
+        try:
+            response, attempts = self._retrying(send, "InvokeModelWithResponseStream")
+        except BedrockFTError as exc:
+            self.usage.record(retries=attempts_of(exc) - 1, error=True)
+            raise
 
         def done(completion: Completion | None, error: BedrockFTError | None) -> None:
             self.usage.record(completion, retries=attempts - 1, error=error is not None)
@@ -238,7 +241,11 @@ class ImportedModelClient(ConcurrentCalls):
         seconds it took."""
         started = time.perf_counter()
         config = self.config if timeout is None else self.config.replace(cold_start_timeout=timeout)
-        codec, body = self._prepare("complete", "Hello", None, {"max_tokens": 1, "stop": ()})
+        params = {"max_tokens": 1, "stop": ()}
+        if self.config.api_format == "OpenAIChatCompletion":  # configured to send messages only
+            codec, body = self._prepare("chat", [{"role": "user", "content": "Hello"}], None, params)
+        else:
+            codec, body = self._prepare("complete", "Hello", None, params)
         self._invoke(codec, body, config)
         return time.perf_counter() - started
 
@@ -269,17 +276,25 @@ class ImportedModelClient(ConcurrentCalls):
             )
         return self._renderer
 
+    def _codec_for(self, call: _formats.Call, api_format: str | None) -> Codec:
+        """The codec a call uses, or UnsupportedFormatError before anything is sent."""
+        label = f"{call}()"
+        requested = api_format or self.config.api_format
+        if requested != "auto" and requested not in (*_formats.NEW_FORMATS, "mistral", "llama", "Converse"):
+            raise UnsupportedFormatError(f"{label}: unknown api_format {requested!r}")
+        try:
+            return get_codec(_formats.choose_format(self.model, self.architecture, requested, call))
+        except UnsupportedFormatError as exc:
+            raise UnsupportedFormatError(f"{label}: {exc}") from None
+
     def _prepare(
         self, call: _formats.Call, payload: Any, api_format: str | None, params: Mapping[str, Any]
     ) -> tuple[Codec, dict[str, Any]]:
         """Check everything and build the body: nothing bad is sent."""
         label = f"{call}()"
         gen: GenerationParams = generation_params(self.config.generation, params, call=label)
-        requested = api_format or self.config.api_format
-        if requested != "auto" and requested not in (*_formats.NEW_FORMATS, "mistral", "llama", "Converse"):
-            raise UnsupportedFormatError(f"{label}: unknown api_format {requested!r}")
+        codec = self._codec_for(call, api_format)
         try:
-            codec = get_codec(_formats.choose_format(self.model, self.architecture, requested, call))
             if call == "complete":
                 return codec, codec.body(gen, prompt=check_prompt(payload, call=label))
             messages = check_messages(payload, call=label)
@@ -328,9 +343,14 @@ class ImportedModelClient(ConcurrentCalls):
     ) -> Completion:
         try:
             result, attempts = self._retrying(send, operation, config)
-            decoded, raw, headers = decode(result)
         except BedrockFTError as exc:
             self.usage.record(retries=attempts_of(exc) - 1, error=True)
+            raise
+        try:
+            decoded, raw, headers = decode(result)
+        except BedrockFTError as exc:  # a body of the wrong shape, after the requests it took
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            self.usage.record(retries=attempts - 1, error=True)
             raise
         tokens_in, tokens_out = decoded.input_tokens, decoded.output_tokens
         if tokens_in is None:

@@ -22,6 +22,7 @@ from bedrock_ft.bedrock._cost import CostEstimate, estimate_cost
 from bedrock_ft.bedrock._tokenizer import chat_facts
 from bedrock_ft.bedrock.config import ImportConfig, split_s3_uri
 from bedrock_ft.errors import (
+    AccessDeniedError,
     ArtifactError,
     BedrockFTError,
     ConflictError,
@@ -354,6 +355,10 @@ class BedrockImporter:
                     body: bytes = s3.get_object(Bucket=bucket, Key=f"{prefix}{name}")["Body"].read()
                     return body
             except ResourceNotFoundError:
+                return None
+            except AccessDeniedError:  # S3 says 403 for a missing key unless s3:ListBucket is granted
+                if name == "tokenizer_config.json":
+                    raise
                 return None
 
         return chat_facts(read)

@@ -130,9 +130,6 @@ class ChatTemplate:
         ``special_tokens`` (a tokenizer's ``special_tokens_map``) win over the template's defaults.
         A syntax error raises ConfigError naming the line.
         """
-        from bedrock_ft._deps import require
-
-        require("jinja2", extra="train", feature="rendering chat templates")
         compiled = _compile(self.source, self.name)
         tokens = {**self.default_tokens}
         for key, value in (special_tokens or {}).items():

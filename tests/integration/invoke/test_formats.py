@@ -71,10 +71,12 @@ def test_streaming_yields_the_same_answer_in_pieces(client: ImportedModelClient)
 
 
 def test_a_stream_closed_early_frees_the_model(client: ImportedModelClient) -> None:
+    before = client.usage.snapshot()
     stream = client.stream(QUESTION, max_tokens=200)
     first = next(stream)
     stream.close()
-    assert first and stream.completion is None
+    assert first and stream.completion is None and stream.text == first
+    assert client.usage.requests == before.requests + 1  # counted: it was sent, and partly answered
     assert client.chat(QUESTION).text == PARIS  # the model was released: the next call is served
 
 
@@ -86,6 +88,7 @@ def test_async_twins(client: ImportedModelClient) -> None:
         converse = await client.aconverse(QUESTION)
         chunks = [chunk async for chunk in client.astream(QUESTION)]
         batch = await client.abatch_complete([prompt, prompt])
+        assert await client.awarm_up() > 0
         return many, chat, converse, chunks, batch
 
     many, chat, converse, chunks, batch = asyncio.run(main())
@@ -146,12 +149,21 @@ def test_a_response_of_the_wrong_shape_quotes_the_body(
 
 
 def test_the_service_still_validates_what_only_it_can_know(client: ImportedModelClient) -> None:
+    before = client.usage.snapshot()
     with pytest.raises(
         RequestValidationError, match="'max_gen_len' must be between 1 and 4096, got 5000"
     ) as info:
         client.complete("Hello", max_tokens=5000)
     assert info.value.aws is not None and info.value.aws.code == "ValidationException"
-    assert client.usage.retries == 0  # never retried
+    assert info.value.attempts == 1  # type: ignore[attr-defined]  # never retried
+    with pytest.raises(RequestValidationError, match="got 5000"):
+        client.stream("Hello", max_tokens=5000)
+    after = client.usage.snapshot()
+    assert (after.errors - before.errors, after.retries - before.retries, after.requests) == (
+        2,
+        0,
+        before.requests,
+    )
 
 
 # --- the legacy native bodies ------------------------------------------------------------------------
