@@ -546,8 +546,12 @@ def invoke(  # noqa: PLR0917 - one parameter per CLI option
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     as_chat = chat or bool(system) or converse
-    if stream and not converse:
-        with client.stream(messages if as_chat else prompt, **params) as chunks:
+    if stream:
+        if converse:
+            opened = client.converse_stream(messages, **params)
+        else:
+            opened = client.stream(messages if as_chat else prompt, **params)
+        with opened as chunks:
             for chunk in chunks:
                 if not as_json:
                     sys.stdout.write(chunk)
@@ -577,7 +581,7 @@ def invoke(  # noqa: PLR0917 - one parameter per CLI option
             }
         )
         return
-    if not stream or converse:
+    if not stream:
         typer.echo(completion.text)
     c = completion
     err.print(

@@ -467,3 +467,17 @@ def test_batch_concurrency_and_format_are_checked_before_any_item_runs() -> None
         client.batch_complete(["a"], api_format="mistral")
     with pytest.raises(UnsupportedFormatError, match="Bedrock found no chat template"):
         offline_client(instruct_supported=False).batch_chat([[]], api_format="OpenAIChatCompletion")
+
+
+def test_converse_stream_events_are_read_and_odd_ones_refused() -> None:
+    from bedrock_ft.bedrock._converse import decode_converse_event
+
+    text, _ = decode_converse_event({"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "Par"}}})
+    stop, _ = decode_converse_event({"messageStop": {"stopReason": "max_tokens"}})
+    meta, _ = decode_converse_event({"metadata": {"usage": {"inputTokens": 5, "outputTokens": 2}}})
+    assert (text.text, stop.finish_reason, meta.input_tokens, meta.output_tokens) == ("Par", "length", 5, 2)
+    assert decode_converse_event({"messageStart": {"role": "assistant"}})[0].text == ""
+    with pytest.raises(MalformedResponseError, match="unexpected stream event 'toolUse'"):
+        decode_converse_event({"toolUse": {}})
+    with pytest.raises(MalformedResponseError, match=r"has no messageStop\.stopReason"):
+        decode_converse_event({"messageStop": {}})

@@ -38,6 +38,9 @@ class ConcurrentCalls:
         def complete(self, prompt: str, *, api_format: str | None = None, **params: Any) -> Completion: ...
         def chat(self, messages: Messages, *, api_format: str | None = None, **params: Any) -> Completion: ...
         def converse(self, messages: Messages, *, system: str | None = None, **params: Any) -> Completion: ...
+        def converse_stream(
+            self, messages: Messages, *, system: str | None = None, **params: Any
+        ) -> TextStream: ...
         def stream(
             self, prompt_or_messages: str | Messages, *, api_format: str | None = None, **params: Any
         ) -> TextStream: ...
@@ -119,6 +122,10 @@ class ConcurrentCalls:
     async def astream(self, prompt_or_messages: str | Messages, **kwargs: Any) -> AsyncIterator[str]:
         """:meth:`stream`, as an async iterator of text chunks."""
         stream = await self._in_pool(functools.partial(self.stream, prompt_or_messages, **kwargs))
+        async for chunk in self._drain(stream):
+            yield chunk
+
+    async def _drain(self, stream: TextStream) -> AsyncIterator[str]:
         try:
             while True:
                 chunk = await self._in_pool(functools.partial(next, stream, None))
@@ -131,6 +138,12 @@ class ConcurrentCalls:
     async def awarm_up(self, timeout: float | None = None) -> float:
         """:meth:`warm_up`, awaitable."""
         return await self._in_pool(functools.partial(self.warm_up, timeout))
+
+    async def aconverse_stream(self, messages: Messages, **kwargs: Any) -> AsyncIterator[str]:
+        """:meth:`converse_stream`, as an async iterator of text chunks."""
+        stream = await self._in_pool(functools.partial(self.converse_stream, messages, **kwargs))
+        async for chunk in self._drain(stream):
+            yield chunk
 
     async def abatch_complete(self, prompts: Sequence[str], **kwargs: Any) -> BatchResult:
         return await asyncio.to_thread(self.batch_complete, prompts, **kwargs)

@@ -8,8 +8,9 @@ from typing import Any
 from bedrock_ft.bedrock.codecs import Decoded, normalize_finish_reason
 from bedrock_ft.bedrock.codecs._base import dig, optional_int
 from bedrock_ft.bedrock.invoke_config import GenerationParams
+from bedrock_ft.errors import MalformedResponseError
 
-__all__ = ["converse_request", "decode_converse"]
+__all__ = ["converse_request", "decode_converse", "decode_converse_event"]
 
 NAME = "Converse"
 
@@ -56,3 +57,29 @@ def decode_converse(response: Mapping[str, Any]) -> Decoded:
         input_tokens=optional_int(usage, "inputTokens"),
         output_tokens=optional_int(usage, "outputTokens"),
     )
+
+
+_QUIET_EVENTS = ("messageStart", "contentBlockStart", "contentBlockStop")
+
+
+def decode_converse_event(event: Any) -> tuple[Decoded, Mapping[str, Any]]:
+    """One ConverseStream event: text from ``contentBlockDelta``, the stop reason from ``messageStop``,
+    token counts from ``metadata``; the others carry nothing a completion needs."""
+    if not isinstance(event, Mapping) or len(event) != 1:
+        raise MalformedResponseError(f"{NAME}: unexpected stream event: {str(event)[:200]!r}")
+    ((kind, data),) = event.items()
+    if kind == "contentBlockDelta":
+        delta = dig(event, "contentBlockDelta.delta", fmt=NAME, kind=Mapping)
+        text = delta.get("text", "")
+        return Decoded(text if isinstance(text, str) else ""), data
+    if kind == "messageStop":
+        return Decoded("", normalize_finish_reason(dig(event, "messageStop.stopReason", fmt=NAME))), data
+    if kind == "metadata":
+        usage = data.get("usage") if isinstance(data, Mapping) else None
+        usage = usage if isinstance(usage, Mapping) else {}
+        return Decoded(
+            "", None, optional_int(usage, "inputTokens"), optional_int(usage, "outputTokens")
+        ), data
+    if kind in _QUIET_EVENTS:
+        return Decoded(""), data
+    raise MalformedResponseError(f"{NAME}: unexpected stream event {kind!r}: {str(event)[:200]!r}")

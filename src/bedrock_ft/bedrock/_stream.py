@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from bedrock_ft.bedrock.codecs import Codec, parse_json
+from bedrock_ft.bedrock.codecs import Codec, Decoded, parse_json
 from bedrock_ft.bedrock.results import Completion
 from bedrock_ft.errors import BedrockFTError, MalformedResponseError, translate_client_errors
 
-__all__ = ["TextStream"]
+__all__ = ["EventDecoder", "TextStream", "invoke_stream_decoder"]
+
+EventDecoder = Callable[[Any], tuple[Decoded, Mapping[str, Any]]]
+"""Reads one event of a response stream: what it says, and the data it carried."""
+
+
+def invoke_stream_decoder(codec: Codec) -> EventDecoder:
+    """InvokeModelWithResponseStream events: ``{"chunk": {"bytes": <a JSON body in codec's format>}}``."""
+
+    def decode(event: Any) -> tuple[Decoded, Mapping[str, Any]]:
+        chunk = event.get("chunk") if isinstance(event, dict) else None
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("bytes"), bytes):
+            raise MalformedResponseError(f"{codec.name}: unexpected stream event: {str(event)[:200]!r}")
+        data = parse_json(chunk["bytes"], fmt=codec.name)
+        return codec.decode_chunk(data), data
+
+    return decode
 
 
 class TextStream(Iterator[str]):
@@ -21,20 +37,26 @@ class TextStream(Iterator[str]):
     def __init__(
         self,
         response: dict[str, Any],
-        codec: Codec,
+        decode: EventDecoder,
         *,
+        api_format: str,
+        operation: str,
+        events_key: str = "body",
         model_id: str,
         started: float,
         attempts: int,
         on_done: Callable[[Completion | None, BedrockFTError | None], None],
     ) -> None:
         self._response = response
-        self._codec = codec
+        self._decode = decode
+        self._api_format = api_format
+        self._operation = operation
+        self._events_key = events_key
         self._model_id = model_id
         self._started = started
         self._attempts = attempts
         self._on_done = on_done
-        self._events = iter(response["body"])
+        self._events = iter(response[events_key])
         self._parts: list[str] = []
         self._finish: str | None = None
         self._tokens: tuple[int | None, int | None] = (None, None)
@@ -49,7 +71,7 @@ class TextStream(Iterator[str]):
     def __next__(self) -> str:
         while not self._done:
             try:
-                with translate_client_errors("InvokeModelWithResponseStream"):
+                with translate_client_errors(self._operation):
                     event = next(self._events, None)
                 text = self._read(event)
             except BedrockFTError as exc:
@@ -65,12 +87,8 @@ class TextStream(Iterator[str]):
     def _read(self, event: Any) -> str:
         if event is None:
             return ""
-        chunk = event.get("chunk") if isinstance(event, dict) else None
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("bytes"), bytes):
-            raise MalformedResponseError(f"{self._codec.name}: unexpected stream event: {str(event)[:200]!r}")
-        data = parse_json(chunk["bytes"], fmt=self._codec.name)
-        decoded = self._codec.decode_chunk(data)
-        self._last = data
+        decoded, data = self._decode(event)
+        self._last = dict(data)
         if decoded.finish_reason is not None:
             self._finish = decoded.finish_reason
         if decoded.input_tokens is not None or decoded.output_tokens is not None:
@@ -94,7 +112,7 @@ class TextStream(Iterator[str]):
                 input_tokens=self._tokens[0],
                 output_tokens=self._tokens[1],
                 latency_s=time.perf_counter() - self._started,
-                api_format=self._codec.name,
+                api_format=self._api_format,
                 model_id=self._model_id,
                 attempts=self._attempts,
                 raw=self._last,
@@ -105,7 +123,7 @@ class TextStream(Iterator[str]):
         self._on_done(answer, error)
 
     def _close_body(self) -> None:
-        body = self._response.get("body")
+        body = self._response.get(self._events_key)
         if body is not None and hasattr(body, "close"):
             body.close()
 

@@ -17,9 +17,9 @@ from bedrock_ft.artifacts import ImportedModel
 from bedrock_ft.bedrock import _formats
 from bedrock_ft.bedrock._chat import ChatRenderer, check_messages, check_prompt
 from bedrock_ft.bedrock._concurrent import ConcurrentCalls, Messages
-from bedrock_ft.bedrock._converse import converse_request, decode_converse
+from bedrock_ft.bedrock._converse import converse_request, decode_converse, decode_converse_event
 from bedrock_ft.bedrock._retry import OnRetry, attempts_of, call_with_retries
-from bedrock_ft.bedrock._stream import TextStream
+from bedrock_ft.bedrock._stream import EventDecoder, TextStream, invoke_stream_decoder
 from bedrock_ft.bedrock.codecs import Codec, Decoded, get_codec, parse_json
 from bedrock_ft.bedrock.invoke_config import GenerationParams, InvokeConfig, generation_params
 from bedrock_ft.bedrock.results import Completion, RetryEvent, Usage
@@ -176,49 +176,20 @@ class ImportedModelClient(ConcurrentCalls):
         codec, body = self._prepare(call, prompt_or_messages, api_format, params)
         runtime = self._client()
         payload = json.dumps(body).encode("utf-8")
-        started = time.perf_counter()
 
         def send() -> dict[str, Any]:
-            with translate_client_errors("InvokeModelWithResponseStream"):
-                response: dict[str, Any] = runtime.invoke_model_with_response_stream(
-                    modelId=self.model_id,
-                    body=payload,
-                    contentType="application/json",
-                    accept="application/json",
-                )
-                return response
+            response: dict[str, Any] = runtime.invoke_model_with_response_stream(
+                modelId=self.model_id, body=payload, contentType="application/json", accept="application/json"
+            )
+            return response
 
-        try:
-            response, attempts = self._retrying(send, "InvokeModelWithResponseStream")
-        except BedrockFTError as exc:
-            self.usage.record(retries=attempts_of(exc) - 1, error=True)
-            raise
-
-        def done(completion: Completion | None, error: BedrockFTError | None) -> None:
-            self.usage.record(completion, retries=attempts - 1, error=error is not None)
-
-        return TextStream(
-            response, codec, model_id=self.model_id, started=started, attempts=attempts, on_done=done
-        )
+        operation = "InvokeModelWithResponseStream"
+        return self._open_stream(send, operation, invoke_stream_decoder(codec), codec.name, "body")
 
     def converse(self, messages: Messages, *, system: str | None = None, **params: Any) -> Completion:
         """The Converse API. Refused before sending for architectures Bedrock serves without it (Qwen2.5,
         Qwen2-VL, Qwen2.5-VL, GPT-OSS) and for models imported without a chat template."""
-        checked = check_messages(messages, call="converse()")
-        gen = generation_params(self.config.generation, params, call="converse()")
-        if _formats.CONVERSE not in self.formats:
-            arch = self.model.architecture or "this"
-            reason = (
-                "Bedrock found no chat template in it"
-                if self.model.instruct_supported is False
-                else f"Bedrock does not offer the Converse API for {arch} models"
-            )
-            raise UnsupportedFormatError(
-                f"converse(): {self.model.model_name}: {reason}; use chat() or complete()"
-            )
-        if self._renderer is not None:
-            self._renderer.render(checked, call="converse()")  # a refused role sequence fails here
-        request = converse_request(checked, gen, system)
+        request = self._converse_request("converse()", messages, system, params)
         runtime = self._client()
         started = time.perf_counter()
 
@@ -228,6 +199,17 @@ class ImportedModelClient(ConcurrentCalls):
                 return response
 
         return self._finish(send, "Converse", started, lambda r: (decode_converse(r), r, {}), "Converse")
+
+    def converse_stream(self, messages: Messages, *, system: str | None = None, **params: Any) -> TextStream:
+        """:meth:`converse` through ConverseStream: text chunks as they come, as :meth:`stream` yields."""
+        request = self._converse_request("converse_stream()", messages, system, params)
+        runtime = self._client()
+
+        def send() -> dict[str, Any]:
+            response: dict[str, Any] = runtime.converse_stream(modelId=self.model_id, **request)
+            return response
+
+        return self._open_stream(send, "ConverseStream", decode_converse_event, "Converse", "stream")
 
     def render_chat(self, messages: Messages) -> str:
         """The prompt ``chat(messages)`` sends when it goes out as a prompt: the messages rendered with
@@ -275,6 +257,57 @@ class ImportedModelClient(ConcurrentCalls):
                 "or from_arn(..., chat_template=...)), or call complete()"
             )
         return self._renderer
+
+    def _converse_request(
+        self, call: str, messages: Messages, system: str | None, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        checked = check_messages(messages, call=call)
+        gen = generation_params(self.config.generation, params, call=call)
+        if _formats.CONVERSE not in self.formats:
+            arch = self.model.architecture or "this"
+            reason = (
+                "Bedrock found no chat template in it"
+                if self.model.instruct_supported is False
+                else f"Bedrock does not offer the Converse API for {arch} models"
+            )
+            raise UnsupportedFormatError(
+                f"{call}: {self.model.model_name}: {reason}; use chat() or complete()"
+            )
+        if self._renderer is not None:
+            self._renderer.render(checked, call=call)  # a refused role sequence fails here
+        return converse_request(checked, gen, system)
+
+    def _open_stream(
+        self, send: Callable[[], dict[str, Any]], operation: str, decode: EventDecoder, fmt: str, key: str
+    ) -> TextStream:
+        """Start a response stream (retrying its start: a cold start, throttling) and wrap it; usage is
+        recorded when it ends, fails or is closed."""
+        started = time.perf_counter()
+
+        def start() -> dict[str, Any]:
+            with translate_client_errors(operation):
+                return send()
+
+        try:
+            response, attempts = self._retrying(start, operation)
+        except BedrockFTError as exc:
+            self.usage.record(retries=attempts_of(exc) - 1, error=True)
+            raise
+
+        def done(completion: Completion | None, error: BedrockFTError | None) -> None:
+            self.usage.record(completion, retries=attempts - 1, error=error is not None)
+
+        return TextStream(
+            response,
+            decode,
+            api_format=fmt,
+            operation=operation,
+            events_key=key,
+            model_id=self.model_id,
+            started=started,
+            attempts=attempts,
+            on_done=done,
+        )
 
     def _codec_for(self, call: _formats.Call, api_format: str | None) -> Codec:
         """The codec a call uses, or UnsupportedFormatError before anything is sent."""

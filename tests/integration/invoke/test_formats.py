@@ -60,6 +60,17 @@ def test_converse(client: ImportedModelClient) -> None:
     assert system.input_tokens != answer.input_tokens  # the system prompt replaced the default one
 
 
+def test_converse_stream(client: ImportedModelClient) -> None:
+    before = client.usage.snapshot()
+    with client.converse_stream(QUESTION) as stream:
+        chunks = list(stream)
+    assert len(chunks) > 3 and "".join(chunks) == PARIS
+    done = stream.completion
+    assert done is not None and done.api_format == "Converse"
+    assert (done.input_tokens, done.output_tokens, done.finish_reason) == (37, 7, "stop")
+    assert client.usage.requests == before.requests + 1
+
+
 def test_streaming_yields_the_same_answer_in_pieces(client: ImportedModelClient) -> None:
     for payload in (QUESTION, client.render_chat(QUESTION)):
         with client.stream(payload) as stream:
@@ -87,6 +98,7 @@ def test_async_twins(client: ImportedModelClient) -> None:
         chat = await client.achat(QUESTION)
         converse = await client.aconverse(QUESTION)
         chunks = [chunk async for chunk in client.astream(QUESTION)]
+        assert "".join([chunk async for chunk in client.aconverse_stream(QUESTION)]) == PARIS
         batch = await client.abatch_complete([prompt, prompt])
         assert await client.awarm_up() > 0
         return many, chat, converse, chunks, batch
@@ -274,6 +286,12 @@ def test_cli_invoke_converse_and_an_imported_model_manifest(
     )
     assert code == 0, err
     assert out.strip() == PARIS and "Converse" in err
+    code, out, err = run_cli(
+        "invoke", "--model", cli_env, "What is the capital of France?", "--format", "Converse", "--stream",
+        "--temperature", "0", "--stop", " Paris",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip() == "The capital of France is" and "Converse, finish stop" in err
     _, imported = served
     imported.write(tmp_path)
     code, out, err = run_cli(
