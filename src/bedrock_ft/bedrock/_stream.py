@@ -88,7 +88,7 @@ class TextStream(Iterator[str]):
         if event is None:
             return ""
         decoded, data = self._decode(event)
-        self._last = dict(data)
+        self._last = dict(data) if isinstance(data, Mapping) else {}
         if decoded.finish_reason is not None:
             self._finish = decoded.finish_reason
         if decoded.input_tokens is not None or decoded.output_tokens is not None:
