@@ -11,9 +11,12 @@ from typing import Any, ClassVar
 from bedrock_ft.bedrock.invoke_config import GenerationParams
 from bedrock_ft.errors import MalformedResponseError, UnsupportedFormatError
 
-__all__ = ["Codec", "Decoded", "dig", "normalize_finish_reason", "parse_json", "quote"]
+__all__ = ["ALL_SAMPLING", "Codec", "Decoded", "dig", "normalize_finish_reason", "parse_json", "quote"]
 
 QUOTE_CHARS = 200
+
+ALL_SAMPLING: dict[str, str] = {key: key for key in ("temperature", "top_p", "top_k", "stop", "seed")}
+"""Every optional sampling setting, under its own name: what the three newer formats accept."""
 
 # Stop reasons as the formats spell them -> the two the library reports, where they mean the same.
 _FINISH = {

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bedrock_ft.bedrock.codecs._base import (
+    ALL_SAMPLING,
     Codec,
     Decoded,
     dig,
@@ -23,13 +24,7 @@ __all__ = ["BedrockCompletion"]
 class BedrockCompletion(Codec):
     name: ClassVar[str] = "BedrockCompletion"
     max_tokens_key: ClassVar[str] = "max_gen_len"
-    optional: ClassVar[dict[str, str]] = {
-        "temperature": "temperature",
-        "top_p": "top_p",
-        "top_k": "top_k",
-        "stop": "stop",
-        "seed": "seed",
-    }
+    optional: ClassVar[dict[str, str]] = ALL_SAMPLING
 
     def decode(self, data: Mapping[str, Any]) -> Decoded:
         return Decoded(

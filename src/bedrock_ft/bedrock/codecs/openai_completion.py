@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bedrock_ft.bedrock.codecs._base import (
+    ALL_SAMPLING,
     Codec,
     Decoded,
     dig,
@@ -26,13 +27,7 @@ def openai_usage(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
 
 class OpenAICompletion(Codec):
     name: ClassVar[str] = "OpenAICompletion"
-    optional: ClassVar[dict[str, str]] = {
-        "temperature": "temperature",
-        "top_p": "top_p",
-        "top_k": "top_k",
-        "stop": "stop",
-        "seed": "seed",
-    }
+    optional: ClassVar[dict[str, str]] = ALL_SAMPLING
     text_path: ClassVar[str] = "choices[0].text"
 
     def decode(self, data: Mapping[str, Any]) -> Decoded:
