@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         TrainingError,
         UnsupportedFormatError,
     )
+    from bedrock_ft.evaluation import ComparisonReport, EvalConfig, Evaluator
     from bedrock_ft.merging import AdapterMerger, MergeConfig
     from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
 
@@ -85,6 +86,7 @@ __all__ = [
     "BatchResult",
     "BedrockFTError",
     "BedrockImporter",
+    "ComparisonReport",
     "Completion",
     "ConfigError",
     "ConflictError",
@@ -93,8 +95,10 @@ __all__ = [
     "DatasetConfig",
     "DatasetError",
     "EndpointUnreachableError",
+    "EvalConfig",
     "EvaluationError",
     "EvaluationReport",
+    "Evaluator",
     "ImportConfig",
     "ImportJobError",
     "ImportedModel",
@@ -172,6 +176,10 @@ _EXPORTS: dict[str, str] = {
     "InvokeConfig": "bedrock_ft.bedrock",
     "Completion": "bedrock_ft.bedrock",
     "BatchResult": "bedrock_ft.bedrock",
+    # evaluating
+    "Evaluator": "bedrock_ft.evaluation",
+    "EvalConfig": "bedrock_ft.evaluation",
+    "ComparisonReport": "bedrock_ft.evaluation",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",
     "ArtifactError": "bedrock_ft.errors",

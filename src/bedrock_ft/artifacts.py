@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft._version import __version__
@@ -297,19 +297,52 @@ class ImportedModel(Artifact):
 
 
 class EvaluationReport(Artifact):
-    """What Evaluator produced."""
+    """What Evaluator produced for one model: fmeval QA-accuracy metrics per dataset and category, how
+    many records were scored and how many failed, and (in a comparison) the differences from the baseline.
+    """
 
     kind: Literal["evaluation"] = Field(default="evaluation", description="Artifact kind.")
     model_id: str = Field(description="The evaluated model (ARN or name).")
+    name: str | None = Field(default=None, description="The model's label in a comparison ('fine-tuned').")
+    dataset: str | None = Field(default=None, description="Name of the evaluation dataset.")
+    dataset_uri: str | None = Field(default=None, description="Where the evaluation records were read.")
+    engine: str | None = Field(default=None, description="'fast' or 'fmeval'.")
     metrics: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Metric values per dataset or 'dataset/category' key."
     )
     records_uri: str | None = Field(default=None, description="Per-record results (JSONL).")
     record_count: int = Field(default=0, description="Records scored.")
     error_count: int = Field(default=0, description="Records the model failed on (kept, not scored).")
+    prompt_template: str | None = Field(
+        default=None, description="The fmeval prompt template ($model_input: the question)."
+    )
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent, per phase.")
+    fmeval_scores: dict[str, Any] | None = Field(
+        default=None, description="fmeval's own aggregate output (engine 'fmeval' only)."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="The EvalConfig used.")
     baseline: dict[str, Any] | None = Field(default=None, description="Comparison with a baseline model.")
 
     path_fields: ClassVar[tuple[str, ...]] = ("records_uri",)
+
+    _rows: list[dict[str, Any]] | None = PrivateAttr(default=None)
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The metrics over the whole dataset."""
+        if self.dataset and self.dataset in self.metrics:
+            return self.metrics[self.dataset]
+        return next(iter(self.metrics.values()), {})
+
+    def records(self) -> list[dict[str, Any]]:
+        """Per-record results (prompt, target, output, error, scores): kept in memory after evaluate(),
+        else read from ``records_uri``."""
+        if self._rows is not None:
+            return list(self._rows)
+        if not self.records_uri:
+            return []
+        rows = [json.loads(line) for line in Path(self.records_uri).read_text("utf-8").splitlines() if line]
+        return [r for r in rows if r.get("model") in (None, self.name)]
 
 
 AnyArtifact = Annotated[

@@ -135,6 +135,11 @@ def quickstart(
     typer.echo(f"A: {result['answer']}")
     done = result["complete"]
     typer.echo(f"A ({done['api_format']}, prompt rendered with the training template): {done['text']}")
+    evaluation = result["evaluation"]
+    typer.echo(f"evaluation: fmeval QA accuracy on the held-out split ({evaluation['dataset']})")
+    for line in evaluation["summary"]:
+        typer.echo(f"  {line}")
+    err.print(f"report:         {evaluation['files']['html']}", soft_wrap=True)
 
 
 @app.command("architectures")
@@ -523,22 +528,15 @@ def invoke(  # noqa: PLR0917 - one parameter per CLI option
     as_json: JsonOpt = False,
 ) -> None:
     """Invoke an imported model (ImportedModelClient), retrying its cold start."""
-    from bedrock_ft.artifacts import ImportedModel, load_artifact
     from bedrock_ft.aws import AwsConfig
-    from bedrock_ft.bedrock import ImportedModelClient, InvokeConfig
+    from bedrock_ft.bedrock import InvokeConfig
 
     template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
     aws = AwsConfig(region=region, profile=profile)
     converse = api_format == "Converse"
     config = InvokeConfig(api_format="auto" if converse else api_format, chat_template=template, aws=aws)
     progress = err.print if not as_json else None
-    if model.startswith("arn:"):
-        client = ImportedModelClient.from_arn(model, config, progress=progress)
-    else:
-        artifact = load_artifact(model)
-        if not isinstance(artifact, ImportedModel):
-            raise typer.BadParameter(f"{model} holds a {artifact.kind} artifact, not an imported model")
-        client = ImportedModelClient(artifact, config, progress=progress)
+    client = _client_for(model, config, progress)
     params: dict[str, Any] = {"max_tokens": max_tokens}
     params.update({k: v for k, v in {"temperature": temperature, "top_p": top_p}.items() if v is not None})
     if stop:
@@ -588,6 +586,102 @@ def invoke(  # noqa: PLR0917 - one parameter per CLI option
         f"[dim]{c.api_format}, finish {c.finish_reason}, {c.input_tokens} tokens in, {c.output_tokens} out, "
         f"{c.latency_s:.2f} s, {c.attempts} attempt(s)[/dim]"
     )
+
+
+def _client_for(model: str, config: Any, progress: Callable[[str], None] | None) -> Any:
+    """An ImportedModelClient from an imported model ARN or an ImportedModel manifest."""
+    from bedrock_ft.artifacts import ImportedModel, load_artifact
+    from bedrock_ft.bedrock import ImportedModelClient
+
+    if model.startswith("arn:"):
+        return ImportedModelClient.from_arn(model, config, progress=progress)
+    artifact = load_artifact(model)
+    if not isinstance(artifact, ImportedModel):
+        raise typer.BadParameter(f"{model} holds a {artifact.kind} artifact, not an imported model")
+    return ImportedModelClient(artifact, config, progress=progress)
+
+
+@app.command()
+def evaluate(  # noqa: PLR0917 - one parameter per CLI option
+    model: Annotated[
+        str, typer.Option("--model", help="Imported model ARN, or an ImportedModel manifest, to evaluate.")
+    ],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            help="JSON Lines file (local or s3://), or a dataset manifest (its fmeval-ready test split).",
+        ),
+    ],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="A model to compare with (ARN or manifest).")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="An EvalConfig file (YAML or TOML); flags override it.")
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="fast (default) or fmeval.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Directory for report.json, records.jsonl, report.md/html.")
+    ] = None,
+    max_records: Annotated[int | None, typer.Option(help="Evaluate only the first N records.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer (default 64).")] = None,
+    question_field: Annotated[str | None, typer.Option(help="Question location (key or JMESPath).")] = None,
+    target_field: Annotated[
+        str | None, typer.Option(help="Expected-answer location (key or JMESPath, e.g. answer.value).")
+    ] = None,
+    category_field: Annotated[str | None, typer.Option(help="Category location.")] = None,
+    chat_template: Annotated[
+        Path | None, typer.Option(help="A .jinja file: the template the model was trained with.")
+    ] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate imported models with fmeval's QA accuracy (Evaluator); with --baseline, compare them."""
+    from bedrock_ft.artifacts import DatasetArtifact, load_artifact
+    from bedrock_ft.aws import AwsConfig
+    from bedrock_ft.bedrock import InvokeConfig
+    from bedrock_ft.evaluation import EvalConfig, Evaluator
+
+    aws = AwsConfig(region=region, profile=profile)
+    base = EvalConfig.from_file(config_file) if config_file is not None else EvalConfig()
+    flags = {
+        "engine": engine,
+        "output_dir": str(output) if output is not None else None,
+        "max_records": max_records,
+        "max_tokens": max_tokens,
+        "question_location": question_field,
+        "target_location": target_field,
+        "category_location": category_field,
+    }
+    updates: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    updates["aws"] = aws
+    if as_json:
+        updates["progress_bar"] = False
+    if "output_dir" not in updates and base.output_dir is None:
+        updates["output_dir"] = "evaluation"
+    config = EvalConfig(**{**dict(base), **updates})  # through __init__: a bad flag is a ConfigError
+    template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
+    invoke = InvokeConfig(chat_template=template, aws=aws, max_concurrency=config.max_concurrency)
+    progress = err.print if not as_json else None
+    targets = {}
+    if baseline is not None:
+        targets["baseline"] = _client_for(baseline, invoke, progress)
+    targets["model"] = _client_for(model, invoke, progress)
+    source: Any = dataset
+    if not dataset.startswith("s3://") and (Path(dataset).is_dir() or Path(dataset).name == "manifest.json"):
+        artifact = load_artifact(dataset)
+        if not isinstance(artifact, DatasetArtifact):
+            raise typer.BadParameter(f"{dataset} holds a {artifact.kind} artifact, not a dataset")
+        source = artifact
+    comparison = Evaluator(config, progress=progress).evaluate_many(targets, source)
+    if as_json:
+        _print_json(comparison.model_dump(mode="json"))
+        return
+    for line in comparison.summary():
+        typer.echo(line)
+    for kind in ("html", "markdown", "json", "records"):
+        err.print(f"{kind + ':':10}{comparison.files[kind]}", soft_wrap=True)
 
 
 @local_app.command("serve")
@@ -642,7 +736,6 @@ def local_serve(  # noqa: PLR0917 - one parameter per CLI option
 # (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
 _PENDING: list[tuple[typer.Typer, str, str]] = [
     (app, "run", "Run the whole pipeline from one config file."),
-    (app, "evaluate", "Evaluate with fmeval's QA accuracy (Evaluator)."),
 ]
 
 

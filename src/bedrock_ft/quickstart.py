@@ -12,7 +12,9 @@ It runs every stage that exists so far, on the embedded default:
    preflight, uploads it, runs the import job and waits for it;
 6. ``ImportedModelClient`` invokes the imported model in chat form (OpenAIChatCompletion: Bedrock
    applies the chat template) and in complete form (BedrockCompletion, with the prompt rendered here
-   from the training chat template the artifact carries), retrying its cold start.
+   from the training chat template the artifact carries), retrying its cold start;
+7. ``Evaluator`` scores the base model (imported too) and the fine-tuned one with fmeval's QA accuracy on
+   the held-out test split, and reports the difference with its 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = ["run_quickstart"]
 BUCKET = "bedrock-ft-quickstart"
 ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockModelImport"
 MODEL_NAME = "smollm2-quickstart-ft"
+BASE_NAME = "smollm2-quickstart-base"
 
 Step = Callable[[str], None]
 
@@ -139,4 +142,26 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
                 "client_usage": client.usage.as_dict(),
             }
         )
+        root = (Path(cache) if cache else cache_dir()) / "quickstart"
+        result["evaluation"] = _evaluate(client, model_dir, dataset, aws=config, root=root, say=say)
     return result
+
+
+def _evaluate(
+    tuned: Any, model_dir: Path, dataset: Any, *, aws: Any, root: Path, say: Step
+) -> dict[str, Any]:
+    """Import the base model too, then score both on the held-out split with fmeval's QA accuracy."""
+    from bedrock_ft.bedrock import BedrockImporter, ImportConfig, ImportedModelClient, InvokeConfig
+    from bedrock_ft.evaluation import EvalConfig, Evaluator
+
+    say("importing the base model too, to compare with")
+    settings = ImportConfig(model_name=BASE_NAME, s3_uri=f"s3://{BUCKET}/base/", role_arn=ROLE_ARN, aws=aws)
+    base = ImportedModelClient(
+        BedrockImporter(settings, progress=say).import_model(model_dir), InvokeConfig(aws=aws)
+    )
+    base.warm_up()
+    config = EvalConfig(max_tokens=24, output_dir=str(root / "evaluation"), progress_bar=False)
+    comparison = Evaluator(config, progress=say).evaluate_many({"base": base, "fine-tuned": tuned}, dataset)
+    out: dict[str, Any] = comparison.model_dump(mode="json")
+    out["summary"] = comparison.summary()
+    return out

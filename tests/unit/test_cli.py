@@ -13,7 +13,6 @@ RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conft
     "args",
     [
         ["run", "pipeline.yaml"],
-        ["evaluate"],
     ],
 )
 def test_stages_not_built_yet_exit_2(run_cli: RunCli, args: list[str]) -> None:

@@ -7,7 +7,10 @@ import sys
 
 import bedrock_ft
 
-HEAVY = ("torch", "transformers", "fmeval", "ray", "peft", "trl", "bitsandbytes", "datasets", "accelerate")
+HEAVY = (
+    "torch", "transformers", "fmeval", "ray", "peft", "trl", "bitsandbytes", "datasets", "accelerate",
+    "matplotlib", "evaluate",
+)  # fmt: skip
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -36,6 +39,8 @@ def test_light_modules_and_public_names_load_no_heavy_module() -> None:
         "chat_template='{{ messages[0].content }}'))\n"
         "c.render_chat([{'role': 'user', 'content': 'hi'}]); c._client()\n"
         "from bedrock_ft.bedrock import codecs\n"
+        "bedrock_ft.Evaluator(bedrock_ft.EvalConfig(target_location='answer.value', engine='fmeval'))\n"
+        "from bedrock_ft.evaluation import ComparisonReport\n"
     )
     assert _loaded_after(code) == []
 
