@@ -40,6 +40,19 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     # the answer Bedrock gives when it applies the template itself.
     completed = next(line for line in proc.stdout.splitlines() if line.startswith("A (BedrockCompletion"))
     assert completed.split("): ", 1)[1] == answer[len("A: ") :]
+    # The evaluation step: base and fine-tuned scored on the held-out split; the fine-tuned one is
+    # better on exact match, and the 95% interval of the difference excludes zero.
+    lines = proc.stdout.splitlines()
+    assert "evaluation: fmeval QA accuracy on the held-out split (eval_dataset)" in lines
+    base = next(line for line in lines if line.startswith("  base: exact match "))
+    tuned = next(line for line in lines if line.startswith("  fine-tuned: exact match "))
+    assert base.endswith("(60 records)") and tuned.endswith("(60 records)")
+    em = [float(line.split("exact match ")[1].split(",")[0]) for line in (base, tuned)]
+    assert em[1] > em[0], (base, tuned)
+    delta = next(line for line in lines if line.startswith("  fine-tuned - base, exact_match_score: "))
+    low = float(delta.split("95% CI ")[1].split(" to ")[0])
+    assert low > 0, delta
+    assert "report.html" in proc.stderr
     assert str(embedded_dir) in proc.stderr
     assert "imported as:    arn:aws:bedrock:us-east-1:123456789012:imported-model/" in proc.stderr
     # The import step: BedrockImporter uploaded the merge and the job completed.
@@ -112,3 +125,19 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert dataset["record_counts"] == {"train": 240, "test": 60}
     assert dataset["chat_template_name"] == "tokenizer"
     assert Path(dataset["train_uri"]).is_file() and Path(dataset["eval_uri"]).is_file()
+    # Evaluator: the base model, imported too, and the fine-tuned one on the 60 held-out records.
+    evaluation = result["evaluation"]
+    assert evaluation["baseline"] == "base" and list(evaluation["reports"]) == ["base", "fine-tuned"]
+    tuned, base = evaluation["reports"]["fine-tuned"], evaluation["reports"]["base"]
+    assert tuned["model_id"] == result["model_arn"] and base["model_id"] != result["model_arn"]
+    assert tuned["dataset_uri"] == dataset["eval_uri"]
+    assert tuned["record_count"] == base["record_count"] == 60 and tuned["error_count"] == 0
+    assert tuned["prompt_template"] == result["complete"]["prompt"].replace(
+        result["question"], "$model_input"
+    )
+    delta = evaluation["deltas"]["fine-tuned"]["exact_match_score"]
+    assert delta["delta"] > 0 and delta["ci_low"] > 0 and delta["significant"]
+    files = evaluation["files"]
+    assert json.loads(Path(files["json"]).read_text())["deltas"]["fine-tuned"]["exact_match_score"] == delta
+    assert len(Path(files["records"]).read_text().splitlines()) == 120
+    assert Path(files["plot"]).read_bytes().startswith(b"\x89PNG")

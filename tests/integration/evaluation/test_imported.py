@@ -1,0 +1,106 @@
+"""The Evaluator on a model imported into the local Bedrock: an ImportedModelClient through both
+engines (fmeval's ModelRunner rebuilds the client in each Ray worker), and `bedrock-ft evaluate`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bedrock_ft import EvalConfig, Evaluator, ImportedModel, ImportedModelClient, InvokeConfig
+from bedrock_ft.bedrock import BedrockImporter, ImportConfig
+from bedrock_ft.data import synthetic_qa
+from bedrock_ft.local import LocalBedrockConfig, LocalStack
+
+pytestmark = pytest.mark.slow
+
+RunCli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def served(
+    embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalStack, ImportedModel]]:
+    config = LocalBedrockConfig(idle_unload_seconds=None, data_dir=tmp_path_factory.mktemp("eval-served"))
+    with LocalStack(config, export_env=False) as stack, pytest.MonkeyPatch.context() as env:
+        for key, value in stack.env.items():
+            env.setenv(key, value)
+        aws = stack.aws_config()
+        aws.client("s3").create_bucket(Bucket="eval")
+        settings = ImportConfig(
+            model_name="smollm2-eval",
+            s3_uri="s3://eval/smollm2/",
+            role_arn="arn:aws:iam::123456789012:role/BedrockImport",
+            aws=aws,
+        )
+        imported = BedrockImporter(settings).import_model(embedded_dir)
+        env.undo()
+        yield stack, imported
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in synthetic_qa(6, seed=7)))
+    return path
+
+
+def test_both_engines_ask_the_imported_model_the_same_and_score_it_the_same(
+    served: tuple[LocalStack, ImportedModel], dataset: Path, aws_credentials: None
+) -> None:
+    stack, imported = served
+    client = ImportedModelClient(imported, InvokeConfig(aws=stack.aws_config()))
+    config = EvalConfig(max_tokens=16, progress_bar=False)
+    fast = Evaluator(config).evaluate(client, dataset)
+    own = Evaluator(config.replace(engine="fmeval")).evaluate(client, dataset)
+    assert fast.model_id == own.model_id == imported.model_arn
+    assert fast.error_count == own.error_count == 0 and fast.record_count == 6
+    fast_rows, own_rows = fast.records(), own.records()
+    # The prompt is the model's training chat template around the question, in both engines.
+    assert fast.prompt_template == own.prompt_template
+    assert fast.prompt_template is not None and "$model_input" in fast.prompt_template
+    for a, b in zip(fast_rows, own_rows, strict=True):
+        assert a["prompt"] == b["prompt"] == client.render_chat([{"role": "user", "content": a["question"]}])
+        assert a["output"] == b["output"]  # greedy: the same answers
+        assert a["scores"] == b["scores"]
+    assert own.metrics == fast.metrics
+    assert client.usage.requests >= 6  # the fast engine went through this client
+
+
+def test_cli_evaluate_compares_two_models(
+    served: tuple[LocalStack, ImportedModel],
+    dataset: Path,
+    tmp_path: Path,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stack, imported = served
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    manifest = imported.write(tmp_path / "imported")
+    out = tmp_path / "report"
+    code, stdout, err = run_cli(
+        "evaluate", "--model", str(imported.model_arn), "--baseline", str(manifest),
+        "--dataset", str(dataset), "--output", str(out), "--max-tokens", "16", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert list(result["reports"]) == ["baseline", "model"]
+    assert result["reports"]["model"]["model_id"] == imported.model_arn
+    # The same model (by ARN, and by manifest) answers the same: no difference, an interval of zero.
+    assert result["deltas"]["model"]["exact_match_score"]["delta"] == 0.0
+    assert (out / "report.html").is_file() and len((out / "records.jsonl").read_text().splitlines()) == 12
+    # Human output, and a bad dataset: one line naming the field and line.
+    code, stdout, err = run_cli(
+        "evaluate", "--model", str(manifest), "--dataset", str(dataset), "--output", str(out)
+    )
+    assert code == 0, err
+    assert stdout.startswith("model: exact match ") and "report.html" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q?", "answer": "a"}\n{"question": "r?"}\n')
+    code, _, err = run_cli("evaluate", "--model", str(manifest), "--dataset", str(bad), "--output", str(out))
+    assert code == 1 and "line 2: no target at 'answer'" in err
+    code, _, err = run_cli("evaluate", "--model", str(manifest), "--dataset", str(bad), "--engine", "ray")
+    assert code == 1 and "engine" in err
