@@ -49,6 +49,15 @@ EXPECTED = {
         "one hour active at $0.0785/CMU-minute: $4.71 (12 windows)",
         "deleted: smollm2-example and 9 S3 objects",
     ],
+    "05_evaluate.py": [
+        "as-is: exact match 0.000, quasi-exact 0.000, F1 ",
+        "told to be terse - as-is, f1_score: ",
+        "records: 30, engine: fast",
+        "prompt template: '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM",
+        "  qa/capitals: exact match ",
+        "a worst answer: ",
+        "files: metrics.png, records.jsonl, report.html, report.json, report.md",
+    ],
     "04_invoke.py": [
         "model: smollm2-invoke, formats: BedrockCompletion, OpenAICompletion, OpenAIChatCompletion, Converse",
         "chat (OpenAIChatCompletion): The capital of France is Paris.",
