@@ -307,8 +307,9 @@ class EvaluationReport(Artifact):
     dataset: str | None = Field(default=None, description="Name of the evaluation dataset.")
     dataset_uri: str | None = Field(default=None, description="Where the evaluation records were read.")
     engine: str | None = Field(default=None, description="'fast' or 'fmeval'.")
-    metrics: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="Metric values per dataset or 'dataset/category' key."
+    metrics: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict,
+        description="Metric values per dataset or 'dataset/category' key (None: no record was scored).",
     )
     records_uri: str | None = Field(default=None, description="Per-record results (JSONL).")
     record_count: int = Field(default=0, description="Records scored.")
@@ -328,7 +329,7 @@ class EvaluationReport(Artifact):
     _rows: list[dict[str, Any]] | None = PrivateAttr(default=None)
 
     @property
-    def scores(self) -> dict[str, float]:
+    def scores(self) -> dict[str, float | None]:
         """The metrics over the whole dataset."""
         if self.dataset and self.dataset in self.metrics:
             return self.metrics[self.dataset]

@@ -629,10 +629,19 @@ def evaluate(  # noqa: PLR0917 - one parameter per CLI option
     target_field: Annotated[
         str | None, typer.Option(help="Expected-answer location (key or JMESPath, e.g. answer.value).")
     ] = None,
-    category_field: Annotated[str | None, typer.Option(help="Category location.")] = None,
-    chat_template: Annotated[
-        Path | None, typer.Option(help="A .jinja file: the template the model was trained with.")
+    category_field: Annotated[str | None, typer.Option(help="Category location ('' for none).")] = None,
+    system_field: Annotated[
+        str | None, typer.Option(help="System-message location ('' to send none).")
     ] = None,
+    chat_template: Annotated[
+        Path | None,
+        typer.Option(
+            help="A .jinja file: the template the models were trained with (both, with --baseline)."
+        ),
+    ] = None,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Ask every record again, even if answers.jsonl has it.")
+    ] = False,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
@@ -653,16 +662,22 @@ def evaluate(  # noqa: PLR0917 - one parameter per CLI option
         "question_location": question_field,
         "target_location": target_field,
         "category_location": category_field,
+        "system_location": system_field,
     }
-    updates: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    updates["aws"] = aws
+    updates: dict[str, Any] = {k: (v if v != "" else None) for k, v in flags.items() if v is not None}
+    if region is not None or profile is not None or base.aws is None:
+        updates["aws"] = aws
+    if no_resume:
+        updates["resume"] = False
     if as_json:
         updates["progress_bar"] = False
     if "output_dir" not in updates and base.output_dir is None:
         updates["output_dir"] = "evaluation"
     config = EvalConfig(**{**dict(base), **updates})  # through __init__: a bad flag is a ConfigError
     template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
-    invoke = InvokeConfig(chat_template=template, aws=aws, max_concurrency=config.max_concurrency)
+    invoke = InvokeConfig(
+        chat_template=template, aws=config.aws or aws, max_concurrency=config.max_concurrency
+    )
     progress = err.print if not as_json else None
     targets = {}
     if baseline is not None:
@@ -676,7 +691,7 @@ def evaluate(  # noqa: PLR0917 - one parameter per CLI option
         source = artifact
     comparison = Evaluator(config, progress=progress).evaluate_many(targets, source)
     if as_json:
-        _print_json(comparison.model_dump(mode="json"))
+        _print_json(comparison.model_dump(mode="json"))  # no NaN: a metric with no scored record is null
         return
     for line in comparison.summary():
         typer.echo(line)

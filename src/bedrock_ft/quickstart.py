@@ -160,7 +160,8 @@ def _evaluate(
         BedrockImporter(settings, progress=say).import_model(model_dir), InvokeConfig(aws=aws)
     )
     base.warm_up()
-    config = EvalConfig(max_tokens=24, output_dir=str(root / "evaluation"), progress_bar=False)
+    # Both models are imported anew on every run (new ARNs), so there are no answers to resume from.
+    config = EvalConfig(max_tokens=24, output_dir=str(root / "evaluation"), progress_bar=False, resume=False)
     comparison = Evaluator(config, progress=say).evaluate_many({"base": base, "fine-tuned": tuned}, dataset)
     out: dict[str, Any] = comparison.model_dump(mode="json")
     out["summary"] = comparison.summary()

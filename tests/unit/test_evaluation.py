@@ -40,6 +40,16 @@ def test_config_defaults_and_problems_named_by_field() -> None:
     for field in ("engine", "prompt_template", "bertscore_model", "target_location", "max_records"):
         assert field in text, field
     assert "$model_input" in text
+    # fmeval's placeholder exactly once, and no stray '$': what would fail at run time fails now.
+    for bad in (
+        "Cost in $USD: $model_input",
+        "$$model_input",
+        "$model_input and $model_input",
+        "$ $model_input",
+    ):
+        with pytest.raises(ConfigError, match="prompt_template"):
+            EvalConfig(prompt_template=bad)
+    assert EvalConfig(prompt_template="Cost in $$: ${model_input}").prompt_template
 
 
 def test_reads_records_with_categories_systems_and_blank_lines(tmp_path: Path) -> None:
@@ -69,7 +79,7 @@ def test_missing_target_names_the_field_and_first_bad_line(tmp_path: Path) -> No
     with pytest.raises(DatasetError) as caught:
         load_records(path, EvalConfig())
     message = str(caught.value)
-    assert f"{path} line 3" in message and "'answer'" in message and "target_location" in message
+    assert message.startswith(f"{path} line 3: no target at 'answer'") and "target_location" in message
     assert "['question', 'response']" in message  # what the record has instead
     assert caught.value.field == "answer" and caught.value.record_index == 1
 
@@ -113,7 +123,7 @@ def test_triviaqa_style_targets_need_a_location_inside_the_object(tmp_path: Path
         load_records(path, EvalConfig())
     message = str(caught.value)
     assert "line 1" in message and "an object with keys aliases, value" in message
-    assert "answer.aliases" in message  # a location that would work
+    assert "e.g. 'answer.value'" in message  # a location that would work
     _, records = load_records(path, EvalConfig(target_location="answer.value"))
     assert records[0].target == "Shakespeare"
     # A list of strings is read as alternatives, joined as fmeval writes them.
@@ -121,6 +131,14 @@ def test_triviaqa_style_targets_need_a_location_inside_the_object(tmp_path: Path
     assert records[0].target == "Shakespeare<OR>Bard"
     with pytest.raises(DatasetError, match=r"line 1: no target at 'answer.text'"):
         load_records(path, EvalConfig(target_location="answer.text"))
+    # SQuAD's answers: the hint points at the text, and a list of offsets is not a list of answers.
+    squad = {"question": "q?", "answers": {"answer_start": [3, 9], "text": ["Paris", "paris"]}}
+    _jsonl(path, [squad])
+    with pytest.raises(DatasetError, match=r"e.g. 'answers.text'"):
+        load_records(path, EvalConfig(target_location="answers"))
+    with pytest.raises(DatasetError, match=r"is a list, not text \(alternatives must be a list of strings\)"):
+        load_records(path, EvalConfig(target_location="answers.answer_start"))
+    assert load_records(path, EvalConfig(target_location="answers.text"))[1][0].target == "Paris<OR>paris"
 
 
 def test_numbers_are_text_but_booleans_are_refused(tmp_path: Path) -> None:
@@ -199,4 +217,23 @@ def test_client_prompts_come_from_the_training_chat_template() -> None:
         TargetAdapter(bare, EvalConfig())
     assert TargetAdapter(bare, EvalConfig(prompt_template="[INST] $model_input [/INST]")).prompt(record) == (
         "[INST] Price of $5? [/INST]"
+    )
+
+
+def test_a_client_travels_as_what_rebuilds_it() -> None:
+    """Ray (the fmeval engine) and multiprocessing pickle targets: a client, or a closure over one."""
+    import pickle
+
+    from bedrock_ft import ImportedModel, ImportedModelClient, InvokeConfig
+
+    client = ImportedModelClient(
+        ImportedModel(model_name="m", architecture="llama", model_arn=ARN, chat_template=CHATML),
+        InvokeConfig(max_concurrency=3),
+    )
+    client._client()  # open its connections: they must not travel
+    copy = pickle.loads(pickle.dumps(client))
+    assert isinstance(copy, ImportedModelClient) and copy is not client
+    assert copy.model == client.model and copy.config == client.config
+    assert copy.render_chat([{"role": "user", "content": "hi"}]) == client.render_chat(
+        [{"role": "user", "content": "hi"}]
     )

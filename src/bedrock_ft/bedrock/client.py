@@ -153,6 +153,11 @@ class ImportedModelClient(ConcurrentCalls):
     def __repr__(self) -> str:
         return f"ImportedModelClient({self.model.model_name!r}, {self.model_id!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A client travels (pickle, Ray, multiprocessing) as what rebuilds it, its model and config: the
+        copy opens its own connections and counts its own usage; callbacks stay behind."""
+        return (type(self), (self.model, self.config))
+
     # --- the calls ----------------------------------------------------------------------------------
 
     def complete(self, prompt: str, *, api_format: str | None = None, **params: Any) -> Completion:

@@ -70,12 +70,15 @@ def source_name(source: str | Path) -> str:
 def _read_bytes(uri: str, config: EvalConfig) -> bytes:
     if uri.startswith("s3://"):
         from bedrock_ft.aws import AwsConfig
-        from bedrock_ft.errors import translate_client_errors
+        from bedrock_ft.errors import ResourceNotFoundError, translate_client_errors
 
         bucket, _, key = uri[len("s3://") :].partition("/")
-        with translate_client_errors():
-            body = (config.aws or AwsConfig()).client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-            return bytes(body.read())
+        try:
+            with translate_client_errors():
+                body = (config.aws or AwsConfig()).client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+                return bytes(body.read())
+        except ResourceNotFoundError as exc:
+            raise DatasetError(f"{uri}: no such dataset file ({exc})") from None
     path = Path(uri)
     if not path.is_file():
         raise DatasetError(f"{uri}: no such dataset file")
@@ -115,36 +118,50 @@ def _from_messages(row: dict[str, Any], uri: str, number: int) -> dict[str, Any]
 
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise DatasetError(
-            f"{uri} line {number}: no 'messages' list in this test-split record", field="messages"
-        )
+        raise _error(f"{uri} line {number}: no 'messages' list in this test-split record", field="messages")
     try:
         return eval_record(messages, row.get("category"))
     except (KeyError, StopIteration, TypeError):
-        raise DatasetError(
+        raise _error(
             f"{uri} line {number}: the conversation has no user turn and final answer", field="messages"
         ) from None
+
+
+def _error(message: str, *, field: str | None = None, record_index: int | None = None) -> DatasetError:
+    """A DatasetError whose message already says where (file and line); the index and field ride along."""
+    error = DatasetError(message)
+    error.field, error.record_index = field, record_index
+    return error
+
+
+def _suggest(value: dict[str, Any], location: str) -> str:
+    """A location inside ``value`` that holds text: 'value' or 'text' first, then any key holding text."""
+
+    def texty(v: Any) -> bool:
+        return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v))
+
+    keys = [k for k in ("value", "text", "answer") if texty(value.get(k))]
+    keys += [k for k in sorted(value) if texty(value[k]) and k not in keys]
+    return f"; point the location at the text inside it, e.g. '{location}.{keys[0]}'" if keys else ""
 
 
 def _text(value: Any, *, what: str, where: str, location: str, delimiter: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
-        raise DatasetError(f"{where}: the {what} at {location!r} is a boolean, not text", field=location)
+        raise _error(f"{where}: the {what} at {location!r} is a boolean, not text", field=location)
     if isinstance(value, (int, float)):
         return str(value)
-    alternatives = isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value)
+    alternatives = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
     if alternatives and what == "target":  # alternatives, as fmeval writes them
-        return delimiter.join(str(v) for v in value)
-    kind = (
-        "an object with keys " + ", ".join(sorted(value)) if isinstance(value, dict) else type(value).__name__
-    )
-    hint = (
-        f"; point the location at the text inside it, e.g. '{location}.{next(iter(sorted(value)))}'"
-        if isinstance(value, dict) and value
-        else ""
-    )
-    raise DatasetError(f"{where}: the {what} at {location!r} is {kind}, not text{hint}", field=location)
+        return delimiter.join(value)
+    if isinstance(value, dict):
+        kind, hint = "an object with keys " + ", ".join(sorted(value)), _suggest(value, location)
+    elif isinstance(value, list):
+        kind, hint = "a list", "" if what != "target" else " (alternatives must be a list of strings)"
+    else:
+        kind, hint = type(value).__name__, ""
+    raise _error(f"{where}: the {what} at {location!r} is {kind}, not text{hint}", field=location)
 
 
 def load_records(dataset: DatasetArtifact | str | Path, config: EvalConfig) -> tuple[str, list[EvalRecord]]:
@@ -166,7 +183,7 @@ def load_records(dataset: DatasetArtifact | str | Path, config: EvalConfig) -> t
             value = at.find(row)
             if value is None or value == "":
                 setting = f"{what}_location"
-                raise DatasetError(
+                raise _error(
                     f"{where}: no {what} at {at.text!r} (EvalConfig.{setting}); the record has keys "
                     f"{sorted(row)}",
                     record_index=len(records),

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import tempfile
 import time
 from collections import defaultdict, deque
@@ -41,6 +39,9 @@ METRICS = (
 )
 """fmeval's QAAccuracy metrics, in its order (BERTScore is added when enabled)."""
 
+FMEVAL_MAX_RECORDS = 100_000
+"""fmeval samples from the first 100,000 records only."""
+
 ERROR_MARK = "\x00bedrock-ft-error\x00"
 """What the fmeval engine's ModelRunner answers for a failed call, so the record is found and kept as an
 error instead of being scored as a wrong answer."""
@@ -52,14 +53,9 @@ class Scorer:
     def __init__(self, config: EvalConfig) -> None:
         if config.bertscore:
             compat.check_bertscore(config.bertscore_model)
-        else:
-            os.environ[compat.BERTSCORE_ENV] = "0"
-        module = compat.qa_accuracy()
-        self.algorithm = module.QAAccuracy(
-            module.QAAccuracyConfig(
-                target_output_delimiter=config.target_delimiter,
-                model_type_for_bertscore=config.bertscore_model,
-            )
+        self.bertscore = config.bertscore
+        self.algorithm = compat.make_qa_accuracy(
+            config.target_delimiter, config.bertscore_model, config.bertscore
         )
         self.names: tuple[str, ...] = (*METRICS, "bertscore") if config.bertscore else METRICS
 
@@ -93,6 +89,7 @@ def run_fast(
     for record, prompt, answer in zip(records, prompts, answers, strict=True):
         row = _row(record, prompt, answer.text, answer.error)
         row["latency_s"] = None if answer.latency_s is None else round(answer.latency_s, 4)
+        row["cached"] = answer.cached
         if answer.error is None and answer.text is not None:
             row["scores"] = scorer.score(record.target, answer.text)
         rows.append(row)
@@ -104,14 +101,22 @@ def run_fmeval(
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any]]:
     """fmeval's ``QAAccuracy().evaluate`` on the records; returns rows in record order, timings and
     fmeval's own aggregate scores."""
-    if adapter.config.prompt_template is None and any(r.system for r in records) and adapter.is_client:
+    if len(records) > FMEVAL_MAX_RECORDS:
         raise EvaluationError(
-            "records carry system messages, and fmeval's engine sends one fixed prompt template; use "
-            "engine='fast' (which sends each record's system message) or set system_location=None"
+            f"fmeval's evaluate() reads at most {FMEVAL_MAX_RECORDS:,} records, and this dataset has "
+            f"{len(records):,}; use engine='fast', or max_records"
         )
+    if adapter.config.prompt_template is None and adapter.is_client:
+        for r in records:  # fmeval fills in one fixed template: it must be what training rendered
+            if adapter.fill(r.question) != adapter.prompt(r):
+                why = "has a system message" if r.system else "is changed by the chat template (trimmed?)"
+                raise EvaluationError(
+                    f"line {r.line}: the record {why}, so fmeval's one fixed prompt template can't ask it "
+                    "as training did; use engine='fast' (or, for system messages, system_location=None / "
+                    "--system-field '')"
+                )
     started = time.perf_counter()
-    compat.start_ray(progress_bars=adapter.config.progress_bar)
-    module = compat.qa_accuracy()
+    compat.start_ray(bertscore=scorer.bertscore, progress_bars=adapter.config.progress_bar)
     from fmeval.constants import MIME_TYPE_JSONLINES
     from fmeval.data_loaders.data_config import DataConfig
     from fmeval.eval_algorithms.save_strategy import FileSaveStrategy
@@ -147,7 +152,6 @@ def run_fmeval(
         )
         done = time.perf_counter()
         saved = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
-    del module
     rows = _match(records, saved, scorer.names)
     own = outputs[0]
     kept = set(scorer.names)  # without BERTScore, fmeval's bertscore is the compat's placeholder
@@ -195,8 +199,3 @@ def run_engine(
         return run_fmeval(adapter, records, scorer, dataset_name)
     rows, timings = run_fast(adapter, records, scorer, label=f"evaluating {adapter.model_id[-40:]}")
     return rows, timings, None
-
-
-def mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan

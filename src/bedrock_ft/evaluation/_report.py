@@ -44,8 +44,8 @@ def _plot(comparison: ComparisonReport) -> bytes:
     for i, name in enumerate(names):
         scores = comparison.reports[name].scores
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(metrics))]
-        ys = [scores.get(m, math.nan) for m in metrics]
-        bars = ax.bar(xs, [0 if math.isnan(y) else y for y in ys], width, label=name)
+        ys = [scores.get(m) for m in metrics]
+        bars = ax.bar(xs, [y or 0.0 for y in ys], width, label=name)
         ax.bar_label(bars, labels=[_fmt(y) for y in ys], fontsize=7, padding=1)
     ax.set_xticks(range(len(metrics)), [_SHORT[m] for m in metrics])
     ax.set_ylim(0, 1.25)
@@ -161,9 +161,18 @@ def _html(
     if comparison.deltas:
         parts += ["<h2>Differences from the baseline</h2>"]
         parts += [table(["comparison", "metric", "delta", "interval", "excludes 0"], _delta_rows(comparison))]
-    for name in comparison.reports:
+    for name, report in comparison.reports.items():
+        cats = {k.split("/", 1)[1]: v for k, v in report.metrics.items() if "/" in k}
+        if cats:
+            parts.append(f"<h2>{e(name)}: per category</h2>")
+            parts.append(
+                table(
+                    ["category", "exact match", "F1"],
+                    [[c, _fmt(v.get("exact_match_score")), _fmt(v.get("f1_score"))] for c, v in cats.items()],
+                )
+            )
         if not worst:
-            break
+            continue
         parts.append(f"<h2>{e(name)}: worst-scoring records</h2>")
         body = []
         for r in _worst(rows[name], worst):

@@ -10,14 +10,15 @@ from typing import Any
 __all__ = ["aggregate", "paired_bootstrap"]
 
 
-def _mean(values: Sequence[float]) -> float:
+def _mean(values: Sequence[float]) -> float | None:
+    """The mean, or None where no record was scored (JSON has no NaN)."""
     finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+    return sum(finite) / len(finite) if finite else None
 
 
 def aggregate(
     rows: Sequence[Mapping[str, Any]], names: Sequence[str], dataset: str
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """Mean of each metric over the scored records (errors are counted apart, never as zeros), for the
     whole dataset (key ``dataset``) and per category (key ``dataset/category``)."""
     groups: dict[str, list[Mapping[str, float]]] = {dataset: []}
@@ -27,7 +28,7 @@ def aggregate(
         groups[dataset].append(row["scores"])
         if row.get("category") is not None:
             groups.setdefault(f"{dataset}/{row['category']}", []).append(row["scores"])
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     for key in [dataset, *sorted(k for k in groups if k != dataset)]:
         scored = groups[key]
         out[key] = {name: _mean([s[name] for s in scored if name in s]) for name in names}
@@ -49,30 +50,37 @@ def paired_bootstrap(
 
     pairs = [(a, b) for a, b in zip(baseline, other, strict=True) if a is not None and b is not None]
     rng = np.random.default_rng(seed)
-    n = len(pairs)
-    picks = rng.integers(0, n, size=(samples, n)) if n else None
     alpha = (1.0 - confidence) / 2.0
     out: dict[str, dict[str, float | int | bool]] = {}
     for name in names:
-        diffs = np.array(
-            [b[name] - a[name] for a, b in pairs if not (math.isnan(a[name]) or math.isnan(b[name]))]
-        )
-        if picks is None or len(diffs) != n or n == 0:
-            if len(diffs) == 0:
-                continue
-            picks_m = rng.integers(0, len(diffs), size=(samples, len(diffs)))
-        else:
-            picks_m = picks
-        means = diffs[picks_m].mean(axis=1)
+        kept = [(a[name], b[name]) for a, b in pairs if not (math.isnan(a[name]) or math.isnan(b[name]))]
+        if not kept:
+            continue
+        diffs = np.array([b - a for a, b in kept])
+        means = _resampled_means(diffs, samples, rng)
         low = float(np.quantile(means, alpha))
         high = float(np.quantile(means, 1.0 - alpha))
         out[name] = {
-            "baseline": float(np.mean([a[name] for a, _ in pairs])),
-            "value": float(np.mean([b[name] for _, b in pairs])),
+            "baseline": float(np.mean([a for a, _ in kept])),
+            "value": float(np.mean([b for _, b in kept])),
             "delta": float(diffs.mean()),
             "ci_low": low,
             "ci_high": high,
-            "records": len(diffs),
+            "records": len(kept),
             "significant": bool(low > 0 or high < 0),
         }
     return out
+
+
+def _resampled_means(diffs: Any, samples: int, rng: Any, *, budget: int = 4_000_000) -> Any:
+    """The means of ``samples`` resamples of ``diffs``, drawn a chunk at a time so memory stays bounded
+    (about ``budget`` indices at once) however many records there are."""
+    import numpy as np
+
+    n = len(diffs)
+    chunk = max(1, budget // n)
+    parts = []
+    for start in range(0, samples, chunk):
+        picks = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        parts.append(diffs[picks].mean(axis=1))
+    return np.concatenate(parts)

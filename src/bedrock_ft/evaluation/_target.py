@@ -3,6 +3,7 @@ prompts are made; and how it is asked, concurrently, keeping every failure on it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ __all__ = ["Answer", "TargetAdapter"]
 
 _SENTINEL = "BEDROCKFTMODELINPUTSENTINEL"
 
+log = logging.getLogger("bedrock_ft")
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -28,6 +31,8 @@ class Answer:
     error: str | None
     latency_s: float | None = None
     output_tokens: int | None = None
+    cached: bool = False
+    """Reused from an earlier run of the same evaluation (not asked again)."""
 
 
 def _is_client(target: Any) -> bool:
@@ -77,14 +82,18 @@ class TargetAdapter:
         return str(rendered.replace("$", "$$").replace(_SENTINEL, "$model_input"))
 
     def prompt(self, record: EvalRecord) -> str:
-        """The exact prompt for ``record``: with its own system message when it has one (fast engine)."""
-        if record.system is not None and self.is_client and self.config.prompt_template is None:
-            messages = [
-                {"role": "system", "content": record.system},
-                {"role": "user", "content": record.question},
-            ]
+        """The exact prompt for ``record``: the question (and its own system message, if any) rendered
+        with the model's chat template, as training did; or the configured template filled in."""
+        if self.is_client and self.config.prompt_template is None:
+            messages = [{"role": "user", "content": record.question}]
+            if record.system is not None:
+                messages.insert(0, {"role": "system", "content": record.system})
             return str(self.target.render_chat(messages))
-        return Template(self.template).substitute(model_input=record.question)
+        return self.fill(record.question)
+
+    def fill(self, question: str) -> str:
+        """The fmeval template filled in, as fmeval's PromptComposer does."""
+        return Template(self.template).substitute(model_input=question)
 
     def call(self, prompt: str) -> str:
         """One answer (used by the fmeval engine's ModelRunner); errors propagate."""
@@ -102,33 +111,60 @@ class TargetAdapter:
         return params
 
     def answer_all(self, prompts: Sequence[str], label: str) -> list[Answer]:
-        """Every prompt answered, ``max_concurrency`` at a time, in order; a failure stays on its record."""
+        """Every prompt answered, ``max_concurrency`` at a time, in order; a failure stays on its record.
+        With ``output_dir`` set, an imported model's answers are kept as they arrive and reused by a
+        later run (see :mod:`._answers`)."""
         from bedrock_ft.bedrock._batch import run_batch
+        from bedrock_ft.bedrock.results import BatchItem
 
         cfg = self.config
+        cache = None
+        if self.is_client and cfg.output_dir and cfg.resume:
+            from bedrock_ft.evaluation._answers import AnswerCache
+
+            cache = AnswerCache(cfg.output_dir, self.model_id, self.params())
+        out: list[Answer | None] = [None] * len(prompts)
+        todo: list[int] = []
+        for i, prompt in enumerate(prompts):
+            kept = cache.get(prompt) if cache is not None else None
+            if kept is not None:
+                out[i] = Answer(
+                    kept["text"], None, kept.get("latency_s"), kept.get("output_tokens"), cached=True
+                )
+            else:
+                todo.append(i)
+        if cache is not None and len(todo) < len(prompts):
+            log.info("%s: %d answers reused from an earlier run", self.model_id, len(prompts) - len(todo))
+
+        def keep(item: BatchItem) -> None:
+            if cache is not None and item.completion is not None:
+                c = item.completion
+                cache.put(item.input, c.text, c.latency_s, c.output_tokens)
+
+        asking = [prompts[i] for i in todo]
         if self.is_client:
             result = self.target.batch_complete(
-                list(prompts),
+                asking,
                 max_concurrency=cfg.max_concurrency,
                 progress_bar=cfg.progress_bar,
+                on_item=keep,
                 **self.params(),
             )
         else:
             result = run_batch(
-                list(prompts),
+                asking,
                 _completion_of(self.target, self.model_id),
                 max_concurrency=cfg.max_concurrency,
                 progress_bar=cfg.progress_bar,
                 label=label,
             )
-        out = []
-        for item in result:
+        for i, item in zip(todo, result, strict=True):
             if item.completion is not None:
                 c = item.completion
-                out.append(Answer(c.text, None, c.latency_s, c.output_tokens))
+                out[i] = Answer(c.text, None, c.latency_s, c.output_tokens)
             else:
-                out.append(Answer(None, f"{type(item.error).__name__}: {item.error}"))
-        return out
+                out[i] = Answer(None, f"{type(item.error).__name__}: {item.error}")
+        return [a for a in out if a is not None]
 
 
 def _as_text(value: Any) -> str:

@@ -70,6 +70,11 @@ class EvalConfig(BaseConfig):
         default=None,
         description="Write report.json, records.jsonl, report.md and report.html here (None: no files).",
     )
+    resume: bool = Field(
+        default=True,
+        description="Keep an imported model's answers in output_dir/answers.jsonl as they arrive, and "
+        "reuse them in a later run with the same model, prompt and settings (nothing paid for twice).",
+    )
     bootstrap_samples: int = Field(
         default=2000, ge=100, description="Resamples for the confidence interval of a difference."
     )
@@ -83,7 +88,7 @@ class EvalConfig(BaseConfig):
         default=None, description="Where to read an s3:// dataset from (default: the default session)."
     )
 
-    hash_exclude = frozenset({"progress_bar", "aws", "output_dir"})
+    hash_exclude = frozenset({"progress_bar", "aws", "output_dir", "resume"})
 
     @field_validator("bertscore_model")
     @classmethod
@@ -95,8 +100,24 @@ class EvalConfig(BaseConfig):
     @field_validator("prompt_template")
     @classmethod
     def _has_placeholder(cls, value: str | None) -> str | None:
-        if value is not None and "$model_input" not in value and "${model_input}" not in value:
-            raise ValueError("must contain $model_input, where the question goes (fmeval's placeholder)")
+        if value is None:
+            return None
+        from string import Template
+
+        names: list[str] = []
+        for match in Template.pattern.finditer(value):
+            if match.group("invalid") is not None:
+                raise ValueError(
+                    f"a lone '$' at character {match.start('invalid')}: write '$$' for a dollar sign"
+                )
+            name = match.group("named") or match.group("braced")
+            if name is not None:
+                names.append(name)
+        if names != ["model_input"]:
+            raise ValueError(
+                f"must hold $model_input (where the question goes) exactly once and no other placeholder, "
+                f"found {names or 'none'}; write '$$' for a dollar sign"
+            )
         return value
 
     @field_validator("question_location", "target_location", "category_location", "system_location")

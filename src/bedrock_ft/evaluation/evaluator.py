@@ -51,6 +51,7 @@ class Evaluator:
     ) -> ComparisonReport:
         """Score several targets on the same records. Each one after ``baseline`` (default: the first) is
         compared with it: the mean difference of every metric and its paired-bootstrap interval."""
+        from bedrock_ft._deps import require
         from bedrock_ft.artifacts import EvaluationReport
         from bedrock_ft.evaluation._engines import Scorer, run_engine
         from bedrock_ft.evaluation._stats import aggregate, paired_bootstrap
@@ -58,6 +59,8 @@ class Evaluator:
         from bedrock_ft.evaluation.report import ComparisonReport
 
         cfg = self.config
+        needed = ["fmeval", "numpy"] + (["matplotlib"] if cfg.output_dir else [])
+        require(*needed, extra="eval", feature="Evaluator")  # before any model call is paid for
         if not targets:
             raise EvaluationError("evaluate_many() needs at least one target")
         base = baseline if baseline is not None else next(iter(targets))
@@ -79,7 +82,9 @@ class Evaluator:
             got, timings, fmeval_scores = run_engine(adapter, records, cfg, scorer, dataset_name)
             timings["total_s"] = time.perf_counter() - started
             errors = sum(1 for r in got if r["error"] is not None)
-            if errors:
+            if errors == len(got):
+                log.error("%s failed on every record: nothing was scored (see records.jsonl)", name)
+            elif errors:
                 first = next(r for r in got if r["error"] is not None)
                 log.warning(
                     "%s failed on %d of %d records (kept as errors, not scored); first, line %d: %s",

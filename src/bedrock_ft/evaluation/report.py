@@ -3,7 +3,6 @@ from the baseline with their confidence intervals."""
 
 from __future__ import annotations
 
-from math import nan
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bedrock_ft.artifacts import EvaluationReport
 
 __all__ = ["ComparisonReport", "EvaluationReport"]
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 class ComparisonReport(BaseModel):
@@ -49,8 +52,8 @@ class ComparisonReport(BaseModel):
             s = report.scores
             errors = f", {report.error_count} errors" if report.error_count else ""
             lines.append(
-                f"{name}: exact match {s.get('exact_match_score', nan):.3f}, quasi-exact "
-                f"{s.get('quasi_exact_match_score', nan):.3f}, F1 {s.get('f1_score', nan):.3f} "
+                f"{name}: exact match {_f(s.get('exact_match_score'))}, quasi-exact "
+                f"{_f(s.get('quasi_exact_match_score'))}, F1 {_f(s.get('f1_score'))} "
                 f"({report.record_count} records{errors})"
             )
         pct = round(self.confidence * 100)

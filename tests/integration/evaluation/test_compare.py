@@ -144,3 +144,40 @@ def test_failures_are_kept_counted_and_not_scored(dataset: Path, tmp_path: Path)
     assert "ERROR: " in html  # failures come first among the worst examples
     data = json.loads((out / "report.json").read_text())
     assert data["reports"]["flaky"]["error_count"] == 8
+
+
+def test_dataset_read_from_s3(moto_endpoint: str, aws_credentials: None) -> None:
+    from bedrock_ft import AwsConfig, DatasetError
+
+    aws = AwsConfig(endpoint_urls={"s3": moto_endpoint})
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="eval-data")
+    rows = [{"question": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(5)]
+    s3.put_object(Bucket="eval-data", Key="qa/eval.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows))
+    config = EvalConfig(progress_bar=False, aws=aws)
+    report = Evaluator(config).evaluate(lambda p: str(_number(p) + 1), "s3://eval-data/qa/eval.jsonl")
+    assert report.dataset_uri == "s3://eval-data/qa/eval.jsonl" and report.dataset == "eval"
+    assert report.record_count == 5 and report.scores["exact_match_score"] == 1.0
+    with pytest.raises(DatasetError, match="no such dataset file"):
+        Evaluator(config).evaluate(str, "s3://eval-data/qa/missing.jsonl")
+
+
+def test_a_model_that_failed_everywhere(dataset: Path, tmp_path: Path) -> None:
+    def down(prompt: str) -> str:
+        raise ConnectionError("unreachable")
+
+    out = tmp_path / "report"
+    config = EvalConfig(progress_bar=False, output_dir=str(out))
+    comparison = Evaluator(config).evaluate_many({"down": down, "up": right_on(0.5, 6)}, dataset)
+    down_report = comparison["down"]
+    assert (down_report.record_count, down_report.error_count) == (0, N)
+    assert set(down_report.scores.values()) == {None}  # not zeros: nothing was scored
+    assert comparison.deltas == {"up": {}}  # no record both answered: nothing to compare
+    assert (
+        comparison.summary()[0] == f"down: exact match n/a, quasi-exact n/a, F1 n/a (0 records, {N} errors)"
+    )
+    data = json.loads((out / "report.json").read_text())  # strict JSON, and it loads back
+    from bedrock_ft.evaluation import ComparisonReport
+
+    assert ComparisonReport.model_validate(data)["down"].scores["f1_score"] is None
+    json.loads(comparison.model_dump_json())

@@ -1,6 +1,6 @@
 """Evaluator: the fast engine against fmeval's own evaluate() on the same 200 records.
 
-    OMP_NUM_THREADS=2 python benchmarks/evaluate.py [--records 200] [--max-tokens 16]
+    OMP_NUM_THREADS=2 python benchmarks/evaluator.py [--records 200] [--max-tokens 16]
 
 Prints one JSON object. Each engine runs in a fresh child process (so Ray's start-up is counted, and no
 run inherits another's memory), timed from the child's start to its exit; peak RSS is sampled every
@@ -10,7 +10,9 @@ run inherits another's memory), timed from the child's start to its exit; peak R
 2. ``model``: the embedded model imported into a local Bedrock (served by this parent process, so its
    memory is not counted), asked through ImportedModelClient over real HTTP, greedy.
 
-Both engines must produce the same scores; the figures include that check.
+Both engines must produce the same scores; the figures include that check. (The file is not called
+evaluate.py: run as a script, its folder comes first on sys.path, and it would shadow the ``evaluate``
+package that fmeval imports.)
 """
 
 from __future__ import annotations
