@@ -775,8 +775,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bedrock-ft")
     except BedrockFTError as exc:
+        from rich.markup import escape
+
         reason = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
-        err.print(f"[red]error:[/red] {reason}", soft_wrap=True)
+        # escaped: a reason like "pip install 'bedrock-ft[eval]'" is text, not rich markup
+        err.print(f"[red]error:[/red] {escape(reason)}", soft_wrap=True)
         sys.exit(1)
 
 

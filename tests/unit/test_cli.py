@@ -72,3 +72,21 @@ def test_unknown_command_is_a_usage_error(run_cli: RunCli) -> None:
     code, _, err = run_cli("no-such-command")
     assert code == 2
     assert "No such command" in err
+
+
+def test_error_reasons_are_printed_as_text_not_markup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bedrock_ft import cli
+    from bedrock_ft._deps import MissingDependencyError
+
+    def fail(**kwargs: object) -> None:
+        raise MissingDependencyError(
+            "Evaluator needs fmeval; install it with: pip install 'bedrock-ft[eval]'"
+        )
+
+    monkeypatch.setattr(cli, "app", fail)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate"])
+    assert exited.value.code == 1
+    assert "pip install 'bedrock-ft[eval]'" in capsys.readouterr().err  # the [eval] is kept
