@@ -24,7 +24,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["BERTSCORE_ENV", "check_bertscore", "install", "make_qa_accuracy", "qa_accuracy", "start_ray"]
+__all__ = [
+    "BERTSCORE_ENV",
+    "check_bertscore",
+    "install",
+    "make_qa_accuracy",
+    "qa_accuracy",
+    "start_ray",
+    "stop_ray",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +164,13 @@ def start_ray(*, bertscore: bool, progress_bars: bool = True) -> None:
         ignore_reinit_error=True,
     )
     _RAY["bertscore"] = bertscore
+
+
+def stop_ray() -> None:
+    """Shut down the Ray that :func:`start_ray` started (its processes hold GiBs); one started by
+    someone else is left alone."""
+    if "bertscore" in _RAY:
+        import ray
+
+        ray.shutdown()
+        _RAY.clear()

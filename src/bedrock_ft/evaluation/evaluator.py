@@ -52,9 +52,8 @@ class Evaluator:
         """Score several targets on the same records. Each one after ``baseline`` (default: the first) is
         compared with it: the mean difference of every metric and its paired-bootstrap interval."""
         from bedrock_ft._deps import require
-        from bedrock_ft.artifacts import EvaluationReport
-        from bedrock_ft.evaluation._engines import Scorer, run_engine
-        from bedrock_ft.evaluation._stats import aggregate, paired_bootstrap
+        from bedrock_ft.evaluation._engines import Scorer
+        from bedrock_ft.evaluation._stats import paired_bootstrap
         from bedrock_ft.evaluation._target import TargetAdapter
         from bedrock_ft.evaluation.report import ComparisonReport
 
@@ -75,38 +74,16 @@ class Evaluator:
         scorer = Scorer(cfg)
         reports: dict[str, EvaluationReport] = {}
         rows: dict[str, list[dict[str, Any]]] = {}
-        records_uri = str(Path(cfg.output_dir, "records.jsonl")) if cfg.output_dir else None
-        for name, adapter in adapters.items():
-            self._say(f"{name}: asking {adapter.model_id}")
-            started = time.perf_counter()
-            got, timings, fmeval_scores = run_engine(adapter, records, cfg, scorer, dataset_name)
-            timings["total_s"] = time.perf_counter() - started
-            errors = sum(1 for r in got if r["error"] is not None)
-            if errors == len(got):
-                log.error("%s failed on every record: nothing was scored (see records.jsonl)", name)
-            elif errors:
-                first = next(r for r in got if r["error"] is not None)
-                log.warning(
-                    "%s failed on %d of %d records (kept as errors, not scored); first, line %d: %s",
-                    name, errors, len(got), first["line"], first["error"],
-                )  # fmt: skip
-            report = EvaluationReport(
-                model_id=adapter.model_id,
-                name=name,
-                dataset=dataset_name,
-                dataset_uri=uri,
-                engine=cfg.engine,
-                metrics=aggregate(got, scorer.names, dataset_name),
-                records_uri=records_uri,
-                record_count=len(got) - errors,
-                error_count=errors,
-                prompt_template=adapter.template,
-                timings={k: round(v, 3) for k, v in timings.items()},
-                fmeval_scores=fmeval_scores,
-                config=cfg.model_dump(mode="json", exclude={"aws"}),
-            )
-            report._rows = got
-            reports[name], rows[name] = report, got
+        try:
+            for name, adapter in adapters.items():
+                reports[name], rows[name] = self._one(
+                    name, adapter, records=records, scorer=scorer, uri=uri, dataset_name=dataset_name
+                )
+        finally:
+            if cfg.engine == "fmeval":  # Ray's processes hold GiBs: not kept past the evaluation
+                from bedrock_ft.evaluation._fmeval_compat import stop_ray
+
+                stop_ray()
         deltas: dict[str, dict[str, dict[str, Any]]] = {}
         for name in list(reports):
             if name == base:
@@ -138,3 +115,43 @@ class Evaluator:
             comparison = comparison.model_copy(update={"files": files})
             self._say(f"report: {files['html']}")
         return comparison
+
+    def _one(
+        self, name: str, adapter: Any, *, records: Any, scorer: Any, uri: str, dataset_name: str
+    ) -> tuple[EvaluationReport, list[dict[str, Any]]]:
+        """One target through the engine: its rows and its report."""
+        from bedrock_ft.artifacts import EvaluationReport
+        from bedrock_ft.evaluation._engines import run_engine
+        from bedrock_ft.evaluation._stats import aggregate
+
+        cfg = self.config
+        self._say(f"{name}: asking {adapter.model_id}")
+        started = time.perf_counter()
+        got, timings, fmeval_scores = run_engine(adapter, records, cfg, scorer, dataset_name)
+        timings["total_s"] = time.perf_counter() - started
+        errors = sum(1 for r in got if r["error"] is not None)
+        if errors == len(got):
+            log.error("%s failed on every record: nothing was scored (see records.jsonl)", name)
+        elif errors:
+            first = next(r for r in got if r["error"] is not None)
+            log.warning(
+                "%s failed on %d of %d records (kept as errors, not scored); first, line %d: %s",
+                name, errors, len(got), first["line"], first["error"],
+            )  # fmt: skip
+        report = EvaluationReport(
+            model_id=adapter.model_id,
+            name=name,
+            dataset=dataset_name,
+            dataset_uri=uri,
+            engine=cfg.engine,
+            metrics=aggregate(got, scorer.names, dataset_name),
+            records_uri=str(Path(cfg.output_dir, "records.jsonl")) if cfg.output_dir else None,
+            record_count=len(got) - errors,
+            error_count=errors,
+            prompt_template=adapter.template,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            fmeval_scores=fmeval_scores,
+            config=cfg.model_dump(mode="json", exclude={"aws"}),
+        )
+        report._rows = got
+        return report, got

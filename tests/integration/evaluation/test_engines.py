@@ -77,6 +77,9 @@ def test_fast_and_fmeval_engines_agree_with_hand_computed_scores(
     model = _model()
     fast = Evaluator(EvalConfig(progress_bar=False)).evaluate(model, dataset)
     own = Evaluator(EvalConfig(engine="fmeval", progress_bar=False)).evaluate(model, dataset)
+    import ray
+
+    assert not ray.is_initialized()  # the Ray it started (GiBs of processes) is not left running
     assert (fast.engine, own.engine) == ("fast", "fmeval")
     fast_rows, own_rows = fast.records(), own.records()
     _check_hand_computed(fast_rows)
