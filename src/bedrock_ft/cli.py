@@ -84,18 +84,22 @@ def _steps() -> Iterator[Callable[[str], None]]:
 def quickstart(
     question: Annotated[str, typer.Option(help="What to ask the model.")] = "What is the capital of France?",
     cache: Annotated[Path | None, typer.Option(help="Cache directory (default $BEDROCK_FT_CACHE).")] = None,
+    no_evaluation: Annotated[
+        bool, typer.Option("--no-evaluation", help="Stop after the question: no base vs fine-tuned scores.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the quickstart on the embedded model (SmolLM2-135M-Instruct), fully offline.
 
     It builds a synthetic QA dataset, fine-tunes the model on it with QLoRA (on CPU), merges the
     adapter, imports the merged model into the local Bedrock (a local S3 and a local Custom Model
-    Import) and asks it a question through the real Bedrock runtime API.
+    Import) and asks it a question through the real Bedrock runtime API. Last, it imports the base
+    model too and scores both with fmeval's QA accuracy on the held-out questions (Evaluator).
     """
     from bedrock_ft.quickstart import run_quickstart
 
     with _steps() as step:
-        result = run_quickstart(question, cache=cache, step=step)
+        result = run_quickstart(question, cache=cache, step=step, evaluate=not no_evaluation)
     if as_json:
         _print_json(result)
         return
@@ -135,7 +139,9 @@ def quickstart(
     typer.echo(f"A: {result['answer']}")
     done = result["complete"]
     typer.echo(f"A ({done['api_format']}, prompt rendered with the training template): {done['text']}")
-    evaluation = result["evaluation"]
+    evaluation = result.get("evaluation")
+    if evaluation is None:
+        return
     typer.echo(f"evaluation: fmeval QA accuracy on the held-out split ({evaluation['dataset']})")
     for line in evaluation["summary"]:
         typer.echo(f"  {line}")

@@ -72,8 +72,11 @@ def _merge(adapter_dir: Path, output_dir: Path, say: Step) -> dict[str, Any]:
     return out
 
 
-def run_quickstart(question: str, *, cache: Path | None = None, step: Step | None = None) -> dict[str, Any]:
-    """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints)."""
+def run_quickstart(
+    question: str, *, cache: Path | None = None, step: Step | None = None, evaluate: bool = True
+) -> dict[str, Any]:
+    """Run the quickstart and return what it found (what ``bedrock-ft quickstart --json`` prints).
+    ``evaluate=False`` stops after the question (no base-vs-fine-tuned evaluation)."""
     from bedrock_ft.bedrock import BedrockImporter, ImportConfig, ImportedModelClient, InvokeConfig
     from bedrock_ft.data import build_synthetic_dataset, summarize
     from bedrock_ft.errors import translate_client_errors
@@ -142,8 +145,9 @@ def run_quickstart(question: str, *, cache: Path | None = None, step: Step | Non
                 "client_usage": client.usage.as_dict(),
             }
         )
-        root = (Path(cache) if cache else cache_dir()) / "quickstart"
-        result["evaluation"] = _evaluate(client, model_dir, dataset, aws=config, root=root, say=say)
+        if evaluate:
+            root = (Path(cache) if cache else cache_dir()) / "quickstart"
+            result["evaluation"] = _evaluate(client, model_dir, dataset, aws=config, root=root, say=say)
     return result
 
 

@@ -52,7 +52,18 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     delta = next(line for line in lines if line.startswith("  fine-tuned - base, exact_match_score: "))
     low = float(delta.split("95% CI ")[1].split(" to ")[0])
     assert low > 0, delta
-    assert "report.html" in proc.stderr
+    # The report the evaluation wrote: both models on the same 60 records, the interval as printed.
+    html = Path(next(x for x in proc.stderr.splitlines() if x.startswith("report:         ")).split()[-1])
+    report = json.loads((html.parent / "report.json").read_text())
+    tuned, base_report = report["reports"]["fine-tuned"], report["reports"]["base"]
+    assert report["baseline"] == "base" and tuned["dataset_uri"].endswith("eval_dataset.jsonl")
+    assert tuned["record_count"] == base_report["record_count"] == 60 and tuned["error_count"] == 0
+    assert tuned["model_id"] != base_report["model_id"]
+    assert tuned["prompt_template"].startswith("<|im_start|>") and "$model_input" in tuned["prompt_template"]
+    exact = report["deltas"]["fine-tuned"]["exact_match_score"]
+    assert exact["significant"] and f"{exact['ci_low']:+.3f}" in delta
+    assert len((html.parent / "records.jsonl").read_text().splitlines()) == 120
+    assert (html.parent / "metrics.png").read_bytes().startswith(b"\x89PNG")
     assert str(embedded_dir) in proc.stderr
     assert "imported as:    arn:aws:bedrock:us-east-1:123456789012:imported-model/" in proc.stderr
     # The import step: BedrockImporter uploaded the merge and the job completed.
@@ -62,7 +73,14 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
 
 def test_quickstart_json(embedded_dir: Path) -> None:
     proc = subprocess.run(
-        [_bedrock_ft(), "quickstart", "--json", "--question", "What is the capital of Italy?"],
+        [
+            _bedrock_ft(),
+            "quickstart",
+            "--json",
+            "--no-evaluation",
+            "--question",
+            "What is the capital of Italy?",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -125,19 +143,4 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert dataset["record_counts"] == {"train": 240, "test": 60}
     assert dataset["chat_template_name"] == "tokenizer"
     assert Path(dataset["train_uri"]).is_file() and Path(dataset["eval_uri"]).is_file()
-    # Evaluator: the base model, imported too, and the fine-tuned one on the 60 held-out records.
-    evaluation = result["evaluation"]
-    assert evaluation["baseline"] == "base" and list(evaluation["reports"]) == ["base", "fine-tuned"]
-    tuned, base = evaluation["reports"]["fine-tuned"], evaluation["reports"]["base"]
-    assert tuned["model_id"] == result["model_arn"] and base["model_id"] != result["model_arn"]
-    assert tuned["dataset_uri"] == dataset["eval_uri"]
-    assert tuned["record_count"] == base["record_count"] == 60 and tuned["error_count"] == 0
-    assert tuned["prompt_template"] == result["complete"]["prompt"].replace(
-        result["question"], "$model_input"
-    )
-    delta = evaluation["deltas"]["fine-tuned"]["exact_match_score"]
-    assert delta["delta"] > 0 and delta["ci_low"] > 0 and delta["significant"]
-    files = evaluation["files"]
-    assert json.loads(Path(files["json"]).read_text())["deltas"]["fine-tuned"]["exact_match_score"] == delta
-    assert len(Path(files["records"]).read_text().splitlines()) == 120
-    assert Path(files["plot"]).read_bytes().startswith(b"\x89PNG")
+    assert "evaluation" not in result  # --no-evaluation: it stopped after the question
