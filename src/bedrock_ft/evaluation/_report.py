@@ -14,6 +14,7 @@ from typing import Any
 
 from bedrock_ft._io import atomic_write_bytes, atomic_write_text
 from bedrock_ft.evaluation.report import ComparisonReport
+from bedrock_ft.evaluation.report import fmt as _fmt
 
 __all__ = ["write_reports"]
 
@@ -25,10 +26,6 @@ _SHORT = {
     "recall_over_words": "recall",
     "bertscore": "BERTScore",
 }
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
 def _plot(comparison: ComparisonReport) -> bytes:

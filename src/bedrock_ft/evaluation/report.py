@@ -3,6 +3,7 @@ from the baseline with their confidence intervals."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,8 +13,9 @@ from bedrock_ft.artifacts import EvaluationReport
 __all__ = ["ComparisonReport", "EvaluationReport"]
 
 
-def _f(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def fmt(value: float | None) -> str:
+    """A score with three decimals, or "n/a" where no record was scored (None, or NaN)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 class ComparisonReport(BaseModel):
@@ -52,8 +54,8 @@ class ComparisonReport(BaseModel):
             s = report.scores
             errors = f", {report.error_count} errors" if report.error_count else ""
             lines.append(
-                f"{name}: exact match {_f(s.get('exact_match_score'))}, quasi-exact "
-                f"{_f(s.get('quasi_exact_match_score'))}, F1 {_f(s.get('f1_score'))} "
+                f"{name}: exact match {fmt(s.get('exact_match_score'))}, quasi-exact "
+                f"{fmt(s.get('quasi_exact_match_score'))}, F1 {fmt(s.get('f1_score'))} "
                 f"({report.record_count} records{errors})"
             )
         pct = round(self.confidence * 100)
