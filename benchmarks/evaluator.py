@@ -84,8 +84,8 @@ def main() -> None:
         _child(args)
         return
 
-    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
     from bedrock_ft.data import synthetic_qa
+    from bedrock_ft.importing import BedrockImporter, ImportConfig
     from bedrock_ft.local import LocalBedrockConfig, LocalStack
     from bedrock_ft.models import embedded_model
 

@@ -22,9 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bedrock_ft.bedrock import BatchResult, BedrockImporter, ImportConfig, ImportedModelClient, InvokeConfig
+from bedrock_ft.importing import BedrockImporter, ImportConfig
 from bedrock_ft.local import LocalBedrockConfig, LocalStack
 from bedrock_ft.models import embedded_model
+from bedrock_ft.runtime import BatchResult, ImportedModelClient, InvokeConfig
 
 ROLE = "arn:aws:iam::123456789012:role/BedrockModelImport"
 CAPITALS = ["France", "Italy", "Spain", "Germany", "Japan", "Canada", "Egypt", "Peru"]

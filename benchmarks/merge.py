@@ -185,7 +185,7 @@ def child(mode: str, adapter: str, base: str, out: str, workers: int | None) -> 
         "rss_after_imports": base_rss,
         "gpu_peak": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
         "bytes": artifact.total_bytes,
-        "verification": artifact.merge.get("verification"),
+        "verification": artifact.merge.verification.model_dump() if artifact.merge.verification else None,
     }
     print("RESULT " + json.dumps(result))
 

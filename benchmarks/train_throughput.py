@@ -151,7 +151,7 @@ def via_trainer(
         "step_s_median": round(med_s, 3),
         "tokens_per_step": sorted(tokens),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "final_loss": artifact.train_metrics.get("final_loss"),
+        "final_loss": artifact.train_metrics.final_loss,
     }
     del trainer
     return result

@@ -71,9 +71,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    from bedrock_ft.bedrock import ImportConfig
-    from bedrock_ft.bedrock import _upload as up
-    from bedrock_ft.bedrock.importer import BedrockImporter
+    from bedrock_ft.importing import ImportConfig
+    from bedrock_ft.importing import _upload as up
+    from bedrock_ft.importing._importer import BedrockImporter
     from bedrock_ft.local import LocalStack
 
     results: dict[str, Any] = {"gb": args.gb, "shards": args.shards, "runs": []}

@@ -60,13 +60,14 @@ def main() -> None:
     adapter = trainer.train(dataset)
 
     m = adapter.train_metrics
-    print(f"steps: {int(m['global_step'])}, loss {m['first_loss']:.3f} -> {m['final_loss']:.3f}")
+    print(f"steps: {m.global_step}, loss {m.first_loss:.3f} -> {m.final_loss:.3f}")
     print(f"adapter: {adapter.adapter_dir}")
-    print(f"LoRA: r={adapter.lora['r']} alpha={adapter.lora['alpha']} dropout={adapter.lora['dropout']}")
-    print(f"trainable parameters: {adapter.lora['trainable_parameters']:,}")
-    print(f"quantization: {json.dumps(adapter.quantization)}")
+    print(f"LoRA: r={adapter.lora.r} alpha={adapter.lora.alpha} dropout={adapter.lora.dropout}")
+    print(f"trainable parameters: {adapter.lora.trainable_parameters:,}")
+    quantization = adapter.quantization.model_dump() if adapter.quantization else None
+    print(f"quantization: {json.dumps(quantization)}")
     print(f"chat template saved with the adapter: {adapter.chat_template == dataset.chat_template}")
-    print(f"loss fell: {m['final_loss'] < m['first_loss']}")
+    print(f"loss fell: {(m.final_loss or 0) < (m.first_loss or 0)}")
 
 
 if __name__ == "__main__":

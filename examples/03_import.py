@@ -18,7 +18,15 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
-from bedrock_ft import AwsConfig, BedrockImporter, ConflictError, ImportConfig, PreflightError
+from bedrock_ft import (
+    AwsConfig,
+    BedrockImporter,
+    ConflictError,
+    ImportConfig,
+    ImportedModel,
+    ImportedModels,
+    PreflightError,
+)
 
 
 @contextlib.contextmanager
@@ -33,6 +41,17 @@ def _where(args: argparse.Namespace) -> Iterator[AwsConfig]:
         aws = stack.aws_config()
         aws.client("s3").create_bucket(Bucket="example-models")
         yield aws
+
+
+def _lifecycle(models: ImportedModels, imported: ImportedModel, *, cleanup: bool) -> None:
+    """The lifecycle: ImportedModels needs only the control plane's permissions, no ImportConfig."""
+    listed = [m.model_name for m in models.list()]
+    print(f"imported models: {listed}")
+    cost = models.estimate_cost(imported, price_per_cmu_minute=0.0785, active_minutes=60)
+    print(f"one hour active at $0.0785/CMU-minute: ${cost.cost:.2f} ({cost.windows} windows)")
+    if cleanup:
+        deleted = models.delete(imported.model_arn or imported.model_name, delete_artifacts=True)
+        print(f"deleted: {imported.model_name} and {len(deleted)} S3 objects")
 
 
 def main() -> None:
@@ -60,7 +79,7 @@ def main() -> None:
     with _where(args) as aws:
         role_arn = args.role_arn
         if args.create_role or not args.region:
-            from bedrock_ft.bedrock import create_import_role
+            from bedrock_ft.importing import create_import_role
 
             role_arn = create_import_role(args.create_role or "BedrockModelImport", args.s3_uri, aws=aws)
             print(f"import role: {role_arn}")
@@ -71,11 +90,12 @@ def main() -> None:
         print(f"imported: {imported.model_name} -> {imported.model_arn}")
         print(f"architecture: {imported.architecture}, {imported.cmus_per_copy} CMU per copy")
         print(f"invoke formats: {', '.join(imported.api_formats)}")
-        up = imported.upload  # empty when an earlier run already imported these files
-        print(f"upload: {len(up.get('sent', []))} files, {up.get('bytes_sent', 0) / 1e6:.0f} MB")
+        up = imported.upload  # None when an earlier run already imported these files
+        sent_mb = up.bytes_sent / 1e6 if up else 0.0
+        print(f"upload: {len(up.sent) if up else 0} files, {sent_mb:.0f} MB")
 
         again = importer.import_model(model)
-        sent = len(again.upload.get("sent", []))
+        sent = len(again.upload.sent if again.upload else [])
         print(f"again: same model {again.model_arn == imported.model_arn}, files sent {sent}")
 
         # Bad input fails before anything is sent: another model may not take the same name.
@@ -93,13 +113,7 @@ def main() -> None:
             broken = exc.findings[0].rule
         print(f"preflight on a missing directory: {broken}")
 
-        listed = [m.model_name for m in importer.list_imported_models()]
-        print(f"imported models: {listed}")
-        cost = importer.estimate_cost(imported, price_per_cmu_minute=0.0785, active_minutes=60)
-        print(f"one hour active at $0.0785/CMU-minute: ${cost.cost:.2f} ({cost.windows} windows)")
-        if args.cleanup or not args.region:
-            deleted = importer.delete(imported.model_arn or imported.model_name, delete_artifacts=True)
-            print(f"deleted: {imported.model_name} and {len(deleted)} S3 objects")
+        _lifecycle(ImportedModels(aws), imported, cleanup=args.cleanup or not args.region)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from bedrock_ft import (
     RequestValidationError,
     UnsupportedFormatError,
 )
-from bedrock_ft.bedrock import RetryEvent
+from bedrock_ft.runtime import RetryEvent
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -39,7 +39,7 @@ def _client(
         config = config.replace(aws=AwsConfig(region=args.region, profile=args.profile))
         yield ImportedModelClient.from_arn(args.model_arn, config, on_retry=on_retry, progress=progress)
         return
-    from bedrock_ft.bedrock import BedrockImporter, ImportConfig, create_import_role
+    from bedrock_ft.importing import BedrockImporter, ImportConfig, create_import_role
     from bedrock_ft.local import LocalBedrockConfig, LocalStack
     from bedrock_ft.models import embedded_model
 
@@ -48,7 +48,11 @@ def _client(
         aws.client("s3").create_bucket(Bucket="example-models")
         role = create_import_role("BedrockModelImport", "s3://example-models/smollm2/", aws=aws)
         settings = ImportConfig(
-            model_name="smollm2-invoke", s3_uri="s3://example-models/smollm2/", role_arn=role, aws=aws
+            model_name="smollm2-invoke",
+            s3_uri="s3://example-models/smollm2/",
+            role_arn=role,
+            aws=aws,
+            poll_interval=1.0,  # a local import job takes seconds
         )
         imported = BedrockImporter(settings).import_model(embedded_model())
         yield ImportedModelClient(imported, config.replace(aws=aws), on_retry=on_retry, progress=progress)

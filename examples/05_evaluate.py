@@ -38,8 +38,8 @@ def _models(args: argparse.Namespace, data_dir: Path) -> Iterator[tuple[dict[str
         targets["model"] = ImportedModelClient.from_arn(args.model_arn, config)
         yield targets, args.dataset
         return
-    from bedrock_ft.bedrock import BedrockImporter, ImportConfig, create_import_role
     from bedrock_ft.data import synthetic_qa
+    from bedrock_ft.importing import BedrockImporter, ImportConfig, create_import_role
     from bedrock_ft.local import LocalStack
     from bedrock_ft.models import embedded_model
 
@@ -50,7 +50,11 @@ def _models(args: argparse.Namespace, data_dir: Path) -> Iterator[tuple[dict[str
         aws.client("s3").create_bucket(Bucket="example-models")
         role = create_import_role("BedrockModelImport", "s3://example-models/smollm2/", aws=aws)
         settings = ImportConfig(
-            model_name="smollm2-eval", s3_uri="s3://example-models/smollm2/", role_arn=role, aws=aws
+            model_name="smollm2-eval",
+            s3_uri="s3://example-models/smollm2/",
+            role_arn=role,
+            aws=aws,
+            poll_interval=1.0,  # a local import job takes seconds
         )
         client = ImportedModelClient(
             BedrockImporter(settings).import_model(embedded_model()), InvokeConfig(aws=aws)

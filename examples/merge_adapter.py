@@ -53,24 +53,25 @@ def main() -> None:
     )
     model = AdapterMerger(config, progress=print).merge(adapter)
 
-    checks = model.merge["verification"]
-    print(f"merged ({model.merge['mode']}): {model.parameter_count:,} parameters, {model.dtype}")
+    checks = model.merge.verification
+    print(f"merged ({model.merge.mode}): {model.parameter_count:,} parameters, {model.dtype}")
     print(f"files: {', '.join(f.path for f in model.files)}")
-    weights = checks["weights"]
-    print(
-        f"weights check: {len(weights['checked'])} tensors within one {model.dtype} rounding of peft's merge"
-    )
-    if "logits" in checks:
-        logits = checks["logits"]
+    if checks is not None and checks.weights is not None:
+        weights = checks.weights
         print(
-            f"logits check: max relative difference {logits['max_rel']:.2g} <= {logits['tolerance']:.2g}; "
-            f"rounding costs {logits['error_vs_effect']:.0%} of the adapter's effect"
+            f"weights check: {len(weights.checked)} tensors within one {model.dtype} rounding of peft's merge"
+        )
+    if checks is not None and checks.logits is not None:
+        logits = checks.logits
+        print(
+            f"logits check: max relative difference {logits.max_rel:.2g} <= {logits.tolerance:.2g}; "
+            f"rounding costs {logits.error_vs_effect:.0%} of the adapter's effect"
         )
     print(f"preflight: {'passes' if model.preflight and model.preflight.ok else 'refused'}")
     print(f"chat template embedded: {model.chat_template is not None}")
 
     if args.adapter is None:  # the other mode, to compare: the same bytes
-        other = "streaming" if model.merge["mode"] == "memory" else "memory"
+        other = "streaming" if model.merge.mode == "memory" else "memory"
         again = AdapterMerger(config.replace(output_dir=str(work / other), mode=other)).merge(adapter)
         same = [f.sha256 for f in again.files] == [f.sha256 for f in model.files]
         print(f"{other} merge writes the same bytes: {same}")

@@ -31,16 +31,9 @@ if TYPE_CHECKING:
         load_artifact,
     )
     from bedrock_ft.aws import AwsConfig
-    from bedrock_ft.bedrock import (
-        BatchResult,
-        BedrockImporter,
-        Completion,
-        ImportConfig,
-        ImportedModelClient,
-        InvokeConfig,
-    )
+    from bedrock_ft.chat_templates import register_chat_template
     from bedrock_ft.config import BaseConfig
-    from bedrock_ft.data import DatasetBuilder, DatasetConfig, register_chat_template, register_format
+    from bedrock_ft.data import DatasetBuilder, DatasetConfig, register_format
     from bedrock_ft.errors import (
         AccessDeniedError,
         ArtifactError,
@@ -69,7 +62,9 @@ if TYPE_CHECKING:
         UnsupportedFormatError,
     )
     from bedrock_ft.evaluation import ComparisonReport, EvalConfig, Evaluator
+    from bedrock_ft.importing import BedrockImporter, ImportConfig, ImportedModels
     from bedrock_ft.merging import AdapterMerger, MergeConfig
+    from bedrock_ft.runtime import BatchResult, Completion, ImportedModelClient, InvokeConfig
     from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
 
 __all__ = [
@@ -103,6 +98,7 @@ __all__ = [
     "ImportJobError",
     "ImportedModel",
     "ImportedModelClient",
+    "ImportedModels",
     "InvocationError",
     "InvokeConfig",
     "MalformedResponseError",
@@ -158,7 +154,7 @@ _EXPORTS: dict[str, str] = {
     # datasets
     "DatasetBuilder": "bedrock_ft.data",
     "DatasetConfig": "bedrock_ft.data",
-    "register_chat_template": "bedrock_ft.data",
+    "register_chat_template": "bedrock_ft.chat_templates",
     "register_format": "bedrock_ft.data",
     "BaseConfig": "bedrock_ft.config",
     # training
@@ -169,13 +165,14 @@ _EXPORTS: dict[str, str] = {
     "AdapterMerger": "bedrock_ft.merging",
     "MergeConfig": "bedrock_ft.merging",
     # importing
-    "BedrockImporter": "bedrock_ft.bedrock",
-    "ImportConfig": "bedrock_ft.bedrock",
+    "BedrockImporter": "bedrock_ft.importing",
+    "ImportConfig": "bedrock_ft.importing",
+    "ImportedModels": "bedrock_ft.importing",
     # invoking
-    "ImportedModelClient": "bedrock_ft.bedrock",
-    "InvokeConfig": "bedrock_ft.bedrock",
-    "Completion": "bedrock_ft.bedrock",
-    "BatchResult": "bedrock_ft.bedrock",
+    "ImportedModelClient": "bedrock_ft.runtime",
+    "InvokeConfig": "bedrock_ft.runtime",
+    "Completion": "bedrock_ft.runtime",
+    "BatchResult": "bedrock_ft.runtime",
     # evaluating
     "Evaluator": "bedrock_ft.evaluation",
     "EvalConfig": "bedrock_ft.evaluation",

@@ -21,10 +21,21 @@ from bedrock_ft.errors import translate_client_errors
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["AwsConfig", "env_var_for_service", "resolve_endpoint"]
+__all__ = ["AwsConfig", "env_var_for_service", "resolve_endpoint", "split_s3_uri"]
 
 
 @functools.cache
+def split_s3_uri(uri: str, *, folder: bool = False) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``. With ``folder`` the key is a prefix that names a
+    folder: it ends in '/' (``"a/b/"``), or is "" for a whole bucket, so ``s3://bucket/models/m`` never
+    also means ``models/m2/``."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not folder:
+        return bucket, key
+    key = key.strip("/")
+    return bucket, key + "/" if key else ""
+
+
 def env_var_for_service(service: str) -> str:
     """The boto3 environment variable that overrides a service's endpoint.
 

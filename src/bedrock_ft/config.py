@@ -6,24 +6,23 @@ lists every problem at once, each with its dotted field path, so a YAML file is 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
 import sys
-import types
-import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import Self
 
+from bedrock_ft._config_errors import to_config_error
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft.errors import ConfigError, ConfigProblem
 
-__all__ = ["BaseConfig", "load_config_file", "load_stage_file", "parse_size"]
+__all__ = ["BaseConfig", "StageFile", "StageSettings", "load_config_file", "load_stage_file", "parse_size"]
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -67,7 +66,7 @@ class BaseConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _to_config_error(exc, type(self)) from None
+            raise to_config_error(exc, type(self)) from None
 
     # Tell pydantic this __init__ only wraps its own, so nested configs are still validated by the
     # core (every problem reported at once with its full path) instead of through this method.
@@ -92,14 +91,14 @@ class BaseConfig(BaseModel):
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise _to_config_error(exc, cls) from None
+            raise to_config_error(exc, cls) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate_json(json_data, *args, **kwargs)
         except ValidationError as exc:
-            raise _to_config_error(exc, cls) from None
+            raise to_config_error(exc, cls) from None
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed, validated like a new config (``model_copy`` is not)."""
@@ -257,143 +256,86 @@ def _yaml_problem(exc: Exception) -> str:
 # --- turning pydantic's errors into one ConfigError ------------------------------------------------
 
 
-def _to_config_error(exc: ValidationError, model: type[BaseModel], source: str | None = None) -> ConfigError:
-    problems: list[ConfigProblem] = []
-    alternatives: dict[str, list[str]] = {}  # path -> what each union member expected
-    for err in exc.errors(include_url=False):
-        loc, parent, tagged = _resolve_loc(model, err["loc"])
-        path = _format_loc(loc)
-        message = _describe(err, parent)
-        if not tagged:
-            problems.append(ConfigProblem(path, message))
-            continue
-        # A union reports once per member: say it once, listing what each member expected.
-        if path not in alternatives:
-            problems.append(ConfigProblem(path, message))
-            alternatives[path] = []
-        alternatives[path].append(message)
-    for path, messages in alternatives.items():
-        if len(messages) > 1:
-            bodies = [m.rsplit(" (got ", 1)[0] for m in messages]
-            got = next((m.rsplit(" (got ", 1)[1] for m in messages if " (got " in m), None)
-            text = "does not match any allowed type: " + "; or ".join(dict.fromkeys(bodies))
-            i = next(i for i, p in enumerate(problems) if p.path == path)
-            problems[i] = ConfigProblem(path, text + (f" (got {got}" if got else ""))
-    return ConfigError(problems, source=source)
+@dataclass(frozen=True)
+class StageFile:
+    """How a stage command's config file is laid out: ``input_key`` names what the stage reads (a path,
+    optional in the file: the command line may give it), and each section holds one config's settings.
+    A file for a stage with one section may also hold that config's fields at the top level."""
+
+    sections: Mapping[str, type[BaseConfig]]
+    input_key: str | None = None
+    input_hint: str = ""
+    input_required: bool = False
 
 
-def _resolve_loc(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[tuple[int | str, ...], Any, bool]:
-    """pydantic's error location without its union-member tags (``u.int``, ``u.str`` -> ``u``).
+@dataclass(frozen=True)
+class StageSettings:
+    """What :func:`load_stage_file` read: the stage's input (or None) and one config per section."""
 
-    Also returns the type holding the last part (the union member that actually failed, when a tag
-    chose one), and whether a tag was dropped.
-    """
-    out: list[int | str] = []
-    annotation: Any = model
-    parent: Any = model
-    tagged = False
-    for part in loc:
-        members = _union_members(annotation)
-        if members is not None and isinstance(part, str):
-            # A tag naming which member of a union failed, not a field: skip it and follow that member.
-            annotation = next((m for m in members if _type_tag(m) == part), None)
-            tagged = True
-            continue
-        out.append(part)
-        parent = _unwrap_optional(annotation)
-        annotation = _child_annotation(parent, part)
-    return tuple(out), parent, tagged
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    if get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _union_members(annotation: Any) -> tuple[Any, ...] | None:
-    annotation = _unwrap_optional(annotation)
-    if get_origin(annotation) in (typing.Union, types.UnionType):
-        return tuple(a for a in get_args(annotation) if a is not type(None))
-    return None
-
-
-def _type_tag(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
-
-
-def _child_annotation(annotation: Any, part: int | str) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        field = annotation.model_fields.get(str(part))
-        return field.annotation if field is not None else None
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin in (list, tuple, set, frozenset, Sequence) and args:
-        return args[0]
-    if origin in (dict, Mapping) and len(args) == 2:
-        return args[1]
-    return None
-
-
-def _format_loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _describe(err: Any, parent: Any) -> str:
-    """A readable message; ``parent`` is the type that holds the failing key."""
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        if isinstance(parent, type) and issubclass(parent, BaseModel):
-            key = str(err["loc"][-1])
-            allowed = sorted(parent.model_fields)
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            return f"unknown key{hint} (allowed: {', '.join(allowed)})"
-        return "unknown key"
-    message = str(err["msg"])
-    if kind == "missing":
-        return "required, but missing"
-    if "input" in err and kind not in {"model_type", "dict_type"}:
-        shown = repr(err["input"])
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        message = f"{message} (got {shown})"
-    return message
+    input: str | None
+    configs: Mapping[str, Any]
 
 
 def load_stage_file(
-    path: str | Path,
-    cls: type[C],
+    path: str | Path | None,
+    layout: StageFile,
     *,
-    input_key: str,
-    section: str,
-    input_hint: str,
-    overrides: Mapping[str, Any] | None = None,
-) -> tuple[str | None, C]:
-    """A stage command's config file: ``input_key`` (what the stage reads, optional) and the ``section``
-    of settings, or the settings at the top level. ``overrides`` (command-line flags) are applied before
-    validation, so the file may leave out what the flags give. Returns (input, config)."""
-    data = load_config_file(path)
-    source = str(path)
-    if section not in data and input_key not in data:
-        return None, cls.from_dict({**data, **(overrides or {})}, source=source)
-    unknown = sorted(set(data) - {input_key, section})
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    section: str | None = None,
+    input: str | None = None,
+) -> StageSettings:
+    """The one loader of every stage command's config file (``path``; None: defaults and ``overrides``
+    only). ``overrides`` (command-line flags, per section) apply before validation, so a file may leave
+    out what the flags give; so does ``input`` (the stage's input given on the command line), which wins
+    over the file's. Every problem of every section is reported in one :class:`ConfigError`, each with
+    its section and field path.
+
+    ``section`` reads that one top-level key of a larger file (a pipeline config) as the stage's only
+    section, ignoring the rest.
+    """
+    overrides = overrides or {}
+    source = str(path) if path is not None else None
+    data: dict[str, Any] = load_config_file(path) if path is not None else {}
+    sections = dict(layout.sections)
+    if section is not None:
+        if len(sections) != 1:
+            raise ConfigError(f"this stage has several sections ({', '.join(sections)}); no section= pick")
+        if section not in data:
+            raise ConfigError([ConfigProblem(section, "section missing from the file")], source=source)
+        (only,) = sections
+        data = {only: data[section]}
+    keys = set(sections) | ({layout.input_key} if layout.input_key else set())
+    flat = len(sections) == 1 and bool(data) and not keys & set(data)
+    if flat:
+        data = {next(iter(sections)): data}  # the one config's fields at the top level
+    unknown = sorted(set(data) - keys)
     if unknown:
+        expected = ", ".join(k for k in (layout.input_key, *sections) if k)
         raise ConfigError(
-            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; expected {input_key}, {section}",
-            source=source,
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; expected {expected}", source=source
         )
-    settings = data.get(section) or {}
-    if not isinstance(settings, dict):
-        raise ConfigError(f"'{section}' must be a mapping of settings", source=source)
-    value = data.get(input_key)
+    problems: list[ConfigProblem] = []
+    value = data.get(layout.input_key) if layout.input_key else None
     if value is not None and not isinstance(value, str):
-        raise ConfigError(f"'{input_key}': {input_hint}", source=source)
-    return value, cls.from_dict({**settings, **(overrides or {})}, source=f"{source} ({section})")
+        problems.append(ConfigProblem(str(layout.input_key), layout.input_hint or "expected a path"))
+    value = input or value
+    if layout.input_required and not value:
+        problems.append(ConfigProblem(str(layout.input_key), layout.input_hint or "missing"))
+    configs: dict[str, Any] = {}
+    for name, cls in sections.items():
+        settings = data.get(name) or {}
+        if not isinstance(settings, Mapping):
+            problems.append(
+                ConfigProblem(name, f"expected a mapping of settings, got {type(settings).__name__}")
+            )
+            continue
+        try:
+            configs[name] = cls.from_dict({**settings, **overrides.get(name, {})})
+        except ConfigError as exc:
+            prefix = "" if flat or (name not in data and len(sections) == 1) else f"{name}."
+            problems += [
+                ConfigProblem(f"{prefix}{p.path}" if p.path else name, p.message) for p in exc.problems
+            ]
+    if problems:
+        raise ConfigError(problems, source=source)
+    return StageSettings(input=value, configs=configs)

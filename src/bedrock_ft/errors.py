@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bedrock_ft.preflight import Finding
+    from bedrock_ft._findings import Finding
 
 __all__ = [
     "AccessDeniedError",

@@ -37,8 +37,8 @@ def test_memory_merge_on_gpu_matches_streaming(tmp_path: Path) -> None:
         adapter
     )
     cpu = AdapterMerger(MergeConfig(output_dir=str(tmp_path / "cpu"), mode="streaming")).merge(adapter)
-    assert gpu.merge["verification"]["logits"]["device"] == "cuda"
-    assert gpu.merge["verification"]["logits"]["max_rel"] <= gpu.merge["verification"]["logits"]["tolerance"]
+    assert gpu.merge.verification.logits.device == "cuda"
+    assert gpu.merge.verification.logits.max_rel <= gpu.merge.verification.logits.tolerance
     index = json.loads(Path(gpu.model_dir, "model.safetensors.index.json").read_text())["weight_map"]
     differ = 0
     for name, shard in index.items():

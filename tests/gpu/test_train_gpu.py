@@ -85,13 +85,13 @@ def test_qlora_on_cuda(tmp_path: Path) -> None:
     adapter = trainer.train(data)
 
     m = adapter.train_metrics
-    assert m["global_step"] == 30
-    assert m["final_loss"] < 0.5 * m["first_loss"], m
-    assert m["peak_memory_gib"] > 0 and m["tokens_per_second"] > 0
+    assert m.global_step == 30
+    assert m.final_loss < 0.5 * m.first_loss, m
+    assert m.peak_memory_gib > 0 and m.tokens_per_second > 0
     assert probe.lora_b and all(probe.lora_b.values())
     assert adapter.quantization is not None
     expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    assert adapter.quantization["compute_dtype"] == expected
+    assert adapter.quantization.compute_dtype == expected
     if importlib.util.find_spec("liger_kernel") is not None:  # the fast path is on by default with CUDA
         assert probe.liger_norms >= 4 * 2 + 1, sorted(probe.module_types)
     assert "Linear4bit" in probe.module_types

@@ -21,7 +21,7 @@ from bedrock_ft.data import (
     synthetic_openorca,
     synthetic_qa,
 )
-from bedrock_ft.data.writers import write_jsonl as write_jsonl_rows
+from bedrock_ft.data._writers import write_jsonl as write_jsonl_rows
 from bedrock_ft.errors import DatasetError
 
 
@@ -327,7 +327,7 @@ def test_a_previous_build_is_refused_unless_overwrite(tmp_path: Path) -> None:
 def test_an_interrupted_overwrite_leaves_the_previous_build_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bedrock_ft.data import builder
+    from bedrock_ft.data import _builder as builder
 
     build(tmp_path, source=list(QA_ROWS), format="qa", test_size=1)
     out = tmp_path / "out"
@@ -352,7 +352,7 @@ def test_an_interrupted_overwrite_leaves_the_previous_build_whole(
 def test_a_crash_while_publishing_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from bedrock_ft.data import writers
+    from bedrock_ft.data import _writers as writers
 
     build(tmp_path, source=list(QA_ROWS), format="qa", test_size=1)
 

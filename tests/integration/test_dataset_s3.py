@@ -95,7 +95,7 @@ def test_a_previous_build_under_a_busy_prefix_is_found(aws: AwsConfig, bucket: s
 def test_a_failed_s3_overwrite_before_upload_leaves_the_previous_build(
     aws: AwsConfig, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bedrock_ft.data import builder
+    from bedrock_ft.data import _builder as builder
 
     cfg = DatasetConfig(output=f"s3://{bucket}/ds", format="qa", test_size=0.2, aws=aws)
     DatasetBuilder(cfg, source=synthetic_qa(20)).build()

@@ -23,14 +23,14 @@ def test_stages_not_built_yet_exit_2(run_cli: RunCli, args: list[str]) -> None:
 
 def test_train_needs_a_config_or_a_dataset(run_cli: RunCli) -> None:
     code, _, err = run_cli("train")
-    assert code == 2
-    assert "give a config file, or --dataset" in err
+    assert code == 1
+    assert "dataset: give the dataset's directory or manifest.json" in err
 
 
 def test_merge_needs_an_adapter(run_cli: RunCli) -> None:
     code, _, err = run_cli("merge")
-    assert code == 2
-    assert "give the adapter" in err
+    assert code == 1
+    assert "adapter: give the adapter's run directory" in err
 
 
 def test_import_needs_a_model(run_cli: RunCli) -> None:
@@ -38,8 +38,8 @@ def test_import_needs_a_model(run_cli: RunCli) -> None:
         "import", "--model-name", "m", "--s3-uri", "s3://bucket/m/", "--role-arn",
         "arn:aws:iam::123456789012:role/R",
     )  # fmt: skip
-    assert code == 2
-    assert "give the model" in err
+    assert code == 1
+    assert "model: give the merge's output directory or a model directory" in err
 
 
 def test_import_names_the_bad_field_before_anything_runs(run_cli: RunCli, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from bedrock_ft.data import (
     text_field,
     unregister_format,
 )
-from bedrock_ft.data.filters import RecordProcessor
+from bedrock_ft.data._filters import RecordProcessor
 from bedrock_ft.errors import DatasetError, RegistryError
 
 USER_ANSWER = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]

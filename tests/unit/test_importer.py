@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from bedrock_ft import ArtifactError, ConfigError, ConflictError, ImportConfig
+from bedrock_ft._shapes import operation_model, pattern_matcher
 from bedrock_ft.artifacts import FileEntry
-from bedrock_ft.bedrock import estimate_cost, import_role_policies
-from bedrock_ft.bedrock._jobs import client_token, derived_job_name
-from bedrock_ft.bedrock._upload import LocalFile, RemoteObject, hash_files, plan_upload
-from bedrock_ft.bedrock.config import load_import_file, shape_errors
-from bedrock_ft.shapes import operation_model, pattern_matcher
+from bedrock_ft.config import load_stage_file
+from bedrock_ft.importing import IMPORT_LAYOUT, estimate_cost, import_role_policies
+from bedrock_ft.importing._config import shape_errors
+from bedrock_ft.importing._jobs import client_token, derived_job_name
+from bedrock_ft.importing._upload import LocalFile, RemoteObject, hash_files, plan_upload
 
 ROLE = "arn:aws:iam::123456789012:role/BedrockImport"
 
@@ -153,14 +154,15 @@ def test_hash_files_checks_the_manifest(tmp_path: Path) -> None:
 def test_import_file_sections_and_flags(tmp_path: Path) -> None:
     path = tmp_path / "import.yaml"
     path.write_text(f"model: runs/merged\nimport:\n  model_name: m\n  role_arn: {ROLE}\n")
-    model, cfg = load_import_file(str(path), {"s3_uri": "s3://bkt/m/"})  # the flag fills the gap
-    assert model == "runs/merged" and cfg.s3_uri == "s3://bkt/m/" and cfg.model_name == "m"
+    loaded = load_stage_file(path, IMPORT_LAYOUT, overrides={"import": {"s3_uri": "s3://bkt/m/"}})
+    cfg = loaded.configs["import"]  # the flag fills the gap
+    assert loaded.input == "runs/merged" and cfg.s3_uri == "s3://bkt/m/" and cfg.model_name == "m"
     path.write_text("model: x\nimprot: {}\n")
     with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) 'improt'"):
-        load_import_file(str(path))
+        load_stage_file(path, IMPORT_LAYOUT)
     path.write_text(f"model_name: m\nrole_arn: {ROLE}\ns3_uri: s3://bkt/m/\nconcurency: 2\n")
     with pytest.raises(ConfigError, match="concurency"):
-        load_import_file(str(path))
+        load_stage_file(path, IMPORT_LAYOUT, input="x")
 
 
 def test_the_importer_page_lists_every_rule() -> None:
@@ -183,17 +185,17 @@ def test_plan_resends_files_not_encrypted_with_the_key() -> None:
 
 
 def test_s3_locations_overlap() -> None:
-    from bedrock_ft.bedrock.importer import _overlap
+    from bedrock_ft.importing._lifecycle import overlap
 
-    assert _overlap("s3://b/models/m", "s3://b/models/m/")
-    assert _overlap("s3://b/models/", "s3://b/models/m/")
-    assert not _overlap("s3://b/models/m/", "s3://b/models/m2/")
-    assert not _overlap("s3://b/models/m/", "s3://c/models/m/")
+    assert overlap("s3://b/models/m", "s3://b/models/m/")
+    assert overlap("s3://b/models/", "s3://b/models/m/")
+    assert not overlap("s3://b/models/m/", "s3://b/models/m2/")
+    assert not overlap("s3://b/models/m/", "s3://c/models/m/")
 
 
 def test_waits_retry_transient_errors_but_not_others() -> None:
     from bedrock_ft import AccessDeniedError, ThrottledError
-    from bedrock_ft.bedrock._jobs import _poll
+    from bedrock_ft.importing._jobs import _poll
 
     calls: list[int] = []
 

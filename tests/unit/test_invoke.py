@@ -15,21 +15,23 @@ import pytest
 
 from bedrock_ft import ImportedModel
 from bedrock_ft.aws import AwsConfig
-from bedrock_ft.bedrock import GenerationParams, ImportedModelClient, InvokeConfig
-from bedrock_ft.bedrock._formats import accepted_formats, choose_format, parse_imported_model_arn
-from bedrock_ft.bedrock._retry import call_with_retries
-from bedrock_ft.bedrock.codecs import CODECS, get_codec, parse_json
-from bedrock_ft.bedrock.results import RetryEvent
-from bedrock_ft.data.templates import BUILTIN_TEMPLATES
+from bedrock_ft.chat_templates import BUILTIN_TEMPLATES
 from bedrock_ft.errors import (
+    ArtifactError,
     MalformedResponseError,
     ModelNotReadyError,
     RequestValidationError,
     ThrottledError,
     UnsupportedFormatError,
 )
+from bedrock_ft.formats import FORMATS, NEW_FORMATS
 from bedrock_ft.local._formats import parse_invoke_body, response_body, stream_chunks
 from bedrock_ft.local.engine import Delta
+from bedrock_ft.runtime import GenerationParams, ImportedModelClient, InvokeConfig
+from bedrock_ft.runtime._formats import choose_format, parse_imported_model_arn
+from bedrock_ft.runtime._results import RetryEvent
+from bedrock_ft.runtime._retry import call_with_retries
+from bedrock_ft.runtime.codecs import CODECS, get_codec, parse_json
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:imported-model/abcdefghij12"
 CLOSED = "http://127.0.0.1:9"  # nothing listens on the discard port
@@ -54,13 +56,11 @@ def offline_client(**changes: Any) -> ImportedModelClient:
 
 # --- codecs ---------------------------------------------------------------------------------------
 
-LOCAL_KIND = {
-    "BedrockCompletion": ("openai", "bedrock"),
-    "OpenAICompletion": ("openai", "openai_completion"),
-    "OpenAIChatCompletion": ("openai", "openai_chat"),
-    "mistral": ("mistral", "mistral"),
-    "llama": ("llama", "llama"),
-}
+
+def test_every_format_of_the_table_has_a_codec_and_back() -> None:
+    assert sorted(CODECS) == sorted(FORMATS)
+    for name, codec in CODECS.items():
+        assert codec.body_format is FORMATS[name]
 
 
 @pytest.mark.parametrize("name", list(CODECS))
@@ -71,9 +71,10 @@ def test_each_codec_builds_a_body_the_service_parses_as_its_format(name: str) ->
         body = codec.body(params, messages=[{"role": "user", "content": "hi"}])
     else:
         body = codec.body(params, prompt="hi")
-    model_format, kind = LOCAL_KIND[name]
+    # a model imported as legacy takes its native body; any other takes the three newer formats
+    model_format = name if FORMATS[name].legacy else "openai"
     request = parse_invoke_body(json.dumps(body).encode(), model_format, max_tokens_limit=100, stream=False)
-    assert request.kind == kind
+    assert request.format.name == name
     assert request.params.max_new_tokens == 7
     assert request.params.temperature == 0.2
     assert request.params.top_p == 0.9
@@ -99,7 +100,7 @@ def test_a_setting_the_format_lacks_is_refused(name: str, param: str) -> None:
 
 def _local_request(name: str) -> Any:
     codec = get_codec(name)
-    model_format, _ = LOCAL_KIND[name]
+    model_format = name if FORMATS[name].legacy else "openai"
     if codec.takes_messages:
         body = codec.body(GenerationParams(), messages=[{"role": "user", "content": "hi"}])
     else:
@@ -183,7 +184,7 @@ def test_an_arn_that_is_not_an_imported_model_is_refused(arn: str, needle: str) 
 
 def test_a_model_still_importing_cannot_be_invoked() -> None:
     pending = ImportedModel(model_name="m", status="InProgress", job_name="job-1")
-    with pytest.raises(Exception, match=r"no model ARN yet .*job-1 is InProgress"):
+    with pytest.raises(ArtifactError, match=r"no model ARN yet .*job-1 is InProgress"):
         ImportedModelClient(pending)
 
 
@@ -197,23 +198,25 @@ def test_the_arn_region_wins_over_none_and_a_mismatch_is_refused() -> None:
 
 
 def test_default_formats_follow_the_import_date_and_the_chat_template() -> None:
-    new = model()
-    assert choose_format(new, None, "auto", "complete") == "BedrockCompletion"
-    assert choose_format(new, None, "auto", "chat") == "OpenAIChatCompletion"
-    no_template = model(instruct_supported=False)
-    assert choose_format(no_template, None, "auto", "chat") == "BedrockCompletion"
-    from bedrock_ft import get_architecture
+    new = model(architecture=None)
+    assert new.accepted_formats() == (*NEW_FORMATS, "Converse")
+    assert choose_format(new, "auto", "complete") == "BedrockCompletion"
+    assert choose_format(new, "auto", "chat") == "OpenAIChatCompletion"
+    no_template = model(architecture=None, instruct_supported=False)
+    assert choose_format(no_template, "auto", "chat") == "BedrockCompletion"
 
     old = model(architecture="mistral", creation_time=datetime(2025, 6, 1, tzinfo=timezone.utc))
-    assert accepted_formats(old, get_architecture("mistral")) == ("mistral", "Converse")
-    assert choose_format(old, get_architecture("mistral"), "auto", "complete") == "mistral"
-    assert choose_format(old, get_architecture("mistral"), "auto", "chat") == "mistral"
+    assert old.legacy and old.accepted_formats() == ("mistral", "Converse")
+    assert choose_format(old, "auto", "complete") == "mistral"
+    assert choose_format(old, "auto", "chat") == "mistral"
     with pytest.raises(UnsupportedFormatError, match="imported before 2025-11-11"):
-        choose_format(old, get_architecture("mistral"), "OpenAICompletion", "complete")
+        choose_format(old, "OpenAICompletion", "complete")
     with pytest.raises(UnsupportedFormatError, match="the llama body is for llama models; this is a mistral"):
-        choose_format(old, get_architecture("mistral"), "llama", "complete")
+        choose_format(old, "llama", "complete")
     # An explicit native body of the model's own family is the caller's call (the list is inferred).
-    assert choose_format(new, get_architecture("llama"), "llama", "chat") == "llama"
+    assert choose_format(model(), "llama", "chat") == "llama"
+    with pytest.raises(UnsupportedFormatError, match=r"unknown api_format 'gpt' \(known: auto, "):
+        choose_format(model(), "gpt", "chat")
 
 
 def test_converse_on_qwen2_is_refused_before_sending() -> None:
@@ -424,7 +427,7 @@ def _processor(first: str) -> dict[str, Any]:
 def test_the_importer_records_whether_the_tokenizer_adds_a_bos(
     files: dict[str, Any], adds: bool | None
 ) -> None:
-    from bedrock_ft.bedrock._tokenizer import chat_facts
+    from bedrock_ft.importing._chat_facts import chat_facts
 
     facts = chat_facts(_reader(files))
     assert facts["adds_bos_token"] is adds
@@ -432,7 +435,7 @@ def test_the_importer_records_whether_the_tokenizer_adds_a_bos(
 
 
 def test_a_separate_chat_template_file_wins_as_in_bedrock() -> None:
-    from bedrock_ft.bedrock._tokenizer import chat_facts
+    from bedrock_ft.importing._chat_facts import chat_facts
 
     files = {
         "tokenizer_config.json": {"chat_template": "old", "eos_token": "</s>"},
@@ -470,7 +473,7 @@ def test_batch_concurrency_and_format_are_checked_before_any_item_runs() -> None
 
 
 def test_converse_stream_events_are_read_and_odd_ones_refused() -> None:
-    from bedrock_ft.bedrock._converse import decode_converse_event
+    from bedrock_ft.runtime._converse import decode_converse_event
 
     text, _ = decode_converse_event({"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "Par"}}})
     stop, _ = decode_converse_event({"messageStop": {"stopReason": "max_tokens"}})

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from bedrock_ft.local._errors import ServiceError
-from bedrock_ft.local._formats import parse_invoke_body, response_body, stream_chunks
+from bedrock_ft.local._formats import InvokeRequest, parse_invoke_body, response_body, stream_chunks
 from bedrock_ft.local._jobs import ImportFailed, parse_s3_uri, safe_relative_key
 from bedrock_ft.local._store import Store
 from bedrock_ft.local.engine import Delta
 
 
-def parse(body: object, invoke_format: str = "openai", **kwargs: object) -> object:
+def parse(body: object, invoke_format: str = "openai", **kwargs: object) -> InvokeRequest:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return parse_invoke_body(raw, invoke_format, max_tokens_limit=4096, stream=bool(kwargs.get("stream")))
 
@@ -22,15 +22,15 @@ def parse(body: object, invoke_format: str = "openai", **kwargs: object) -> obje
 @pytest.mark.parametrize(
     ("body", "kind"),
     [
-        ({"prompt": "hi"}, "bedrock"),
-        ({"prompt": "hi", "max_gen_len": 5}, "bedrock"),
-        ({"prompt": "hi", "max_tokens": 5}, "openai_completion"),
-        ({"prompt": "hi", "n": 1}, "openai_completion"),
-        ({"messages": [{"role": "user", "content": "hi"}]}, "openai_chat"),
+        ({"prompt": "hi"}, "BedrockCompletion"),
+        ({"prompt": "hi", "max_gen_len": 5}, "BedrockCompletion"),
+        ({"prompt": "hi", "max_tokens": 5}, "OpenAICompletion"),
+        ({"prompt": "hi", "n": 1}, "OpenAICompletion"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "OpenAIChatCompletion"),
     ],
 )
 def test_the_format_is_told_by_the_keys(body: dict[str, object], kind: str) -> None:
-    assert parse(body).kind == kind  # type: ignore[attr-defined]
+    assert parse(body).format.name == kind
 
 
 def test_defaults_and_chat_special_tokens() -> None:
@@ -83,7 +83,10 @@ def test_bad_bodies_name_the_parameter(body: object, needle: str) -> None:
 
 
 def test_legacy_models_take_only_their_native_body() -> None:
-    assert parse({"prompt": "[INST] hi [/INST]", "max_tokens": 5, "top_k": 5}, "mistral").kind == "mistral"  # type: ignore[attr-defined]
+    assert (
+        parse({"prompt": "[INST] hi [/INST]", "max_tokens": 5, "top_k": 5}, "mistral").format.name
+        == "mistral"
+    )
     with pytest.raises(ServiceError, match="native format"):
         parse({"messages": [{"role": "user", "content": "hi"}]}, "mistral")
     with pytest.raises(ServiceError, match="unknown parameter"):

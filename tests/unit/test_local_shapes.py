@@ -375,7 +375,7 @@ def test_a_pathological_name_is_checked_in_linear_time() -> None:
     # In a child process: a backtracking matcher holds the GIL for about 2**60 steps, so no in-process
     # timeout could stop it.
     check = (
-        f"from bedrock_ft.shapes import pattern_matcher as p; m = p({JOB_NAME_PATTERN!r}); "
+        f"from bedrock_ft._shapes import pattern_matcher as p; m = p({JOB_NAME_PATTERN!r}); "
         "assert not m('a' + '-' * 60 + '!') and m('a' + '-' * 60 + 'b')"
     )
     subprocess.run([sys.executable, "-c", check], check=True, timeout=30)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bedrock_ft._safetensors import read_header
+from bedrock_ft.config import load_stage_file
 from bedrock_ft.errors import ConfigError, MergeError
-from bedrock_ft.merging import MergeConfig
+from bedrock_ft.merging import MERGE_LAYOUT, MergeConfig
 from bedrock_ft.merging._adapter import plan_adapter
 from bedrock_ft.merging._base import check_not_quantized
 from bedrock_ft.merging._checkpoint import (
@@ -21,9 +23,8 @@ from bedrock_ft.merging._checkpoint import (
     shard_name,
     write_shard,
 )
+from bedrock_ft.merging._config import parse_size
 from bedrock_ft.merging._export import is_allowed
-from bedrock_ft.merging.config import load_merge_file, parse_size
-from bedrock_ft.preflight._safetensors import read_header
 
 
 @pytest.mark.parametrize(
@@ -58,14 +59,27 @@ def test_config_defaults_and_problems() -> None:
 def test_merge_file(tmp_path: Path) -> None:
     sectioned = tmp_path / "merge.yaml"
     sectioned.write_text("adapter: runs/adapter\nmerge:\n  dtype: float32\n")
-    assert load_merge_file(str(sectioned)) == ("runs/adapter", MergeConfig(dtype="float32"))
+    loaded = load_stage_file(sectioned, MERGE_LAYOUT)
+    assert (loaded.input, loaded.configs["merge"]) == ("runs/adapter", MergeConfig(dtype="float32"))
     flat = tmp_path / "flat.toml"
     flat.write_text('mode = "streaming"\n')
-    assert load_merge_file(str(flat)) == (None, MergeConfig(mode="streaming"))
+    loaded = load_stage_file(flat, MERGE_LAYOUT, input="runs/other")
+    assert (loaded.input, loaded.configs["merge"]) == ("runs/other", MergeConfig(mode="streaming"))
+    with pytest.raises(ConfigError, match="adapter: give the adapter's run directory"):
+        load_stage_file(flat, MERGE_LAYOUT)
+    # A problem is named where the file has it: at the top level, or in the merge section.
+    flat.write_text('mode = "streaming"\ndtyp = "float32"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_stage_file(flat, MERGE_LAYOUT, input="x")
+    assert [p.path for p in caught.value.problems] == ["dtyp"]
+    sectioned.write_text("adapter: a\nmerge:\n  dtyp: float32\n")
+    with pytest.raises(ConfigError) as caught:
+        load_stage_file(sectioned, MERGE_LAYOUT)
+    assert [p.path for p in caught.value.problems] == ["merge.dtyp"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("adapter: x\nmerge: {}\ntrain: {}\n")
     with pytest.raises(ConfigError, match="unknown top-level key"):
-        load_merge_file(str(bad))
+        load_stage_file(bad, MERGE_LAYOUT)
 
 
 def _t(name: str, n: int) -> OutTensor:
@@ -224,7 +238,7 @@ def test_adapters_that_need_another_base_are_refused(
 
 def test_leftovers_of_this_output_only(tmp_path: Path) -> None:
     """A killed merge into 'merged' leaves temp dirs; those of 'merged.v2' are another output's."""
-    from bedrock_ft.merging.merger import _remove_leftovers
+    from bedrock_ft.merging._output import remove_leftovers as _remove_leftovers
 
     for name in (
         ".bedrock-ft-tmp-merged.abc1",

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bedrock_ft import ConfigError, QLoRAConfig, TrainingConfig
-from bedrock_ft.training.config import load_train_file
-from bedrock_ft.training.memory import GiB, estimate_memory
+from bedrock_ft.config import load_stage_file
+from bedrock_ft.training import TRAIN_LAYOUT
+from bedrock_ft.training._memory import GiB, estimate_memory
 
 MISTRAL_7B = {
     "model_type": "mistral", "vocab_size": 32768, "hidden_size": 4096, "intermediate_size": 14336,
@@ -76,15 +77,21 @@ def test_config_hash_ignores_where_and_how_to_log() -> None:
 def test_train_file(tmp_path: Path) -> None:
     path = tmp_path / "train.json"
     path.write_text(json.dumps({"dataset": "runs/data", "qlora": {"r": 8}, "training": {"max_steps": 3}}))
-    ref, q, t = load_train_file(str(path))
-    assert (ref, q.r, t.max_steps) == ("runs/data", 8, 3)
-    assert load_train_file(str(path), dataset="other")[0] == "other"
+    loaded = load_stage_file(path, TRAIN_LAYOUT)
+    q, t = loaded.configs["qlora"], loaded.configs["training"]
+    assert (loaded.input, q.r, t.max_steps) == ("runs/data", 8, 3)
+    assert load_stage_file(path, TRAIN_LAYOUT, input="other").input == "other"
+    override = load_stage_file(path, TRAIN_LAYOUT, overrides={"training": {"max_steps": 5}})
+    assert override.configs["training"].max_steps == 5 and override.configs["qlora"].r == 8
     path.write_text(json.dumps({"qlora": {"r": 8}}))
-    with pytest.raises(ConfigError, match="'dataset'"):
-        load_train_file(str(path))
-    path.write_text(json.dumps({"dataset": "d", "qlora": {"rank": 8}}))
-    with pytest.raises(ConfigError, match=r"rank"):
-        load_train_file(str(path))
+    with pytest.raises(ConfigError, match="dataset: give the dataset's directory"):
+        load_stage_file(path, TRAIN_LAYOUT)
+    # Every problem of every section, and the missing input, in one error.
+    path.write_text(json.dumps({"qlora": {"rank": 8}, "training": {"max_step": 3}}))
+    with pytest.raises(ConfigError, match=r"3 problems") as caught:
+        load_stage_file(path, TRAIN_LAYOUT)
+    paths = sorted(p.path for p in caught.value.problems)
+    assert paths == ["dataset", "qlora.rank", "training.max_step"], paths
 
 
 def test_memory_estimate_for_mistral_7b() -> None:

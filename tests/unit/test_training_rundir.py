@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bedrock_ft.errors import TrainingError
-from bedrock_ft.training.rundir import RunDir, RunMismatchError
+from bedrock_ft.training._rundir import RunDir, RunMismatchError
 
 INFO = {"run_hash": "abc", "qlora": {"r": 16}, "training": {"max_steps": 6}, "dataset": {"sha256": "x"}}
 

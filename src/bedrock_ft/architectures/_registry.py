@@ -12,11 +12,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from bedrock_ft._findings import Finding
 from bedrock_ft.errors import RegistryError
-from bedrock_ft.preflight import Finding
+from bedrock_ft.formats import CONVERSE, ApiFormat, BodyFormat
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -38,30 +38,10 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 GB = 1_000_000_000
 
 
-class ApiFormat(str, Enum):
-    """Invoke body formats of Custom Model Import (models imported after 2025-11-11)."""
-
-    BEDROCK_COMPLETION = "BedrockCompletion"
-    OPENAI_COMPLETION = "OpenAICompletion"
-    OPENAI_CHAT_COMPLETION = "OpenAIChatCompletion"
-
-
 ALL_API_FORMATS = tuple(ApiFormat)
 
-
-@dataclass(frozen=True)
-class NativeFormat:
-    """The base family's own InvokeModel body, used by models imported before the formats above."""
-
-    name: str
-    max_tokens_param: str
-    """Parameter that caps generated tokens (``max_tokens`` for Mistral, ``max_gen_len`` for Llama)."""
-    request_params: tuple[str, ...]
-    """Every request key the format accepts."""
-    text_path: str
-    """Where the generated text is in the response, e.g. ``outputs[0].text``."""
-    stop_reason_path: str
-    """Where the stop reason is in the response."""
+NativeFormat = BodyFormat
+"""The base family's own InvokeModel body (a legacy entry of :data:`bedrock_ft.formats.FORMATS`)."""
 
 
 PreflightRule = Callable[[Mapping[str, Any]], Iterable[Finding]]
@@ -83,7 +63,7 @@ class Architecture:
     bedrock_supported: bool = True
     api_formats: tuple[ApiFormat, ...] = ALL_API_FORMATS
     supports_converse: bool = True
-    native_format: NativeFormat | None = None
+    native_format: BodyFormat | None = None
     lora_target_modules: tuple[str, ...] = ("all-linear",)
     encoder_decoder: bool = False
     multimodal: bool = False
@@ -93,6 +73,20 @@ class Architecture:
     def max_weight_bytes(self) -> int:
         """Custom Model Import's weight size limit: 200 GB for text models, 100 GB multimodal."""
         return 100 * GB if self.multimodal else 200 * GB
+
+    def formats(self, *, legacy: bool = False, instruct_supported: bool | None = None) -> tuple[str, ...]:
+        """The invoke formats a model of this family takes once imported: its native body when it was
+        imported before 2025-11-11 (``legacy``), else its API formats, without the chat format when
+        Bedrock found no chat template (``instruct_supported=False``); ``Converse`` where it works."""
+        if legacy:
+            found: tuple[str, ...] = (self.native_format.name,) if self.native_format is not None else ()
+        else:
+            found = tuple(f.value for f in self.api_formats)
+            if instruct_supported is False:
+                found = tuple(f for f in found if f != ApiFormat.OPENAI_CHAT_COMPLETION.value)
+        if instruct_supported is not False and self.supports_converse:
+            found += (CONVERSE,)
+        return found
 
     def check_config(self, config: Mapping[str, Any]) -> list[Finding]:
         """Run this architecture's own preflight rules on a parsed ``config.json``."""

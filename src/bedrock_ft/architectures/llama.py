@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from bedrock_ft._findings import Finding, Severity
 from bedrock_ft.architectures._common import DECODER_TARGETS, LLAMA_NATIVE
 from bedrock_ft.architectures._registry import Architecture, register_architecture
-from bedrock_ft.preflight import Finding, Severity
 
 # What Custom Model Import uses for every Llama 3 model, whatever config.json says.
 LLAMA3_ROPE_OVERRIDE: dict[str, Any] = {

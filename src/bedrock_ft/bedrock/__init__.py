@@ -1,38 +1,44 @@
-"""Bedrock: import merged models with Custom Model Import, manage them, and invoke them.
+"""Deprecated: ``bedrock_ft.bedrock`` was split in two packages that mirror boto3's two clients.
 
-``BedrockImporter(ImportConfig(...)).import_model(model)`` returns an
-:class:`~bedrock_ft.artifacts.ImportedModel`; ``ImportedModelClient(imported)`` invokes it. The same
-code runs against AWS and against the local Bedrock (``bedrock_ft.local``): only the endpoints differ.
-Light: no torch. docs/importing.md and docs/invoking.md have the details.
+- :mod:`bedrock_ft.importing` (the ``bedrock`` control plane): ``BedrockImporter``, ``ImportConfig``,
+  ``ImportedModels``, ``create_import_role``, ``estimate_cost``;
+- :mod:`bedrock_ft.runtime` (``bedrock-runtime``): ``ImportedModelClient``, ``InvokeConfig``,
+  ``Completion`` and the other results.
+
+The old names still resolve here, with a :class:`DeprecationWarning`.
 """
 
 from __future__ import annotations
 
-from bedrock_ft.bedrock._cost import CostEstimate, estimate_cost
-from bedrock_ft.bedrock._stream import TextStream
-from bedrock_ft.bedrock.client import ImportedModelClient
-from bedrock_ft.bedrock.config import ImportConfig, VpcConfig
-from bedrock_ft.bedrock.iam import create_import_role, import_role_policies
-from bedrock_ft.bedrock.importer import BedrockImporter
-from bedrock_ft.bedrock.invoke_config import API_FORMATS, GenerationParams, InvokeConfig
-from bedrock_ft.bedrock.results import BatchItem, BatchResult, Completion, RetryEvent, Usage
+import importlib
+import warnings
+from typing import Any
 
-__all__ = [
-    "API_FORMATS",
-    "BatchItem",
-    "BatchResult",
-    "BedrockImporter",
-    "Completion",
-    "CostEstimate",
-    "GenerationParams",
-    "ImportConfig",
-    "ImportedModelClient",
-    "InvokeConfig",
-    "RetryEvent",
-    "TextStream",
-    "Usage",
-    "VpcConfig",
-    "create_import_role",
-    "estimate_cost",
-    "import_role_policies",
-]
+_MOVED: dict[str, str] = {
+    **dict.fromkeys(
+        ("BedrockImporter", "CostEstimate", "ImportConfig", "VpcConfig", "create_import_role",
+         "estimate_cost", "import_role_policies"),
+        "bedrock_ft.importing",
+    ),
+    **dict.fromkeys(
+        ("API_FORMATS", "BatchItem", "BatchResult", "Completion", "GenerationParams", "ImportedModelClient",
+         "InvokeConfig", "RetryEvent", "TextStream", "Usage"),
+        "bedrock_ft.runtime",
+    ),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    target = _MOVED.get(name)
+    if target is None:
+        raise AttributeError(f"module 'bedrock_ft.bedrock' has no attribute {name!r}")
+    warnings.warn(
+        f"bedrock_ft.bedrock.{name} moved to {target}.{name}; bedrock_ft.bedrock will be removed",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(target), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(_MOVED)

@@ -6,10 +6,17 @@ imported only when a build runs. See docs/dataset.md.
 
 from __future__ import annotations
 
-from bedrock_ft.data.builder import DatasetBuilder
-from bedrock_ft.data.config import DatasetConfig
-from bedrock_ft.data.filters import DropLog, IdFilter
-from bedrock_ft.data.formats import (
+from bedrock_ft.chat_templates import (
+    ChatTemplate,
+    get_chat_template,
+    list_chat_templates,
+    register_chat_template,
+    resolve_chat_template,
+)
+from bedrock_ft.data._builder import DatasetBuilder
+from bedrock_ft.data._config import DATASET_LAYOUT, DatasetConfig
+from bedrock_ft.data._filters import DropLog, IdFilter
+from bedrock_ft.data._formats import (
     InvalidRecord,
     RecordFormat,
     check_messages,
@@ -19,19 +26,13 @@ from bedrock_ft.data.formats import (
     text_field,
     unregister_format,
 )
-from bedrock_ft.data.report import summarize
-from bedrock_ft.data.splits import split_counts
-from bedrock_ft.data.synthetic import build_synthetic_dataset, synthetic_openorca, synthetic_qa
-from bedrock_ft.data.templates import (
-    ChatTemplate,
-    get_chat_template,
-    list_chat_templates,
-    register_chat_template,
-    resolve_chat_template,
-)
-from bedrock_ft.data.writers import EVAL_FILE, TEST_FILE, TRAIN_FILE
+from bedrock_ft.data._report import summarize
+from bedrock_ft.data._splits import split_counts
+from bedrock_ft.data._synthetic import build_synthetic_dataset, synthetic_openorca, synthetic_qa
+from bedrock_ft.data._writers import EVAL_FILE, TEST_FILE, TRAIN_FILE, eval_record
 
 __all__ = [
+    "DATASET_LAYOUT",
     "EVAL_FILE",
     "TEST_FILE",
     "TRAIN_FILE",
@@ -44,6 +45,7 @@ __all__ = [
     "RecordFormat",
     "build_synthetic_dataset",
     "check_messages",
+    "eval_record",
     "get_chat_template",
     "get_format",
     "list_chat_templates",

@@ -13,7 +13,7 @@ from bedrock_ft.errors import DatasetError
 
 if TYPE_CHECKING:
     from bedrock_ft.artifacts import DatasetArtifact
-    from bedrock_ft.evaluation.config import EvalConfig
+    from bedrock_ft.evaluation._config import EvalConfig
 
 __all__ = ["EvalRecord", "Location", "compile_location", "load_records", "source_name"]
 
@@ -89,6 +89,11 @@ def dataset_uri(dataset: DatasetArtifact | str | Path) -> tuple[str, bool]:
     """The file to read and whether it holds chat ``messages`` (a test split) rather than fmeval rows."""
     from bedrock_ft.artifacts import DatasetArtifact
 
+    text = str(dataset)
+    if not isinstance(dataset, DatasetArtifact) and not text.startswith("s3://"):
+        path = Path(text).expanduser()
+        if path.is_dir() or path.name == "manifest.json":  # the dataset stage's output
+            dataset = DatasetArtifact.from_input(path) or dataset
     if isinstance(dataset, DatasetArtifact):
         if dataset.eval_uri:
             return dataset.eval_uri, False
@@ -114,7 +119,7 @@ def _lines(data: bytes, uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _from_messages(row: dict[str, Any], uri: str, number: int) -> dict[str, Any]:
-    from bedrock_ft.data.writers import eval_record
+    from bedrock_ft.data import eval_record
 
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:

@@ -22,9 +22,9 @@ from bedrock_ft.errors import EvaluationError
 from bedrock_ft.evaluation import _fmeval_compat as compat
 
 if TYPE_CHECKING:
+    from bedrock_ft.evaluation._config import EvalConfig
     from bedrock_ft.evaluation._data import EvalRecord
     from bedrock_ft.evaluation._target import TargetAdapter
-    from bedrock_ft.evaluation.config import EvalConfig
 
 __all__ = ["ERROR_MARK", "METRICS", "Scorer", "run_engine"]
 
@@ -116,7 +116,7 @@ def run_fmeval(
                     "--system-field '')"
                 )
     started = time.perf_counter()
-    compat.start_ray(bertscore=scorer.bertscore, progress_bars=adapter.config.progress_bar)
+    compat.start_ray(bertscore=scorer.bertscore, progress_bars=bool(adapter.config.progress_bar))
     from fmeval.constants import MIME_TYPE_JSONLINES
     from fmeval.data_loaders.data_config import DataConfig
     from fmeval.eval_algorithms.save_strategy import FileSaveStrategy

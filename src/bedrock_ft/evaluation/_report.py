@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bedrock_ft._io import atomic_write_bytes, atomic_write_text
-from bedrock_ft.evaluation.report import ComparisonReport
-from bedrock_ft.evaluation.report import fmt as _fmt
+from bedrock_ft.evaluation._comparison import ComparisonReport
+from bedrock_ft.evaluation._comparison import fmt as _fmt
 
 __all__ = ["write_reports"]
 

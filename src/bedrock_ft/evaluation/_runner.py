@@ -41,7 +41,7 @@ class ImportedModelRunner(ModelRunner):  # type: ignore[misc]  # fmeval is untyp
 
 
 def _rebuild_client(model: Any, invoke_config: Any, eval_config: Any) -> ImportedModelRunner:
-    from bedrock_ft.bedrock import ImportedModelClient
+    from bedrock_ft.runtime import ImportedModelClient
 
     return ImportedModelRunner(TargetAdapter(ImportedModelClient(model, invoke_config), eval_config))
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from bedrock_ft.errors import EvaluationError
 
 if TYPE_CHECKING:
+    from bedrock_ft.evaluation._config import EvalConfig
     from bedrock_ft.evaluation._data import EvalRecord
-    from bedrock_ft.evaluation.config import EvalConfig
 
 __all__ = ["Answer", "TargetAdapter"]
 
@@ -114,8 +114,7 @@ class TargetAdapter:
         """Every prompt answered, ``max_concurrency`` at a time, in order; a failure stays on its record.
         With ``output_dir`` set, an imported model's answers are kept as they arrive and reused by a
         later run (see :mod:`._answers`)."""
-        from bedrock_ft.bedrock._batch import run_batch
-        from bedrock_ft.bedrock.results import BatchItem
+        from bedrock_ft.runtime import BatchItem, run_batch
 
         cfg = self.config
         cache = None
@@ -146,7 +145,7 @@ class TargetAdapter:
             result = self.target.batch_complete(
                 asking,
                 max_concurrency=cfg.max_concurrency,
-                progress_bar=cfg.progress_bar,
+                progress_bar=bool(cfg.progress_bar),
                 on_item=keep,
                 **self.params(),
             )
@@ -155,7 +154,7 @@ class TargetAdapter:
                 asking,
                 _completion_of(self.target, self.model_id),
                 max_concurrency=cfg.max_concurrency,
-                progress_bar=cfg.progress_bar,
+                progress_bar=bool(cfg.progress_bar),
                 label=label,
             )
         for i, item in zip(todo, result, strict=True):
@@ -175,7 +174,7 @@ def _as_text(value: Any) -> str:
 
 
 def _completion_of(fn: Callable[[str], Any], model_id: str) -> Callable[[str], Any]:
-    from bedrock_ft.bedrock.results import Completion
+    from bedrock_ft.runtime import Completion
 
     def call(prompt: str) -> Completion:
         started = time.perf_counter()

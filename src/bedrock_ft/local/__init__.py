@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["LocalBedrockConfig", "LocalStack"]
 
 if TYPE_CHECKING:
-    from bedrock_ft.local.config import LocalBedrockConfig
-    from bedrock_ft.local.stack import LocalStack
+    from bedrock_ft.local._config import LocalBedrockConfig
+    from bedrock_ft.local._stack import LocalStack
 
 
 def __getattr__(name: str) -> Any:
     if name == "LocalStack":
-        from bedrock_ft.local.stack import LocalStack
+        from bedrock_ft.local._stack import LocalStack
 
         return LocalStack
     if name == "LocalBedrockConfig":
-        from bedrock_ft.local.config import LocalBedrockConfig
+        from bedrock_ft.local._config import LocalBedrockConfig
 
         return LocalBedrockConfig
     raise AttributeError(f"module 'bedrock_ft.local' has no attribute {name!r}")

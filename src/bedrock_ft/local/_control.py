@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from bedrock_ft.local._config import LocalBedrockConfig
 from bedrock_ft.local._errors import ServiceError
 from bedrock_ft.local._jobs import ImportFailed, list_model_objects, parse_s3_uri, run_import
 from bedrock_ft.local._store import JobRecord, ModelRecord, Store, new_id, now
-from bedrock_ft.local.config import LocalBedrockConfig
 
 __all__ = ["ControlPlane"]
 

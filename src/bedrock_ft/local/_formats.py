@@ -7,7 +7,9 @@ Models imported after 2025-11-11 accept three formats, told apart by their keys:
 - BedrockCompletion: ``prompt``, optionally ``max_gen_len``.
 
 Models imported as "legacy" accept only their family's native body (Mistral's or Llama's). Every
-parameter is checked; an unknown one or one out of range is a ``ValidationException`` naming it.
+parameter is checked; an unknown one or one out of range is a ``ValidationException`` naming it. The
+keys, token caps and defaults of each format come from :data:`bedrock_ft.formats.FORMATS`, the table
+the client's codecs are built from.
 """
 
 from __future__ import annotations
@@ -17,38 +19,21 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from bedrock_ft.formats import FORMATS, NATIVE_FORMATS, BodyFormat
 from bedrock_ft.local._errors import ServiceError
 from bedrock_ft.local.engine import Delta, SamplingParams
 
 __all__ = ["InvokeRequest", "parse_invoke_body", "response_body", "stream_chunks"]
 
-Kind = Literal["bedrock", "openai_completion", "openai_chat", "mistral", "llama"]
-
-_COMMON = {"temperature", "top_p", "top_k", "stop", "seed"}
-_OPENAI = {"model", "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty"}
-_ALLOWED: dict[Kind, set[str]] = {
-    "bedrock": {"prompt", "max_gen_len"} | _COMMON,
-    "openai_completion": {"prompt", "max_tokens", "echo", "logprobs"} | _COMMON | _OPENAI,
-    "openai_chat": {"messages", "max_tokens", "max_completion_tokens", "logprobs"} | _COMMON | _OPENAI,
-    "mistral": {"prompt", "max_tokens", "temperature", "top_p", "top_k", "stop"},
-    "llama": {"prompt", "max_gen_len", "temperature", "top_p"},
-}
-# Defaults when a request leaves them out: OpenAI's for its formats, the Bedrock model pages' otherwise.
-_DEFAULTS: dict[Kind, tuple[int, float, float]] = {
-    "bedrock": (512, 0.5, 0.9),
-    "openai_completion": (16, 1.0, 1.0),
-    "openai_chat": (512, 1.0, 1.0),
-    "mistral": (512, 0.5, 0.9),
-    "llama": (512, 0.5, 0.9),
-}
-_MAX_KEY = {"bedrock": "max_gen_len", "llama": "max_gen_len"}
+# Keys only an OpenAICompletion body has (BedrockCompletion has none of its own but max_gen_len).
+_OPENAI_ONLY = FORMATS["OpenAICompletion"].accepted_keys - FORMATS["BedrockCompletion"].accepted_keys
 
 
 @dataclass(frozen=True)
 class InvokeRequest:
-    kind: Kind
+    format: BodyFormat
     params: SamplingParams
     prompt: str | None = None
     messages: tuple[dict[str, Any], ...] = ()
@@ -69,14 +54,14 @@ def parse_invoke_body(
         raise _invalid(f"the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise _invalid("the body must be a JSON object")
-    kind = _kind(data, invoke_format)
-    unknown = sorted(set(data) - _ALLOWED[kind])
+    fmt = _format_of(data, invoke_format)
+    unknown = sorted(set(data) - fmt.accepted_keys)
     if unknown:
-        allowed = ", ".join(sorted(_ALLOWED[kind]))
+        allowed = ", ".join(sorted(fmt.accepted_keys))
         raise _invalid(
-            f"unknown parameter(s) {', '.join(unknown)} for the {_label(kind)} format; allowed: {allowed}"
+            f"unknown parameter(s) {', '.join(unknown)} for the {fmt.label} format; allowed: {allowed}"
         )
-    params = _sampling(data, kind, max_tokens_limit)
+    params = _sampling(data, fmt, max_tokens_limit)
     if data.get("stream") and not stream:
         raise _invalid("'stream': true needs InvokeModelWithResponseStream")
     include_usage = True
@@ -85,43 +70,31 @@ def parse_invoke_body(
         if not isinstance(options, dict) or set(options) - {"include_usage"}:
             raise _invalid("'stream_options' must be an object with only 'include_usage'")
         include_usage = bool(options.get("include_usage", True))
-    if kind == "openai_chat":
+    if fmt.takes_messages:
         messages = _messages(data["messages"])
         # The rendered chat template carries its own special tokens.
         chat_params = _with(params, add_special_tokens=False)
-        return InvokeRequest(kind, chat_params, messages=messages, include_usage=include_usage)
+        return InvokeRequest(fmt, chat_params, messages=messages, include_usage=include_usage)
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise _invalid("'prompt' must be a non-empty string")
-    return InvokeRequest(kind, params, prompt=prompt, include_usage=include_usage)
+    return InvokeRequest(fmt, params, prompt=prompt, include_usage=include_usage)
 
 
-def _label(kind: Kind) -> str:
-    return {
-        "bedrock": "BedrockCompletion",
-        "openai_completion": "OpenAICompletion",
-        "openai_chat": "OpenAIChatCompletion",
-        "mistral": "native Mistral",
-        "llama": "native Llama",
-    }[kind]
-
-
-def _kind(data: Mapping[str, Any], invoke_format: str) -> Kind:
-    if invoke_format in ("mistral", "llama"):
+def _format_of(data: Mapping[str, Any], invoke_format: str) -> BodyFormat:
+    if invoke_format in NATIVE_FORMATS:
         if "messages" in data:
             raise _invalid(f"this model was imported with the {invoke_format} native format; send 'prompt'")
-        return "mistral" if invoke_format == "mistral" else "llama"
+        return FORMATS[invoke_format]
     if "messages" in data:
         if "prompt" in data:
             raise _invalid("send either 'prompt' or 'messages', not both")
-        return "openai_chat"
+        return FORMATS["OpenAIChatCompletion"]
     if "prompt" not in data:
         raise _invalid("the body needs 'prompt' (a completion) or 'messages' (a chat)")
-    if "max_gen_len" in data:
-        return "bedrock"
-    if set(data) & ({"max_tokens", "echo", "logprobs"} | _OPENAI):
-        return "openai_completion"
-    return "bedrock"
+    if "max_gen_len" in data or not set(data) & _OPENAI_ONLY:
+        return FORMATS["BedrockCompletion"]
+    return FORMATS["OpenAICompletion"]
 
 
 def _number(
@@ -149,11 +122,10 @@ def _integer(data: Mapping[str, Any], key: str, low: int, high: int) -> int | No
     return value
 
 
-def _sampling(data: Mapping[str, Any], kind: Kind, limit: int) -> SamplingParams:
-    default_max, default_temperature, default_top_p = _DEFAULTS[kind]
-    max_key = _MAX_KEY.get(kind, "max_tokens")
-    max_new = _integer(data, max_key, 1, limit)
-    if kind == "openai_chat" and max_new is None:
+def _sampling(data: Mapping[str, Any], fmt: BodyFormat, limit: int) -> SamplingParams:
+    default_max, default_temperature, default_top_p = fmt.defaults
+    max_new = _integer(data, fmt.max_tokens_key, 1, limit)
+    if "max_completion_tokens" in fmt.extra_keys and max_new is None:
         max_new = _integer(data, "max_completion_tokens", 1, limit)
     temperature = _number(data, "temperature", 0.0, 2.0)
     top_p = _number(data, "top_p", 0.0, 1.0, low_open=True)
@@ -238,17 +210,18 @@ def _usage(last: Delta) -> dict[str, int]:
 def response_body(request: InvokeRequest, text: str, last: Delta, model_arn: str) -> dict[str, Any]:
     """The whole-response body for ``request``'s format."""
     reason = last.finish_reason or "stop"
-    if request.kind in ("bedrock", "llama"):
+    name = request.format.name
+    if name in ("BedrockCompletion", "llama"):
         return {
             "generation": text,
             "prompt_token_count": last.prompt_tokens,
             "generation_token_count": last.completion_tokens,
             "stop_reason": reason,
         }
-    if request.kind == "mistral":
+    if name == "mistral":
         return {"outputs": [{"text": text, "stop_reason": reason}]}
     created = int(time.time())
-    if request.kind == "openai_completion":
+    if name == "OpenAICompletion":
         choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
@@ -274,7 +247,8 @@ def stream_chunks(
 ) -> Iterator[dict[str, Any]]:
     """One JSON chunk per delta, as InvokeModelWithResponseStream sends them; the last one carries
     the stop reason, token counts and ``amazon-bedrock-invocationMetrics``."""
-    ident = f"{'chatcmpl' if request.kind == 'openai_chat' else 'cmpl'}-{uuid.uuid4().hex}"
+    name = request.format.name
+    ident = f"{'chatcmpl' if request.format.takes_messages else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
     first_byte: float | None = None
     generated = 0
@@ -286,16 +260,16 @@ def stream_chunks(
         if not last:
             generated += 1
         chunk: dict[str, Any]
-        if request.kind in ("bedrock", "llama"):
+        if name in ("BedrockCompletion", "llama"):
             chunk = {
                 "generation": delta.text,
                 "prompt_token_count": delta.prompt_tokens if last else None,
                 "generation_token_count": delta.completion_tokens if last else generated,
                 "stop_reason": reason,
             }
-        elif request.kind == "mistral":
+        elif name == "mistral":
             chunk = {"outputs": [{"text": delta.text, "stop_reason": reason}]}
-        elif request.kind == "openai_completion":
+        elif name == "OpenAICompletion":
             chunk = {
                 "id": ident,
                 "object": "text_completion",
@@ -314,7 +288,7 @@ def stream_chunks(
                 ],
             }
         if last:
-            if request.kind in ("openai_completion", "openai_chat") and request.include_usage:
+            if name.startswith("OpenAI") and request.include_usage:
                 chunk["usage"] = _usage(delta)
             end = time.perf_counter()
             chunk["amazon-bedrock-invocationMetrics"] = {

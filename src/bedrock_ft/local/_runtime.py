@@ -48,7 +48,7 @@ class Runtime:
             max_tokens_limit=self.max_tokens_limit,
             stream=stream,
         )
-        if request.kind == "openai_chat" and not record.instruct_supported:
+        if request.format.takes_messages and not record.instruct_supported:
             raise ServiceError(
                 "ValidationException",
                 "This model has no chat template, which the messages format needs; send a 'prompt'.",

@@ -1,6 +1,6 @@
 """Routes and request parsing for the local Bedrock, read from botocore's models.
 
-Validation lives in :mod:`bedrock_ft.shapes` (the importer checks its own requests with it too) and is
+Validation lives in :mod:`bedrock_ft._shapes` (the importer checks its own requests with it too) and is
 re-exported here. Choices where the real service can't be read off the model: an unknown JSON body
 member, and a value of the wrong JSON type (the service's `SerializationException`), are validation
 errors here too.
@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 
-from bedrock_ft.shapes import (
+from bedrock_ft._shapes import (
     ShapeValidationError,
     input_errors,
     operation_model,

@@ -7,7 +7,7 @@ loads it when it runs. docs/merging.md describes the modes, the export and the c
 
 from __future__ import annotations
 
-from bedrock_ft.merging.config import MergeConfig
-from bedrock_ft.merging.merger import AdapterMerger
+from bedrock_ft.merging._config import MERGE_LAYOUT, MergeConfig
+from bedrock_ft.merging._merger import AdapterMerger
 
-__all__ = ["AdapterMerger", "MergeConfig"]
+__all__ = ["MERGE_LAYOUT", "AdapterMerger", "MergeConfig"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -66,27 +67,24 @@ def adapter_weights_file(adapter_dir: Path) -> Path:
 
 def resolve_adapter(adapter: AdapterArtifact | str | Path) -> AdapterInput:
     """Find the adapter directory and what was recorded about it. Raises MergeError saying what is missing."""
-    artifact: AdapterArtifact | None = None
-    if isinstance(adapter, AdapterArtifact):
-        artifact = adapter
-    else:
-        path = Path(adapter).expanduser()
-        if not path.exists():
-            raise MergeError(f"adapter {adapter}: no such file or directory")
-        manifest = path if path.is_file() else path / "manifest.json"
-        if manifest.name == "manifest.json" and manifest.is_file():
-            try:
-                artifact = AdapterArtifact.read(manifest)
-            except ArtifactError as exc:
-                raise MergeError(f"adapter {adapter}: {exc}") from None
-        elif path.is_file():
+    try:
+        artifact = AdapterArtifact.from_input(adapter)
+    except ArtifactError as exc:
+        raise MergeError(f"adapter {adapter}: {exc}") from None
+    if artifact is not None:
+        adapter_dir = Path(artifact.adapter_dir)
+    else:  # a path without a manifest: a bare peft adapter directory
+        adapter_dir = Path(os.fspath(adapter)).expanduser()  # type: ignore[arg-type]
+        if adapter_dir.is_file():
             raise MergeError(f"adapter {adapter}: expected a directory or a manifest.json, got a file")
-        elif not (path / ADAPTER_CONFIG).is_file() and (path / "adapter" / ADAPTER_CONFIG).is_file():
+        if (
+            not (adapter_dir / ADAPTER_CONFIG).is_file()
+            and (adapter_dir / "adapter" / ADAPTER_CONFIG).is_file()
+        ):
             raise MergeError(
                 f"adapter {adapter}: a training run without manifest.json, so it did not finish; resume it "
-                f"(TrainingConfig(resume=True)) or merge a checkpoint under {path / 'checkpoints'}"
+                f"(TrainingConfig(resume=True)) or merge a checkpoint under {adapter_dir / 'checkpoints'}"
             )
-    adapter_dir = Path(artifact.adapter_dir) if artifact else Path(adapter)  # type: ignore[arg-type]
     config_file = adapter_dir / ADAPTER_CONFIG
     if not config_file.is_file():
         raise MergeError(

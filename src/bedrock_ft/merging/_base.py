@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bedrock_ft._base_model import fetch_from_hub, local_model_dir
 from bedrock_ft.errors import MergeError
 
 __all__ = ["FLOAT_DTYPES", "check_not_quantized", "read_base_config", "read_json_object", "resolve_base"]
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def resolve_base(base_model: str | None, *, recorded: str | None) -> Path:
@@ -22,42 +22,18 @@ def resolve_base(base_model: str | None, *, recorded: str | None) -> Path:
             "no base model: the adapter does not record one; pass MergeConfig(base_model=...) (a directory, "
             "a hub id or 'embedded')"
         )
-    if chosen == "embedded":
-        from bedrock_ft.models import embedded_model
-
-        return embedded_model()
-    path = Path(chosen).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise MergeError(f"base model {path}: no config.json (is this a Hugging Face model directory?)")
-        if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in path.iterdir()):
-            raise MergeError(f"base model {path}: no weights (*.safetensors) next to config.json")
-        return path.resolve()
-    if path.exists() or chosen.startswith((".", "/", "~")):
-        where = "recorded with the adapter" if not base_model else "given"
-        raise MergeError(
-            f"base model {chosen} ({where}) is not a directory here; pass MergeConfig(base_model=...) "
-            "with the full-precision base the adapter was trained on"
-        )
+    where = "recorded with the adapter" if not base_model else "given"
+    hint = (
+        f" ({where}) is not a directory here; pass MergeConfig(base_model=...) with the full-precision "
+        "base the adapter was trained on"
+    )
+    found = local_model_dir(chosen, error=MergeError, label="base model", missing=hint)
+    if found is not None:
+        return found
     try:
-        return _from_hub(chosen)
+        return fetch_from_hub(chosen)
     except Exception as exc:
         raise MergeError(f"base model {chosen}: can't fetch it ({type(exc).__name__}: {exc})") from None
-
-
-def _from_hub(repo: str) -> Path:
-    """A hub model's config, tokenizer and the weights its index lists (the local cache, or a download).
-
-    Only the listed shards: repos such as Mistral's also hold a consolidated.safetensors copy."""
-    from huggingface_hub import snapshot_download
-
-    path = Path(snapshot_download(repo, allow_patterns=["*.json", "tokenizer.model", "*.jinja"]))
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        weights = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    else:
-        weights = ["model.safetensors", "pytorch_model*.bin"]  # one file; old repos have .bin only
-    return Path(snapshot_download(repo, allow_patterns=weights))
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

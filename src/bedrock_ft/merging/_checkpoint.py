@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bedrock_ft._safetensors import HeaderError, TensorInfo, read_header
 from bedrock_ft.errors import MergeError
-from bedrock_ft.preflight._safetensors import HeaderError, TensorInfo, read_header
 
 __all__ = [
     "DTYPE_BYTES",

@@ -76,7 +76,7 @@ def end_of_turn_token(
 ) -> tuple[str, int] | None:
     """The special token the template writes right after an assistant's message (``<|im_end|>``,
     ``<|eot_id|>``, ``</s>``...), found by rendering a sample conversation; None if there is none."""
-    from bedrock_ft.data.templates import ChatTemplate
+    from bedrock_ft.chat_templates import ChatTemplate
 
     special = {
         t["content"]: t["id"]
@@ -121,7 +121,7 @@ def _write_tokenizer(
 ) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """tokenizer_config.json with the template embedded (markers stripped), and the tokenizer files.
     Returns the names written, tokenizer_config and the parsed tokenizer.json."""
-    from bedrock_ft.data.templates import strip_generation_tags
+    from bedrock_ft.chat_templates import strip_generation_tags
 
     if not (tok_dir / "tokenizer_config.json").is_file():
         raise MergeError(

@@ -8,7 +8,7 @@ modules_to_save) is merged by peft's own ``merge_and_unload``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +183,9 @@ class MemoryMerge:
             done += 1
         return done
 
-    def write(self, out_dir: Path, *, shard_bytes: int, workers: int) -> list[WrittenFile]:
+    def write(
+        self, out_dir: Path, *, shard_bytes: int, workers: int, on_bytes: Callable[[int], None] | None = None
+    ) -> list[WrittenFile]:
         state = self.model.state_dict()
         names = _output_names(state, self.base_order)
         if self.base_order is not None:
@@ -198,7 +200,10 @@ class MemoryMerge:
             # cast where the tensor lives (on a GPU: half the bytes cross to the host), then copy
             data = _as_bytes(state[t.name].detach().to(torch_dtype(t.dtype)).cpu())
             for start in range(0, max(len(data), 1), CHUNK_BYTES):
-                yield data[start : start + CHUNK_BYTES]
+                chunk = data[start : start + CHUNK_BYTES]
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                yield chunk
 
         return write_checkpoint(
             out_dir, list(tensors.values()), chunks, shard_bytes=shard_bytes, workers=workers
@@ -247,7 +252,7 @@ def _prompts(tokenizer_dir: Path, chat_template: str | None, device: str, encode
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     batches = [tokenizer(p, return_tensors="pt") for p in DEFAULT_PROMPTS]
     if chat_template:
-        from bedrock_ft.data.templates import ChatTemplate
+        from bedrock_ft.chat_templates import ChatTemplate
 
         text = ChatTemplate("custom", chat_template).renderer(tokenizer.special_tokens_map)(
             CHAT_PROMPT, add_generation_prompt=True

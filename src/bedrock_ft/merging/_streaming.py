@@ -12,7 +12,6 @@ goes. Peak memory is the adapter plus a few chunks per worker, whatever the mode
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -247,4 +246,6 @@ def _thread_share(workers: int) -> Iterator[None]:
 
 def default_workers() -> int:
     """Shards written at once: one per core, up to 8 (each holds a few CHUNK_BYTES blocks)."""
-    return max(1, min(8, os.cpu_count() or 1))
+    from bedrock_ft._system import usable_cpus
+
+    return max(1, min(8, usable_cpus()))

@@ -10,9 +10,9 @@ This package reads JSON and safetensors headers only: it runs on the core instal
 
 from __future__ import annotations
 
+from bedrock_ft._findings import Finding, PreflightReport, Severity
 from bedrock_ft.preflight._checks import check_model_dir
-from bedrock_ft.preflight._report import Finding, PreflightReport, Severity
-from bedrock_ft.preflight.rules import CONTEXT_LIMIT, RULES, SUPPORTED_TOKENIZER_CLASSES, Rule, get_rule
+from bedrock_ft.preflight._rules import CONTEXT_LIMIT, RULES, SUPPORTED_TOKENIZER_CLASSES, Rule, get_rule
 
 __all__ = [
     "CONTEXT_LIMIT",

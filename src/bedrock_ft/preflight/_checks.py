@@ -1,4 +1,4 @@
-"""``check_model_dir``: run every rule of :mod:`bedrock_ft.preflight.rules` on a model directory.
+"""``check_model_dir``: run every rule of :mod:`bedrock_ft.preflight._rules` on a model directory.
 
 Reads only JSON files and safetensors headers, so it is fast on a 100 GB model and needs neither torch
 nor the safetensors package. It never raises for a bad model: every problem is a finding.
@@ -12,11 +12,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from bedrock_ft._findings import Finding, PreflightReport, Severity
 from bedrock_ft.preflight._model_dir import CONFIG, ModelDir, finding
-from bedrock_ft.preflight._report import Finding, PreflightReport, Severity
+from bedrock_ft.preflight._rules import CONTEXT_LIMIT
 from bedrock_ft.preflight._tokenizer import check_tokenizer
 from bedrock_ft.preflight._weights import check_precision, check_size, check_weight_files
-from bedrock_ft.preflight.rules import CONTEXT_LIMIT
 
 __all__ = ["check_model_dir"]
 

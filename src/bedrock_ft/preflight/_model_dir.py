@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bedrock_ft.preflight._report import Finding, Severity
-from bedrock_ft.preflight._safetensors import HeaderError, TensorInfo, read_header
-from bedrock_ft.preflight.rules import get_rule
+from bedrock_ft._findings import Finding, Severity
+from bedrock_ft._safetensors import HeaderError, TensorInfo, read_header
+from bedrock_ft.preflight._rules import get_rule
 
 if TYPE_CHECKING:
     from bedrock_ft.architectures import Architecture

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from bedrock_ft._findings import Finding, Severity
 from bedrock_ft.preflight._model_dir import TOKENIZER_CONFIG, TOKENIZER_JSON, ModelDir, finding
-from bedrock_ft.preflight._report import Finding, Severity
-from bedrock_ft.preflight.rules import SUPPORTED_TOKENIZER_CLASSES
+from bedrock_ft.preflight._rules import SUPPORTED_TOKENIZER_CLASSES
 
 __all__ = ["check_tokenizer"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from bedrock_ft._findings import Finding, Severity
 from bedrock_ft.preflight._model_dir import CONFIG, INDEX, SINGLE, ModelDir, finding
-from bedrock_ft.preflight._report import Finding, Severity
-from bedrock_ft.preflight.rules import FLOAT_DTYPES, WEIGHT_SUFFIXES_REFUSED
+from bedrock_ft.preflight._rules import FLOAT_DTYPES, WEIGHT_SUFFIXES_REFUSED
 
 __all__ = ["check_precision", "check_size", "check_weight_files"]
 

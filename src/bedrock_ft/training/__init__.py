@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bedrock_ft.training.config import QLoRAConfig, TrainingConfig
+from bedrock_ft.training._config import TRAIN_LAYOUT, QLoRAConfig, TrainingConfig
+from bedrock_ft.training._rundir import RunMismatchError
 
 if TYPE_CHECKING:
-    from bedrock_ft.training.trainer import QLoRATrainer
+    from bedrock_ft.training._trainer import QLoRATrainer
 
-__all__ = ["QLoRAConfig", "QLoRATrainer", "TrainingConfig"]
+__all__ = ["TRAIN_LAYOUT", "QLoRAConfig", "QLoRATrainer", "RunMismatchError", "TrainingConfig"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "QLoRATrainer":
-        from bedrock_ft.training.trainer import QLoRATrainer
+        from bedrock_ft.training._trainer import QLoRATrainer
 
         return QLoRATrainer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bedrock_ft.bedrock import ImportConfig
+from bedrock_ft.importing import ImportConfig
 from bedrock_ft.local import LocalStack
 
 ROLE = "arn:aws:iam::123456789012:role/BedrockImport"
@@ -31,7 +31,7 @@ class RequestLog:
         self.violations: list[str] = []
 
     def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        from bedrock_ft.shapes import input_errors
+        from bedrock_ft._shapes import input_errors
 
         service = model.service_model.service_name
         if service not in ("bedrock", "iam", "sts"):

@@ -172,7 +172,7 @@ def test_prefix_holding_another_model(
     assert job_names(stack) == []
 
     imported = BedrockImporter(import_config(overwrite=True)).import_model(tiny_model_dir)
-    assert imported.upload["deleted"] == ["old-shard.safetensors"]
+    assert imported.upload.deleted == ["old-shard.safetensors"]
     assert keys(stack) == sorted(f"tiny/{p.name}" for p in tiny_model_dir.iterdir())
 
 
@@ -214,7 +214,7 @@ def test_failed_job_reports_the_service_failure_message_then_a_rerun_retries(
     s3.delete_object(Bucket=BUCKET, Key="tiny/model.safetensors")
     steps: list[str] = []
     imported = BedrockImporter(import_config(), progress=steps.append).import_model(tiny_model_dir)
-    assert imported.upload["sent"] == ["model.safetensors"]
+    assert imported.upload.sent == ["model.safetensors"]
     assert imported.job_name == f"{failed}-r2"
     assert any("an earlier import of this model failed" in step for step in steps)
 
@@ -273,7 +273,7 @@ def test_wait_false_returns_while_a_job_of_this_import_runs(
     started = BedrockImporter(import_config(wait=False)).import_model(tiny_model_dir)
     assert gate.entered.wait(30)
     again = BedrockImporter(import_config(wait=False)).import_model(tiny_model_dir)  # the gate is shut
-    assert again.status == "InProgress" and again.job_arn == started.job_arn and again.upload == {}
+    assert again.status == "InProgress" and again.job_arn == started.job_arn and again.upload is None
     gate.open.set()
     assert BedrockImporter(import_config()).import_model(tiny_model_dir).job_arn == started.job_arn
 

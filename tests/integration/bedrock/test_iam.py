@@ -9,8 +9,8 @@ from urllib.parse import unquote
 import pytest
 
 from bedrock_ft import ConfigError
-from bedrock_ft.bedrock import create_import_role
-from bedrock_ft.bedrock.iam import IMPORT_POLICY_NAME
+from bedrock_ft.importing import create_import_role
+from bedrock_ft.importing._iam import IMPORT_POLICY_NAME
 from bedrock_ft.local import LocalStack
 
 from .conftest import RequestLog

@@ -60,8 +60,8 @@ def test_full_import_of_the_embedded_model(
     )
     # Every file went up once, with its sha256 in the metadata, and S3 verified a checksum.
     files = sorted(p for p in embedded_dir.iterdir() if p.is_file())
-    assert sorted(imported.upload["sent"]) == [p.name for p in files]
-    assert imported.upload["bytes_sent"] == sum(p.stat().st_size for p in files)
+    assert sorted(imported.upload.sent) == [p.name for p in files]
+    assert imported.upload.bytes_sent == sum(p.stat().st_size for p in files)
     assert sent == {p.name: p.stat().st_size for p in files}
     assert keys(stack, "smollm2/") == [f"smollm2/{p.name}" for p in files]
     s3 = stack.aws_config().client("s3")
@@ -96,7 +96,7 @@ def test_full_import_of_the_embedded_model(
 
     # Running it again changes nothing: the finished import is found, nothing is sent, no new job.
     again = BedrockImporter(config, progress=steps.append).import_model(embedded_dir)
-    assert again.model_arn == imported.model_arn and again.upload == {}
+    assert again.model_arn == imported.model_arn and again.upload is None
     assert job_names(stack) == [imported.job_name]
 
 
@@ -117,7 +117,7 @@ def test_merge_artifact_is_checked_against_its_manifest(
     artifact.write(tmp_path / "merge")
     # The merge's output dir, its manifest and its model/ dir all name the same artifact.
     for source in (tmp_path / "merge", tmp_path / "merge" / "manifest.json", model_dir):
-        from bedrock_ft.bedrock.importer import resolve_model
+        from bedrock_ft.importing._importer import resolve_model
 
         found, directory = resolve_model(source)
         assert found is not None and directory == model_dir
@@ -218,9 +218,7 @@ def test_reimport_after_the_model_was_deleted(
     second = BedrockImporter(import_config(), progress=steps.append).import_model(tiny_model_dir)
     assert second.model_arn != first.model_arn and second.status == "Completed"
     assert second.job_name == f"{first.job_name}-r2"
-    assert second.upload["sent"] == [] and len(second.upload["skipped"]) == len(
-        list(tiny_model_dir.iterdir())
-    )
+    assert second.upload.sent == [] and len(second.upload.skipped) == len(list(tiny_model_dir.iterdir()))
     assert any("made a model that no longer exists" in step for step in steps), steps
 
 
@@ -255,10 +253,10 @@ def test_sse_kms_encrypts_and_resends_files_stored_without_it(
             Bucket=BUCKET, Key=f"tiny/{path.name}", Body=path.read_bytes(), Metadata={"sha256": sha256(path)}
         )
     plain = BedrockImporter(import_config(wait=False, model_name="plain")).import_model(tiny_model_dir)
-    assert plain.upload["sent"] == []  # unencrypted is fine when no key is asked for
+    assert plain.upload.sent == []  # unencrypted is fine when no key is asked for
     BedrockImporter(aws=stack.aws_config()).wait(str(plain.job_arn))
     imported = BedrockImporter(import_config(sse_kms_key_id=key)).import_model(tiny_model_dir)
-    assert sorted(imported.upload["sent"]) == sorted(p.name for p in tiny_model_dir.iterdir())
+    assert sorted(imported.upload.sent) == sorted(p.name for p in tiny_model_dir.iterdir())
     for path in tiny_model_dir.iterdir():
         head = s3.head_object(Bucket=BUCKET, Key=f"tiny/{path.name}")
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key

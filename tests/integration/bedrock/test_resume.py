@@ -19,7 +19,7 @@ MakeConfig = Callable[..., ImportConfig]
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from bedrock_ft.bedrock import BedrockImporter, ImportConfig
+    from bedrock_ft.importing import BedrockImporter, ImportConfig
 
     model_dir, uri, role, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     sent = [0]
@@ -31,7 +31,7 @@ KILLER = textwrap.dedent(
 
     config = ImportConfig(
         model_name="sharded", s3_uri=uri, role_arn=role, concurrency=2,
-        multipart_chunksize="5MiB", multipart_threshold="5MiB",
+        multipart_chunksize="5MiB", multipart_threshold="5MiB", poll_interval=0.5,
     )
     BedrockImporter(config, on_upload=on_upload).import_model(model_dir)
     """
@@ -71,10 +71,10 @@ def test_killed_upload_resumes_with_only_the_missing_files(
 
     everything = sorted(p.name for p in sharded_model.iterdir())
     skipped = sorted(key.split("/", 1)[1] for key in done)
-    assert sorted(imported.upload["skipped"]) == skipped
-    assert sorted(imported.upload["sent"]) == sorted(set(everything) - set(skipped))
-    assert imported.upload["bytes_sent"] == sum(
-        (sharded_model / name).stat().st_size for name in imported.upload["sent"]
+    assert sorted(imported.upload.skipped) == skipped
+    assert sorted(imported.upload.sent) == sorted(set(everything) - set(skipped))
+    assert imported.upload.bytes_sent == sum(
+        (sharded_model / name).stat().st_size for name in imported.upload.sent
     )
     assert any("aborted 1 multipart upload(s)" in step for step in steps), steps
     assert not s3.list_multipart_uploads(Bucket=BUCKET, Prefix="sharded/").get("Uploads")

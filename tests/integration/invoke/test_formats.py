@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from bedrock_ft import ImportedModel
-from bedrock_ft.bedrock import ImportedModelClient, InvokeConfig
-from bedrock_ft.errors import MalformedResponseError, RequestValidationError
+from bedrock_ft.errors import MalformedResponseError, RequestValidationError, UnsupportedFormatError
 from bedrock_ft.local import LocalBedrockConfig, LocalStack
+from bedrock_ft.runtime import ImportedModelClient, InvokeConfig
 
 from .conftest import QUESTION, as_mistral, import_into
 
@@ -221,7 +221,7 @@ def test_legacy_native_bodies(
     # The explicit format does the same; a new format is refused before sending.
     explicit = ImportedModelClient(models[family], config.replace(api_format=family))
     assert explicit.chat(QUESTION).text == PARIS
-    with pytest.raises(Exception, match="does not take the OpenAICompletion format"):
+    with pytest.raises(UnsupportedFormatError, match="does not take the OpenAICompletion format"):
         client.complete("Hello", api_format="OpenAICompletion")
 
 

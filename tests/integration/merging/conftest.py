@@ -23,7 +23,7 @@ def make_adapter(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from bedrock_ft.data.templates import get_chat_template
+    from bedrock_ft.chat_templates import get_chat_template
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)

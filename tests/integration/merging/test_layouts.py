@@ -47,7 +47,7 @@ def test_float32_base_odd_blocks_same_bytes_both_modes(
         (f.path, f.sha256) for f in merged["streaming"].files
     ]
     assert merged["memory"].dtype == "bfloat16"
-    assert merged["memory"].merge["verification"]["weights"]["max_rel"] <= 2.0**-7
+    assert merged["memory"].merge.verification.weights.max_rel <= 2.0**-7
 
 
 def test_trained_head_on_a_tied_base_is_written_and_untied(embedded_dir: Path, tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_trained_head_on_a_tied_base_is_written_and_untied(embedded_dir: Path, t
     ):
         AdapterMerger(MergeConfig(output_dir=str(tmp_path / "s"), mode="streaming")).merge(adapter)
     model = AdapterMerger(MergeConfig(output_dir=str(tmp_path / "m"))).merge(adapter)
-    assert model.merge["mode"] == "memory" and model.merge["untied"] == ["lm_head.weight"]
+    assert model.merge.mode == "memory" and model.merge.untied == ["lm_head.weight"]
     config = json.loads(Path(model.model_dir, "config.json").read_text())
     assert config["tie_word_embeddings"] is False
     index = json.loads(Path(model.model_dir, "model.safetensors.index.json").read_text())

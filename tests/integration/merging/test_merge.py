@@ -27,7 +27,7 @@ def _sha(path: Path) -> str:
 
 def test_memory_and_streaming_write_the_same_bytes(merges: dict[str, ModelArtifact]) -> None:
     memory, streaming = merges["memory"], merges["streaming"]
-    assert memory.merge["mode"] == "memory" and streaming.merge["mode"] == "streaming"
+    assert memory.merge.mode == "memory" and streaming.merge.mode == "streaming"
     # Both compute W + scale * B @ A in float32 and round once: not close, identical.
     assert [(f.path, f.sha256) for f in memory.files] == [(f.path, f.sha256) for f in streaming.files]
     assert memory.parameter_count == streaming.parameter_count == 134_515_008
@@ -35,7 +35,7 @@ def test_memory_and_streaming_write_the_same_bytes(merges: dict[str, ModelArtifa
 
 @pytest.mark.parametrize("mode", ["memory", "streaming"])
 def test_export_holds_exactly_what_bedrock_reads(merges: dict[str, ModelArtifact], mode: str) -> None:
-    from bedrock_ft.data.templates import get_chat_template
+    from bedrock_ft.chat_templates import get_chat_template
     from bedrock_ft.preflight import check_model_dir
 
     artifact = merges[mode]
@@ -67,17 +67,24 @@ def test_export_holds_exactly_what_bedrock_reads(merges: dict[str, ModelArtifact
 
 
 def test_the_checks_ran_and_measured_a_real_effect(merges: dict[str, ModelArtifact]) -> None:
-    logits = merges["memory"].merge["verification"]["logits"]
-    assert logits["kind"] == "logits" and logits["prompts"] == 4  # three text prompts, one chat
-    assert logits["max_rel"] <= logits["tolerance"]
+    checks = merges["memory"].merge.verification
+    assert checks is not None and checks.logits is not None
+    logits = checks.logits
+    assert logits.prompts == 4  # three text prompts, one chat
+    assert logits.max_rel is not None and logits.tolerance is not None and logits.max_rel <= logits.tolerance
     # The adapter moves the logits far more than the merge's rounding does.
-    assert logits["adapter_effect"] > 20 * logits["max_abs"]
-    assert logits["error_vs_effect"] == pytest.approx(logits["max_abs"] / logits["adapter_effect"])
+    assert logits.adapter_effect is not None and logits.max_abs is not None
+    assert logits.adapter_effect > 20 * logits.max_abs
+    assert logits.error_vs_effect == pytest.approx(logits.max_abs / logits.adapter_effect)
     for mode in ("memory", "streaming"):  # both modes check sampled weights against peft's own merge
-        weights = merges[mode].merge["verification"]["weights"]
-        assert weights["kind"] == "weights" and len(weights["checked"]) == 5  # 4 adapted, 1 untouched
-        assert weights["max_rel"] <= weights["tolerance"]
-    assert "logits" not in merges["streaming"].merge["verification"]
+        verification = merges[mode].merge.verification
+        assert verification is not None and verification.weights is not None
+        weights = verification.weights
+        assert len(weights.checked) == 5  # 4 adapted, 1 untouched
+        assert weights.max_rel is not None and weights.tolerance is not None
+        assert weights.max_rel <= weights.tolerance
+    streaming = merges["streaming"].merge.verification
+    assert streaming is not None and streaming.logits is None
 
 
 def test_merged_model_reloads_and_generates(merges: dict[str, ModelArtifact], adapter_dir: Path) -> None:
@@ -121,7 +128,7 @@ def test_float16_export(adapter_dir: Path, tmp_path: Path) -> None:
     shard = next(model_dir.glob("model-*.safetensors"))
     with safe_open(str(shard), "pt") as fh:
         assert {str(fh.get_tensor(k).dtype) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__ == {"torch.float16"}
-    assert artifact.merge["verification"]["weights"]["tolerance"] == 2.0**-10
+    assert artifact.merge.verification.weights.tolerance == 2.0**-10
 
 
 def test_every_input_form(adapter_dir: Path, tmp_path: Path, merges: dict[str, ModelArtifact]) -> None:

@@ -109,9 +109,9 @@ def test_weight_check_catches_a_misscaled_merge(
 
     from bedrock_ft.merging._adapter import plan_adapter
     from bedrock_ft.merging._checkpoint import read_checkpoint
+    from bedrock_ft.merging._merger import _adapter_shapes, _load_adapter
     from bedrock_ft.merging._streaming import write_streaming
     from bedrock_ft.merging._verify import check_weights
-    from bedrock_ft.merging.merger import _adapter_shapes, _load_adapter
 
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     weights = adapter_dir / "adapter_model.safetensors"
@@ -153,7 +153,7 @@ def test_rslora_and_alpha_pattern_follow_peft(embedded_dir: Path, tmp_path: Path
         for mode in ("streaming", "memory")
     ]
     assert [f.sha256 for f in results[0].files] == [f.sha256 for f in results[1].files]
-    assert results[1].merge["verification"]["logits"]["error_vs_effect"] < 0.1
+    assert results[1].merge.verification.logits.error_vs_effect < 0.1
 
 
 def test_merge_cli(adapter_dir: Path, tmp_path: Path, run_cli: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bedrock_ft.data.templates import BUILTIN_TEMPLATES, ChatTemplate, strip_generation_tags
+from bedrock_ft.chat_templates import BUILTIN_TEMPLATES, ChatTemplate, strip_generation_tags
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Hello!\n"}],

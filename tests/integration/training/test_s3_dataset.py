@@ -9,7 +9,7 @@ import pytest
 from bedrock_ft.aws import AwsConfig
 from bedrock_ft.data import DatasetBuilder, DatasetConfig, synthetic_qa
 from bedrock_ft.errors import DatasetError
-from bedrock_ft.training.data import load_messages
+from bedrock_ft.training._data import load_messages
 
 pytestmark = pytest.mark.usefixtures("aws_credentials")
 

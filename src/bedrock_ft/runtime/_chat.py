@@ -1,0 +1,107 @@
+"""Messages: checked before sending, and rendered with the model's training chat template when a chat
+goes out as a prompt (a model Bedrock found no template in, or a legacy native format).
+
+The template is the one the model was trained with, carried in its ImportedModel artifact: never a
+guessed one (the seed trained on Human/Assistant and then invoked with ``[INST]``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from bedrock_ft.errors import RequestValidationError
+
+__all__ = ["ChatRenderer", "check_messages", "check_prompt"]
+
+ROLES = ("system", "user", "assistant")
+
+
+def check_prompt(prompt: Any, *, call: str) -> str:
+    if not isinstance(prompt, str):
+        raise RequestValidationError(f"{call}: the prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise RequestValidationError(f"{call}: the prompt is empty")
+    return prompt
+
+
+def check_messages(messages: Any, *, call: str) -> list[dict[str, str]]:
+    """``messages`` as plain ``{"role", "content"}`` dicts, or :class:`RequestValidationError` naming the
+    first bad message. Content may be a string or OpenAI text parts."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        kind = type(messages).__name__
+        raise RequestValidationError(
+            f"{call}: messages must be a list of {{'role', 'content'}} dicts, got {kind}"
+        )
+    if not messages:
+        raise RequestValidationError(f"{call}: messages is empty; give at least one user message")
+    out: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        where = f"{call}: messages[{index}]"
+        if not isinstance(message, Mapping):
+            raise RequestValidationError(f"{where} must be a mapping with 'role' and 'content'")
+        role = message.get("role")
+        if role not in ROLES:
+            raise RequestValidationError(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = [
+                p.get("text") if isinstance(p, Mapping) and p.get("type") == "text" else None for p in content
+            ]
+            if any(not isinstance(p, str) for p in parts):
+                raise RequestValidationError(f"{where}.content: only text parts are supported")
+            content = "".join(str(p) for p in parts)
+        if not isinstance(content, str):
+            raise RequestValidationError(f"{where}.content must be a string, got {type(content).__name__}")
+        extra = sorted(set(message) - {"role", "content"})
+        if extra:
+            raise RequestValidationError(f"{where}: unsupported key(s) {', '.join(extra)}")
+        out.append({"role": str(role), "content": content})
+    if all(m["role"] == "system" for m in out):
+        raise RequestValidationError(f"{call}: messages hold only system messages; add a user message")
+    return out
+
+
+class ChatRenderer:
+    """Renders messages with one chat template, as ``transformers``' ``apply_chat_template`` would,
+    with a generation prompt. Compiled once, on first use; safe to share between threads."""
+
+    def __init__(
+        self, template: str, special_tokens: Mapping[str, str] | None = None, *, strip_bos: bool = False
+    ) -> None:
+        self.template = template
+        self.special_tokens = dict(special_tokens or {})
+        self.strip_bos = strip_bos
+        self._render: Callable[..., str] | None = None
+        self._lock = threading.Lock()
+
+    def _compiled(self) -> Callable[..., str]:
+        with self._lock:
+            if self._render is None:
+                from bedrock_ft.chat_templates import ChatTemplate
+
+                self._render = ChatTemplate("custom", self.template).renderer(self.special_tokens)
+            return self._render
+
+    def render(self, messages: Sequence[Mapping[str, str]], *, call: str) -> str:
+        """The prompt for ``messages``. A sequence the template refuses raises
+        :class:`RequestValidationError` with the template's own reason."""
+        from jinja2.exceptions import TemplateError
+
+        render = self._compiled()
+        try:
+            return render(messages, add_generation_prompt=True)
+        except TemplateError as exc:
+            raise RequestValidationError(
+                f"{call}: the model's chat template refused the messages: {exc}"
+            ) from None
+
+    def as_prompt(self, messages: Sequence[Mapping[str, str]], *, call: str) -> str:
+        """:meth:`render`, without a leading BOS token when the service adds one itself (a completion
+        prompt is tokenized with special tokens, so a rendered BOS would be doubled)."""
+        text = self.render(messages, call=call)
+        bos = self.special_tokens.get("bos_token")
+        if bos and self.strip_bos and text.startswith(bos):
+            text = text[len(bos) :]
+        return text

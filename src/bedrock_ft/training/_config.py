@@ -1,0 +1,235 @@
+"""QLoRAConfig and TrainingConfig: what is trained, and how.
+
+``QLoRAConfig`` holds the quantization and adapter settings (they travel with the adapter);
+``TrainingConfig`` the run: base model, data shaping, schedule, checkpoints and the fast-path
+switches. Both are light: importing them imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from bedrock_ft.config import BaseConfig, StageFile
+
+__all__ = ["TRAIN_LAYOUT", "ComputeDtype", "QLoRAConfig", "TrainingConfig"]
+
+ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+def _problem(message: str) -> PydanticCustomError:
+    return PydanticCustomError("training_config", "{message}", {"message": message})
+
+
+class QLoRAConfig(BaseConfig):
+    """4-bit quantization of the frozen base, and the LoRA adapter trained on top of it.
+
+    The defaults are the fast recipe: nf4 with double quantization, LoRA r=16 on every linear
+    layer of the architecture, no dropout. ``QLoRAConfig.seed_recipe()`` is the seed's exact recipe.
+    ``quantize=False`` trains plain LoRA on an unquantized base.
+    """
+
+    # --- quantization ------------------------------------------------------------------------------
+    quantize: bool = Field(
+        default=True, description="Load the base in 4 bits (QLoRA); False gives plain LoRA."
+    )
+    quant_type: Literal["nf4", "fp4"] = Field(
+        default="nf4", description="4-bit data type (bnb_4bit_quant_type)."
+    )
+    double_quant: bool = Field(
+        default=True, description="Quantize the quantization constants too (bnb_4bit_use_double_quant)."
+    )
+    compute_dtype: ComputeDtype = Field(
+        default="auto",
+        description="Dtype the forward and backward run in (and, without quantize, the base weights' dtype). "
+        "auto: bfloat16 on GPUs that have it, else float16; float32 on CPU. bfloat16 asked for on hardware "
+        "without it falls back, with a warning.",
+    )
+    storage_dtype: Literal["uint8", "bfloat16", "float16", "float32"] = Field(
+        default="uint8",
+        description="Dtype the packed 4-bit weights are stored as (bnb_4bit_quant_storage). FSDP needs it to "
+        "match the compute dtype; a single device doesn't care.",
+    )
+
+    # --- LoRA --------------------------------------------------------------------------------------
+    r: int = Field(default=16, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(default=32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input. 0 is faster and rarely worse."
+    )
+    target_modules: tuple[str, ...] | Literal["all-linear"] | None = Field(
+        default=None,
+        description="Modules to adapt: module names, or 'all-linear'. Default: the architecture's own list "
+        "(every attention and MLP projection), else all-linear.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field(default="none", description="Which biases to train.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if isinstance(value, tuple) and (not value or any(not m.strip() for m in value)):
+            raise _problem("give at least one module name, 'all-linear', or leave it empty for the default")
+        return value
+
+    @classmethod
+    def seed_recipe(cls, **overrides: Any) -> QLoRAConfig:
+        """The seed's exact recipe: r=16, alpha=8, dropout 0.05, all-linear, nf4, double quant, bf16
+        compute and storage."""
+        settings: dict[str, Any] = {
+            "quantize": True,
+            "quant_type": "nf4",
+            "double_quant": True,
+            "compute_dtype": "bfloat16",
+            "storage_dtype": "bfloat16",
+            "r": 16,
+            "alpha": 8.0,
+            "dropout": 0.05,
+            "target_modules": "all-linear",
+            "bias": "none",
+        }
+        return cls(**{**settings, **overrides})
+
+
+class TrainingConfig(BaseConfig):
+    """One supervised fine-tuning run (``QLoRATrainer(qlora, training).train(dataset)``)."""
+
+    # --- model and output --------------------------------------------------------------------------
+    base_model: str = Field(
+        default="embedded",
+        description="Base model: a local directory (config.json + safetensors), a hub id, or 'embedded' "
+        "(the bundled SmolLM2-135M-Instruct).",
+    )
+    output_dir: str = Field(
+        default="bedrock-ft-runs/adapter",
+        description="Run directory: the adapter, checkpoints, metrics.jsonl and manifest.json go here.",
+    )
+    overwrite: bool = Field(default=False, description="Delete a previous run in output_dir and start over.")
+    resume: bool = Field(
+        default=False,
+        description="Continue an interrupted run from its last complete checkpoint (a finished run is "
+        "returned as it is).",
+    )
+
+    # --- data shaping ------------------------------------------------------------------------------
+    max_length: int = Field(default=2048, ge=8, description="Tokens per training sequence (trl max_length).")
+    packing: bool = Field(
+        default=True, description="Pack several records into each sequence (best-fit decreasing)."
+    )
+    packing_strategy: Literal["bfd", "wrapped"] = Field(
+        default="bfd",
+        description="bfd: whole records, best-fit decreasing, padding-free. wrapped: records concatenated "
+        "and cut every max_length tokens (the seed's, older trl's ConstantLengthDataset).",
+    )
+    padding_free: bool | None = Field(
+        default=None,
+        description="Padding-free batches (one flat sequence with position ids, no pad tokens). Default: on "
+        "with bfd packing.",
+    )
+    assistant_only_loss: bool = Field(
+        default=False,
+        description="Train only on assistant turns. Needs a chat template with {% generation %} blocks.",
+    )
+
+    # --- schedule ----------------------------------------------------------------------------------
+    num_epochs: float = Field(default=1.0, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides num_epochs)."
+    )
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    per_device_batch_size: int = Field(default=4, ge=1, description="Sequences per forward pass.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Forward passes per optimizer step."
+    )
+    gradient_checkpointing: bool = Field(
+        default=True, description="Recompute activations in the backward pass: far less memory, ~30% slower."
+    )
+    seed: int = Field(default=42, description="Seed of the data order and the adapter's initialization.")
+
+    # --- fast path ---------------------------------------------------------------------------------
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto", description="Where to train: auto picks CUDA when there is a GPU."
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        default="auto",
+        description="Attention kernel. auto: flex_attention for padding-free batches on CUDA (it skips the "
+        "masked blocks between packed records, where sdpa computes them), else sdpa.",
+    )
+    liger_kernel: bool | None = Field(
+        default=None,
+        description="liger-kernel fused ops (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). Default: on "
+        "with CUDA when liger-kernel is installed (the gpu extra).",
+    )
+
+    # --- checkpoints, logging ----------------------------------------------------------------------
+    save_steps: int = Field(
+        default=200, ge=1, description="Save a resumable checkpoint every this many steps."
+    )
+    save_total_limit: int = Field(default=2, ge=1, description="Checkpoints kept (the oldest are deleted).")
+    logging_steps: int = Field(default=10, ge=1, description="Log loss and throughput every this many steps.")
+    tensorboard: bool | None = Field(
+        default=None, description="Also log to TensorBoard (output_dir/tensorboard). Default: when installed."
+    )
+    memory_guard: bool = Field(
+        default=True,
+        description="Before loading, estimate the memory the run needs and stop early if the device can't "
+        "hold it.",
+    )
+
+    # How a run is executed and logged, not what it learns: changing these keeps a run resumable.
+    hash_exclude = frozenset(
+        {
+            "output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard",
+            "save_total_limit", "save_steps", "gradient_checkpointing", "attn_implementation",
+            "liger_kernel", "device",
+        }
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        if self.overwrite and self.resume:
+            raise _problem("overwrite and resume exclude each other: start over, or continue")
+        if self.padding_free and not self.packing:
+            raise _problem("padding_free without packing leaves max_length unenforced; turn packing on")
+        if self.padding_free is False and self.packing and self.packing_strategy == "bfd":
+            raise _problem("bfd packing is always padding-free (trl); use packing_strategy 'wrapped' instead")
+        if self.padding_free and self.packing_strategy == "wrapped":
+            raise _problem("padding_free needs packing_strategy 'bfd': wrapped packing splits records")
+        return self
+
+    @property
+    def uses_padding_free(self) -> bool:
+        """Padding-free batches: as set, else on with bfd packing (trl requires it there)."""
+        if self.padding_free is not None:
+            return self.padding_free
+        return self.packing and self.packing_strategy == "bfd"
+
+    @classmethod
+    def seed_recipe(cls, **overrides: Any) -> TrainingConfig:
+        """The seed's run settings: sdpa, no fused kernels, trl's wrapped packing with padding."""
+        settings: dict[str, Any] = {
+            "packing": True,
+            "packing_strategy": "wrapped",
+            "padding_free": False,
+            "liger_kernel": False,
+            "attn_implementation": "sdpa",
+            "gradient_checkpointing": True,
+            "learning_rate": 2e-4,
+        }
+        return cls(**{**settings, **overrides})
+
+
+TRAIN_LAYOUT = StageFile(
+    sections={"qlora": QLoRAConfig, "training": TrainingConfig},
+    input_key="dataset",
+    input_hint="give the dataset's directory or manifest.json",
+    input_required=True,
+)
+"""A ``bedrock-ft train`` config file: ``dataset`` and the ``qlora`` and ``training`` sections."""
