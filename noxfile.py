@@ -33,7 +33,19 @@ def tests(session: nox.Session) -> None:
     """Every test but the GPU ones (pass pytest arguments after --)."""
     _install_stack(session)
     _threads(session)
-    session.run("pytest", "-m", "not gpu", *session.posargs)
+    # One worker per core, up to 4 (each may hold a model or two in memory); a module's tests stay together.
+    workers = str(min(4, len(os.sched_getaffinity(0))))
+    session.run(
+        "pytest", "-m", "not gpu and not examples", "-n", workers, "--dist", "loadscope", *session.posargs
+    )
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Every example script run end to end with the embedded model (minutes): before a release."""
+    _install_stack(session)
+    _threads(session)
+    session.run("pytest", "-m", "examples", "tests/e2e/test_examples.py", *session.posargs)
 
 
 @nox.session

@@ -1,7 +1,12 @@
-"""Every example runs, offline, and prints what its docstring promises."""
+"""Every example imports and parses its arguments (fast, in the main suite); and, in the ``examples``
+session (``nox -s examples``, before a release), runs offline and prints what its docstring promises.
+
+The full runs repeat paths the integration tests cover, with the embedded model; they take minutes.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -114,6 +119,29 @@ def test_every_example_is_covered() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_imports_and_parses_its_arguments(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its imports resolve against the public API, it runs nothing when imported, and its command line
+    (where it has one) parses: --help prints the usage and the docstring and exits 0."""
+    path = EXAMPLES / name
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the top level only: main() runs under __main__
+    assert callable(module.main) and module.__doc__
+    if "argparse" not in path.read_text(encoding="utf-8"):
+        return
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and module.__doc__.strip().splitlines()[0] in out
+
+
+@pytest.mark.examples
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(name: str, embedded_dir: Path) -> None:

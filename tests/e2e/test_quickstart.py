@@ -90,9 +90,9 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["model_dir"] == str(embedded_dir)
     assert result["question"] == "What is the capital of Italy?"
-    # A 135M model is no geographer: only check that the question reached it and it answered.
+    # A 135M model is no geographer: check that the question reached it, and that it answered.
     assert result["answer"].strip()
-    assert "Paris" not in result["answer"]
+    assert "What is the capital of Italy?" in result["complete"]["prompt"]
     # The answer came through a local Custom Model Import and the Bedrock runtime API.
     assert result["model_arn"].startswith("arn:aws:bedrock:us-east-1:123456789012:imported-model/")
     assert result["s3_uri"] == "s3://bedrock-ft-quickstart/merged/"
@@ -112,7 +112,8 @@ def test_quickstart_json(embedded_dir: Path) -> None:
     assert adapter["kind"] == "adapter" and adapter["quantization"]["quant_type"] == "nf4"
     assert Path(adapter["adapter_dir"], "adapter_model.safetensors").is_file()
     assert adapter["chat_template"] == result["dataset"]["chat_template"]
-    # The second quickstart found the finished run and reused it: the run's log has one start.
+    # The second quickstart found the finished run and reused it: the run's log has one start. (The
+    # session has a cache of its own: no other quickstart on the machine can have touched it.)
     run_log = Path(adapter["adapter_dir"]).parent / "metrics.jsonl"
     starts = [e for e in map(json.loads, run_log.read_text().splitlines()) if e["event"] == "start"]
     assert len(starts) == 1

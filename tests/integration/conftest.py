@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration tests: a tiny real model, and local stacks started on demand."""
+"""Fixtures shared by the integration tests: copies of the tiny model, and local stacks started on demand."""
 
 from __future__ import annotations
 
@@ -10,38 +10,11 @@ from typing import Any
 
 import pytest
 
+from bedrock_ft import ImportedModel
+from bedrock_ft.importing import BedrockImporter, ImportConfig
 from bedrock_ft.local import LocalBedrockConfig, LocalStack
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real but tiny Llama (random weights, the embedded model's tokenizer): fast to copy and load."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
-    data = json.loads((out / "config.json").read_text())
-    data["torch_dtype"] = "bfloat16"
-    (out / "config.json").write_text(json.dumps(data))
-    for name in TOKENIZER_FILES:
-        shutil.copy(embedded_dir / name, out / name)
-    return out
+SERVICE_ROLE = "arn:aws:iam::123456789012:role/BedrockImport"
 
 
 @pytest.fixture
@@ -71,15 +44,41 @@ def make_model(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def new_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
-    """Start stacks with the given settings; each is stopped after the test."""
+    """Start stacks with the given settings (``engine``: an inference engine other than transformers,
+    such as the scripted one); each is stopped after the test."""
     stacks: list[LocalStack] = []
 
-    def start(**settings: Any) -> LocalStack:
+    def start(*, engine: Any = None, **settings: Any) -> LocalStack:
         settings.setdefault("data_dir", tmp_path / f"data-{len(stacks)}")
-        stack = LocalStack(LocalBedrockConfig(**settings), export_env=False).start()
+        stack = LocalStack(LocalBedrockConfig(**settings), export_env=False, engine=engine).start()
         stacks.append(stack)
         return stack
 
     yield start
     for stack in reversed(stacks):
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_service(
+    embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalStack, ImportedModel]]:
+    """One local stack for the session with the embedded model imported once, by BedrockImporter, as an
+    application would. Shared by the invoke, runtime and evaluation tests: they may call it, but must
+    not import more models into it (the AWS CLI test lists exactly this one) or delete it."""
+    config = LocalBedrockConfig(idle_unload_seconds=None, data_dir=tmp_path_factory.mktemp("served"))
+    with LocalStack(config, export_env=False) as stack, pytest.MonkeyPatch.context() as env:
+        for key, value in stack.env.items():  # the stack's dummy credentials, only while importing
+            env.setenv(key, value)
+        aws = stack.aws_config()
+        aws.client("s3").create_bucket(Bucket="served")
+        settings = ImportConfig(
+            model_name="smollm2",
+            s3_uri="s3://served/smollm2/",
+            role_arn=SERVICE_ROLE,
+            aws=aws,
+            poll_interval=0.5,
+        )
+        imported = BedrockImporter(settings).import_model(embedded_dir)
+        env.undo()
+        yield stack, imported

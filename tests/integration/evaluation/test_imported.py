@@ -4,7 +4,7 @@ engines (fmeval's ModelRunner rebuilds the client in each Ray worker), and `bedr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,34 +17,17 @@ from bedrock_ft import (
     ImportedModelClient,
     InvokeConfig,
 )
-from bedrock_ft.bedrock import BedrockImporter, ImportConfig
 from bedrock_ft.data import synthetic_qa
-from bedrock_ft.local import LocalBedrockConfig, LocalStack
+from bedrock_ft.local import LocalStack
 
 pytestmark = pytest.mark.slow
 
 RunCli = Callable[..., tuple[int, str, str]]
 
 
-@pytest.fixture(scope="module")
-def served(
-    embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LocalStack, ImportedModel]]:
-    config = LocalBedrockConfig(idle_unload_seconds=None, data_dir=tmp_path_factory.mktemp("eval-served"))
-    with LocalStack(config, export_env=False) as stack, pytest.MonkeyPatch.context() as env:
-        for key, value in stack.env.items():
-            env.setenv(key, value)
-        aws = stack.aws_config()
-        aws.client("s3").create_bucket(Bucket="eval")
-        settings = ImportConfig(
-            model_name="smollm2-eval",
-            s3_uri="s3://eval/smollm2/",
-            role_arn="arn:aws:iam::123456789012:role/BedrockImport",
-            aws=aws,
-        )
-        imported = BedrockImporter(settings).import_model(embedded_dir)
-        env.undo()
-        yield stack, imported
+@pytest.fixture(scope="session")
+def served(embedded_service: tuple[LocalStack, ImportedModel]) -> tuple[LocalStack, ImportedModel]:
+    return embedded_service
 
 
 @pytest.fixture
@@ -55,7 +38,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def test_both_engines_ask_the_imported_model_the_same_and_score_it_the_same(
-    served: tuple[LocalStack, ImportedModel], dataset: Path, aws_credentials: None
+    served: tuple[LocalStack, ImportedModel], dataset: Path, aws_credentials: None, fmeval_session: None
 ) -> None:
     stack, imported = served
     client = ImportedModelClient(imported, InvokeConfig(aws=stack.aws_config()))

@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bedrock_ft import ImportedModel
-from bedrock_ft.bedrock import BedrockImporter, ImportConfig, ImportedModelClient, InvokeConfig
-from bedrock_ft.local import LocalBedrockConfig, LocalStack
+from bedrock_ft.importing import BedrockImporter, ImportConfig
+from bedrock_ft.local import LocalStack
+from bedrock_ft.runtime import ImportedModelClient, InvokeConfig
 
 ROLE = "arn:aws:iam::123456789012:role/BedrockImport"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -30,7 +31,9 @@ def import_into(stack: LocalStack, model_dir: Path, name: str) -> ImportedModel:
         bucket = f"invoke-{name}"
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # moto's state is per process
             s3.create_bucket(Bucket=bucket)
-        config = ImportConfig(model_name=name, s3_uri=f"s3://{bucket}/{name}/", role_arn=ROLE, aws=aws)
+        config = ImportConfig(
+            model_name=name, s3_uri=f"s3://{bucket}/{name}/", role_arn=ROLE, aws=aws, poll_interval=0.5
+        )
         return BedrockImporter(config).import_model(model_dir)
 
 
@@ -46,15 +49,10 @@ def as_mistral(source: Path, target: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
-def served(
-    embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LocalStack, ImportedModel]]:
-    """The embedded model imported into a local stack (new invoke formats), warmed up."""
-    config = LocalBedrockConfig(idle_unload_seconds=None, data_dir=tmp_path_factory.mktemp("served"))
-    with LocalStack(config, export_env=False) as stack:
-        imported = import_into(stack, embedded_dir, "smollm2")
-        yield stack, imported
+@pytest.fixture(scope="session")
+def served(embedded_service: tuple[LocalStack, ImportedModel]) -> tuple[LocalStack, ImportedModel]:
+    """The embedded model imported into the session's local stack (new invoke formats)."""
+    return embedded_service
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from bedrock_ft.local import LocalBedrockConfig, LocalStack
+from bedrock_ft import ImportedModel
+from bedrock_ft.local import LocalStack
 
 ROLE = "arn:aws:iam::123456789012:role/BedrockImport"
 BUCKET = "models"
@@ -81,11 +81,8 @@ def invoke_until_ready(
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def embedded_stack(embedded_dir: Path) -> Iterator[tuple[LocalStack, str]]:
-    """One stack with the embedded model imported (cold, as after a real import)."""
-    with LocalStack(LocalBedrockConfig(idle_unload_seconds=None), export_env=False) as stack:
-        uri = upload_dir(stack, embedded_dir, "smollm2")
-        job = import_model(stack, uri, "smollm2")
-        assert job["status"] == "Completed", job.get("failureMessage")
-        yield stack, job["importedModelArn"]
+@pytest.fixture(scope="session")
+def embedded_stack(embedded_service: tuple[LocalStack, ImportedModel]) -> tuple[LocalStack, str]:
+    """The session's local stack with the embedded model imported, and that model's ARN."""
+    stack, imported = embedded_service
+    return stack, str(imported.model_arn)

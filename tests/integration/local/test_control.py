@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bedrock_ft.local import LocalStack
+from integration.scripted import ScriptedEngine
 
 from .conftest import ROLE, client, import_model, invoke_until_ready, upload_dir, wait_for_job
 
@@ -231,7 +232,8 @@ def test_state_survives_a_restart(new_stack: StackFactory, tiny_model_dir: Path,
 
 
 def test_scale_to_zero(new_stack: StackFactory, tiny_model_dir: Path) -> None:
-    stack = new_stack(idle_unload_seconds=0.3)
+    engine = ScriptedEngine(load_seconds=0.2)
+    stack = new_stack(idle_unload_seconds=0.3, engine=engine)
     arn = import_model(stack, upload_dir(stack, tiny_model_dir, "tiny"), "sleepy")["importedModelArn"]
     runtime = client(stack, "bedrock-runtime")
     body = {"prompt": "hi", "max_gen_len": 2}
@@ -241,13 +243,16 @@ def test_scale_to_zero(new_stack: StackFactory, tiny_model_dir: Path) -> None:
     while stack.service.pool.is_loaded(model_id) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not stack.service.pool.is_loaded(model_id)  # unloaded after 0.3 s idle
+    assert (engine.loads, engine.closed) == (1, 1)  # and its memory released
     with pytest.raises(runtime.exceptions.ModelNotReadyException):
         runtime.invoke_model(modelId=arn, body=json.dumps(body))
     assert invoke_until_ready(runtime, arn, body)["generation_token_count"] >= 1
+    assert engine.loads == 2  # the cold start loaded it again
 
 
 def test_throttling(new_stack: StackFactory, tiny_model_dir: Path) -> None:
-    stack = new_stack(throttle_rps=2, cold_start=False)
+    engine = ScriptedEngine()
+    stack = new_stack(throttle_rps=2, cold_start=False, engine=engine)
     arn = import_model(stack, upload_dir(stack, tiny_model_dir, "tiny"), "busy")["importedModelArn"]
     runtime = client(stack, "bedrock-runtime")
     body = json.dumps({"prompt": "hi", "max_gen_len": 1})
@@ -267,6 +272,7 @@ def test_throttling(new_stack: StackFactory, tiny_model_dir: Path) -> None:
     patient = client(stack, "bedrock-runtime", attempts=10)
     for _ in range(4):
         patient.invoke_model(modelId=arn, body=body)
+    assert len(engine.prompts) == codes.count("ok") + 5  # a throttled request never reaches the model
 
 
 def test_legacy_import_answers_in_the_mistral_native_body(

@@ -38,7 +38,9 @@ def test_first_call_is_a_cold_start_then_the_model_answers(
     embedded_stack: tuple[LocalStack, str], runtime: Any, arn: str
 ) -> None:
     stack = embedded_stack[0]
-    assert not stack.service.pool.is_loaded(arn.rsplit("/", 1)[1])
+    model_id = arn.rsplit("/", 1)[1]
+    stack.service.pool.unload(model_id)  # scaled to zero, as after an idle period (or the import)
+    assert not stack.service.pool.is_loaded(model_id)
     body = json.dumps(
         {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16, "temperature": 0}
     )

@@ -70,10 +70,10 @@ def test_a_missing_manifest(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("remove", ["config.json", "weights"])
 def test_a_base_model_dir_without_config_or_weights(
-    qa_dataset: DatasetArtifact, embedded_dir: Path, tmp_path: Path, remove: str
+    qa_dataset: DatasetArtifact, train_model_dir: Path, tmp_path: Path, remove: str
 ) -> None:
     base = tmp_path / "base"
-    shutil.copytree(embedded_dir, base)
+    shutil.copytree(train_model_dir, base)
     for f in base.iterdir():
         if (remove == "weights" and f.suffix == ".safetensors") or f.name == remove:
             f.unlink()
@@ -125,7 +125,7 @@ def test_a_directory_that_is_not_a_run_is_never_deleted(qa_dataset: DatasetArtif
 def test_bf16_without_hardware_support_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from bedrock_ft.training import model
+    from bedrock_ft.training import _model as model
 
     # The hardware probe is the one thing faked: CI's CPU may well have bfloat16.
     monkeypatch.setattr(model, "bf16_supported", lambda device: False)

@@ -68,10 +68,10 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(
 
     trainer = QLoRATrainer(QLoRAConfig(), training.replace(resume=True), progress_bar=False)
     adapter = trainer.train(qa_dataset)
-    assert adapter.train_metrics["global_step"] == MAX_STEPS
+    assert adapter.train_metrics.global_step == MAX_STEPS
     # The run's loss covers every step, before and after the kill (the Trainer's own figure would not).
     losses = [e["loss"] for e in _events(run) if e["event"] == "log" and "loss" in e]
-    assert min(losses) <= adapter.train_metrics["train_loss"] <= max(losses)
+    assert min(losses) <= adapter.train_metrics.train_loss <= max(losses)
     starts = [e for e in _events(run) if e["event"] == "start"]
     assert len(starts) == 2
     resumed_at = starts[1]["step"]

@@ -49,7 +49,7 @@ def test_every_lora_b_gets_a_gradient_in_the_first_step(
 ) -> None:
     # The bitsandbytes CPU trap (a no-grad forward before training) leaves most lora_B at zero gradient.
     _, probe, _ = qlora_run
-    assert len(probe.lora_b) == 30 * 7  # SmolLM2: 30 layers x 7 projections
+    assert len(probe.lora_b) == 2 * 7  # the small Llama: 2 layers x 7 projections
     starved = [name for name, ok in probe.lora_b.items() if not ok]
     assert not starved, f"{len(starved)} lora_B weights got no gradient, e.g. {starved[:3]}"
     assert probe.lora_b_dtypes == {"torch.float32"}  # float32 master weights, not trl's bf16 cast
@@ -60,13 +60,13 @@ def test_qlora_loss_falls_and_the_artifact_describes_the_run(
 ) -> None:
     adapter, _, out = qlora_run
     m = adapter.train_metrics
-    assert m["global_step"] == 6
-    assert m["final_loss"] < 0.7 * m["first_loss"], m
-    assert m["tokens_seen"] > 0 and m["tokens_per_second"] > 0
+    assert m.global_step == 6
+    assert m.final_loss < 0.7 * m.first_loss, m
+    assert m.tokens_seen > 0 and m.tokens_per_second > 0
     assert adapter.architecture == "llama"
-    assert adapter.quantization is not None and adapter.quantization["quant_type"] == "nf4"
-    assert adapter.lora["r"] == 16 and adapter.lora["dropout"] == 0.0
-    assert set(adapter.lora["target_modules"]) == {
+    assert adapter.quantization is not None and adapter.quantization.quant_type == "nf4"
+    assert adapter.lora.r == 16 and adapter.lora.dropout == 0.0
+    assert set(adapter.lora.target_modules) == {
         "q_proj",
         "k_proj",
         "v_proj",
@@ -143,7 +143,7 @@ def test_plain_lora_trains_on_an_unquantized_base(qa_dataset: DatasetArtifact, t
     training = TrainingConfig(output_dir=str(tmp_path / "run"), max_steps=5, save_steps=100, **FAST)
     adapter = QLoRATrainer(QLoRAConfig(quantize=False), training, progress_bar=False).train(qa_dataset)
     m = adapter.train_metrics
-    assert m["global_step"] == 5
-    assert m["final_loss"] < 0.7 * m["first_loss"], m
+    assert m.global_step == 5
+    assert m.final_loss < 0.7 * m.first_loss, m
     assert adapter.quantization is None
     assert (Path(adapter.adapter_dir) / "adapter_model.safetensors").is_file()
