@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from bedrock_ft._system import prepare_openmp
 from bedrock_ft._version import __version__
+
+# Before anything imports torch: CPU threads that wait yield their core (see _system.prepare_openmp).
+prepare_openmp()
 
 if TYPE_CHECKING:
     from bedrock_ft.architectures import (

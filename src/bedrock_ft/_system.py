@@ -1,4 +1,5 @@
-"""What this process may use of the machine: CPUs (affinity and cgroup quota), free memory.
+"""What this process may use of the machine: CPUs (affinity and cgroup quota), free memory, and how its
+CPU threads wait.
 
 Shared by training, merging and the local Bedrock's engine; no torch at import.
 """
@@ -7,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
-__all__ = ["available_memory", "usable_cpus"]
+__all__ = ["THREADS_ENV", "available_memory", "configure_cpu_threads", "prepare_openmp", "usable_cpus"]
 
 _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 _CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
@@ -56,3 +58,46 @@ def available_memory(device: str) -> tuple[int, str]:
 
     return int(psutil.virtual_memory().available), "available RAM"
 
+
+# --- CPU threads ------------------------------------------------------------------------------------
+
+THREADS_ENV = "BEDROCK_FT_THREADS"
+"""``auto`` (default): bedrock-ft sizes CPU threads and their wait policy; ``off``: it leaves both alone."""
+
+_PASSIVE = "PASSIVE"
+
+
+def prepare_openmp() -> None:
+    """Before torch loads (it reads these once, when its OpenMP runtime starts): threads that wait at a
+    barrier yield their core instead of spinning on it, and there are as many threads as this process
+    may use. Values already in the environment are kept.
+
+    Spinning is what made CPU training collapse next to another busy process: with two threads on two
+    shared cores, one thread is often descheduled, and the other burns its time slice waiting for it.
+    """
+    if os.environ.get(THREADS_ENV, "auto") == "off" or "torch" in sys.modules:
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", _PASSIVE)
+    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
+
+
+def configure_cpu_threads() -> str:
+    """For CPU work that starts now (training): torch's intra-op threads sized to :func:`usable_cpus`
+    (unless OMP_NUM_THREADS says otherwise). Returns a line for the progress log, with a hint when
+    torch was loaded before bedrock-ft with OpenMP threads that spin."""
+    import torch
+
+    if os.environ.get(THREADS_ENV, "auto") == "off":
+        return f"{torch.get_num_threads()} CPU thread(s), as configured outside bedrock-ft"
+    wanted = os.environ.get("OMP_NUM_THREADS")
+    threads = int(wanted) if wanted and wanted.isdigit() and int(wanted) > 0 else usable_cpus()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
+    line = f"{threads} CPU thread(s), OpenMP wait policy {policy or 'default (spinning)'}"
+    if policy != _PASSIVE:
+        line += (
+            "; if another process keeps the CPU busy, training slows sharply: set OMP_WAIT_POLICY=PASSIVE "
+            "before torch is imported (importing bedrock_ft first does it)"
+        )
+    return line

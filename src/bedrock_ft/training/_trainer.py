@@ -158,6 +158,10 @@ class QLoRATrainer:
         model_config = read_model_config(model_path)
         check_context(model_config, t.max_length)
         device = resolve_device(t.device)
+        if device == "cpu":
+            from bedrock_ft._system import configure_cpu_threads
+
+            self._say(configure_cpu_threads())
         precision = resolve_precision(q.compute_dtype, device)
         liger = liger_enabled(t, device)
         check_memory(estimate_memory(model_config, q, t, precision.name), device, t)

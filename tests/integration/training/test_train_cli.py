@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_train_from_a_config_file_with_assistant_only_loss(
-    run_cli: Any, embedded_dir: Path, tmp_path: Path
+    run_cli: Any, embedded_dir: Path, train_model_dir: Path, tmp_path: Path
 ) -> None:
     from bedrock_ft.data import build_synthetic_dataset
 
@@ -30,6 +30,7 @@ def test_train_from_a_config_file_with_assistant_only_loss(
                 "dataset": str(tmp_path / "data"),
                 "qlora": {"r": 8, "alpha": 16},
                 "training": {
+                    "base_model": str(train_model_dir),
                     "output_dir": str(tmp_path / "run"),
                     "max_steps": 2,
                     "max_length": 128,
@@ -44,15 +45,16 @@ def test_train_from_a_config_file_with_assistant_only_loss(
     code, out, err = run_cli("train", str(config), "--json")
     assert code == 0, err
     adapter = AdapterArtifact.model_validate(json.loads(out))
-    assert adapter.train_metrics["global_step"] == 2
-    assert adapter.lora["r"] == 8
-    assert adapter.train_metrics["first_loss"] > 0  # an empty assistant mask would give a zero loss
+    assert adapter.train_metrics.global_step == 2
+    assert adapter.lora.r == 8
+    assert adapter.train_metrics.first_loss > 0  # an empty assistant mask would give a zero loss
     assert adapter.chat_template == dataset.chat_template and "{%- generation -%}" in (
         adapter.chat_template or ""
     )
     assert AdapterArtifact.read(tmp_path / "run") == adapter
     # Progress went to stderr, one line per stage.
     assert "loading " in err and "saving the adapter to" in err
+    assert "CPU thread(s), OpenMP wait policy" in err  # threads sized for this machine, and said so
 
     # Again, without --resume: refused, with the reason on one line and exit status 1.
     code, out, err = run_cli("train", str(config))
