@@ -23,24 +23,24 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 # A test that uses one of these loads a real model (or trains one): it is `slow`, marked or not.
 _MODEL_FIXTURES = frozenset({"embedded_dir", "tiny_model_dir", "train_model_dir"})
 
-# With several xdist workers, each module runs on one worker (its module fixtures, such as a model in
-# a local stack, are made once); these folders run on one worker together: every fmeval-engine
-# evaluation uses the one Ray of `fmeval_session`.
+# With several xdist workers, tests are handed out one by one as workers free up, but for these
+# folders, which run on one worker together: every fmeval-engine evaluation uses the one Ray of
+# `fmeval_session`. (Handing out whole modules measured slower: long modules ended up side by side.)
 _SCHEDULING_GROUPS = {"tests/integration/evaluation/": "evaluation"}
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of xdist's: the light session runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Modules as the unit of work, with the groups above (xdist's `loadgroup` marks don't work with
-    pytest 9: it rewrites a node id attribute pytest no longer reads)."""
+    """Each test its own unit of work, but for the groups above (xdist's own `loadgroup` marks do
+    nothing on pytest 9: it rewrites a node id attribute pytest no longer reads)."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class ModuleGroups(LoadScopeScheduling):  # type: ignore[misc]
+    class TestsAndGroups(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return next((g for prefix, g in _SCHEDULING_GROUPS.items() if module.startswith(prefix)), module)
+            return next((g for prefix, g in _SCHEDULING_GROUPS.items() if nodeid.startswith(prefix)), nodeid)
 
-    return ModuleGroups(config, log)
+    config.option.loadscopereorder = False  # the collection order, not the largest group first
+    return TestsAndGroups(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

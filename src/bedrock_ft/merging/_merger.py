@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +25,14 @@ from bedrock_ft.merging._export import tokenizer_source, write_metadata
 from bedrock_ft.merging._output import (
     check_disk,
     check_writable,
+    count_into,
     intact,
     lock_parent,
     merge_identity,
+    output_bytes,
     remove_leftovers,
 )
-from bedrock_ft.progress import OnBytes, Progress, byte_bar, quiet, show_bar
+from bedrock_ft.progress import Progress, byte_bar, quiet, show_bar
 
 if TYPE_CHECKING:
     import torch
@@ -225,7 +226,7 @@ class AdapterMerger:
         from bedrock_ft.merging._streaming import default_workers
 
         workers = cfg.workers or default_workers()
-        total = _output_bytes(base, cfg.dtype)
+        total = output_bytes(base, cfg.dtype)
         bar = byte_bar(show_bar(self._progress_bar), total, "writing")
         merge_info: dict[str, Any] = {"mode": mode, "dtype": cfg.dtype, "max_shard_size": cfg.shard_bytes}
         checks: dict[str, Any] = {}
@@ -237,7 +238,7 @@ class AdapterMerger:
             with bar as on_bytes:
                 files = write_streaming(
                     base, plan, _load_adapter(weights_file), model_dir, dtype=cfg.dtype,
-                    shard_bytes=cfg.shard_bytes, workers=workers, progress=_count(on_bytes),
+                    shard_bytes=cfg.shard_bytes, workers=workers, progress=count_into(on_bytes),
                 )  # fmt: skip
         else:
             from bedrock_ft.merging._adapter import AdapterPlan
@@ -259,7 +260,7 @@ class AdapterMerger:
             self._say("writing the merged shards")
             with bar as on_bytes:
                 files = job.write(
-                    model_dir, shard_bytes=cfg.shard_bytes, workers=workers, on_bytes=_count(on_bytes)
+                    model_dir, shard_bytes=cfg.shard_bytes, workers=workers, on_bytes=count_into(on_bytes)
                 )
             if job.untied:
                 merge_info["untied"] = job.untied
@@ -313,21 +314,6 @@ class AdapterMerger:
 
 LOSSY_SHARE = 0.25
 """Warn when rounding to the export dtype moves the logits by more than this share of the adapter's effect."""
-
-
-def _output_bytes(base: dict[str, Stored] | None, dtype: str) -> int | None:
-    """The merged checkpoint's size (floats in the export dtype), when the base's headers are known."""
-    if base is None:
-        return None
-    size = DTYPE_BYTES[_code(dtype)]
-    return sum(
-        s.numel * (size if s.info.dtype in ("F64", "F32", "F16", "BF16") else 0) for s in base.values()
-    )
-
-
-def _count(on_bytes: OnBytes | None) -> Callable[[int], None] | None:
-    """The writers' byte counter, fed to a byte bar."""
-    return None if on_bytes is None else (lambda n: on_bytes("merge", n))
 
 
 def _code(dtype: str) -> str:

@@ -1,5 +1,5 @@
-"""The merge's output directory: writable, with room, one merge at a time, leftovers of a killed merge
-cleaned up, and an earlier merge of the same inputs recognised (and checked intact) for reuse."""
+"""The merge's output: a directory that is writable, has room, takes one merge at a time, is cleaned of
+what a killed merge left, and is recognised (and checked intact) for reuse; and the bytes written."""
 
 from __future__ import annotations
 
@@ -9,19 +9,30 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bedrock_ft._io import OLD_MARK, TEMP_MARK, sha256_file
 from bedrock_ft.artifacts import ModelArtifact
 from bedrock_ft.errors import MergeError
+from bedrock_ft.merging._checkpoint import DTYPE_BYTES, Stored
+from bedrock_ft.progress import OnBytes
 
 if TYPE_CHECKING:
     from bedrock_ft.merging._adapter import AdapterInput
     from bedrock_ft.merging._config import MergeConfig
 
-__all__ = ["check_disk", "check_writable", "intact", "lock_parent", "merge_identity", "remove_leftovers"]
+__all__ = [
+    "check_disk",
+    "check_writable",
+    "count_into",
+    "intact",
+    "lock_parent",
+    "merge_identity",
+    "output_bytes",
+    "remove_leftovers",
+]
 
 GiB = 1 << 30
 
@@ -97,3 +108,20 @@ def remove_leftovers(out: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 os.replace(entry, out)
+
+
+def output_bytes(base: dict[str, Stored] | None, dtype: str) -> int | None:
+    """The merged checkpoint's size (floats in the export dtype), when the base's headers are known."""
+    if base is None:
+        return None
+    from bedrock_ft.merging._streaming import out_dtype_code
+
+    size = DTYPE_BYTES[out_dtype_code(dtype)]
+    return sum(
+        s.numel * (size if s.info.dtype in ("F64", "F32", "F16", "BF16") else 0) for s in base.values()
+    )
+
+
+def count_into(on_bytes: OnBytes | None) -> Callable[[int], None] | None:
+    """The writers' byte counter, fed to a byte bar."""
+    return None if on_bytes is None else (lambda n: on_bytes("merge", n))
