@@ -12,7 +12,10 @@ Variants, all in one run on the same GPU:
 - ``seed-trainer``: ``QLoRAConfig.seed_recipe()`` + ``TrainingConfig.seed_recipe()`` through
   ``QLoRATrainer`` (trl's SFTTrainer), so the trainer's own overhead is visible;
 - ``default``: ``QLoRAConfig()`` + ``TrainingConfig()`` through ``QLoRATrainer`` (what users get);
-- further ``default`` variants that switch one fast-path setting off, to show what each is worth.
+- further ``default`` variants that switch one fast-path setting off, to show what each is worth;
+- ``default-fsdp-1``, and with several GPUs ``default-ddp-N`` and ``default-fsdp-N``: the defaults
+  through ``backend='accelerate'`` (tok/s over all ranks, per GPU, and the scaling efficiency against
+  ``default`` on one GPU).
 
 Run on the GPU machine (see benchmarks/README.md for the package folder)::
 
@@ -157,6 +160,35 @@ def via_trainer(
     return result
 
 
+def via_launch(path: Path, qlora: Any, training: Any, *, steps: int, work: Path) -> dict[str, Any]:
+    """backend='accelerate': the ranks report through the artifact (tok/s over all ranks, after the
+    first two steps; peak memory of rank 0's GPU)."""
+    from bedrock_ft.training import QLoRATrainer
+
+    training = training.replace(
+        base_model=str(path),
+        output_dir=str(work / f"run-{time.monotonic_ns()}"),
+        max_steps=steps + 2,
+        max_length=SEQ,
+        per_device_batch_size=BATCH,
+        save_steps=10_000,
+        logging_steps=1,
+        tensorboard=False,
+    )
+    world = training.num_processes or 1
+    trainer = QLoRATrainer(qlora, training, progress=lambda m: print("  ", m, flush=True), progress_bar=False)
+    artifact = trainer.train(token_dataset(BATCH * world * (steps + 2) + BATCH * world))
+    m = artifact.train_metrics
+    return {
+        "tok_per_s": round(m.tokens_per_second or 0),
+        "tok_per_s_per_gpu": round((m.tokens_per_second or 0) / m.world_size),
+        "world_size": m.world_size,
+        "strategy": m.strategy,
+        "peak_gib": m.peak_memory_gib,
+        "final_loss": m.final_loss,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=32)
@@ -165,6 +197,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--only", default=None, help="comma-separated variant names")
     parser.add_argument("--model-dir", default=None, help="keep the random-init model here, and reuse it")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs of the multi-GPU runs (default: all)")
     args = parser.parse_args()
 
     import torch
@@ -210,6 +243,17 @@ def main() -> None:
             QLoRAConfig(), TrainingConfig(packing_strategy="wrapped", padding_free=False)
         ),
     }
+    gpus = args.gpus or torch.cuda.device_count()
+
+    def launched(strategy: str, world: int) -> Any:
+        training = TrainingConfig(backend="accelerate", strategy=strategy, num_processes=world)
+        return lambda: via_launch(model_dir, QLoRAConfig(), training, steps=args.steps, work=work)
+
+    # one GPU through the launcher: what the launch and FSDP's wrapping cost against in-process training
+    variants["default-fsdp-1"] = launched("fsdp", 1)
+    if gpus > 1:
+        variants[f"default-ddp-{gpus}"] = launched("ddp", gpus)
+        variants[f"default-fsdp-{gpus}"] = launched("fsdp", gpus)
     chosen = args.only.split(",") if args.only else list(variants)
     for name in chosen:
         try:
@@ -222,16 +266,25 @@ def main() -> None:
         report["results"][name] = result
         print(name, json.dumps(result), flush=True)
 
-    base = report["results"].get("seed-raw", {})
-    for r in report["results"].values():
-        if "tok_per_s" in r and "tok_per_s" in base:
-            r["speed_vs_seed_raw"] = round(r["tok_per_s"] / base["tok_per_s"], 3)
-            r["memory_vs_seed_raw"] = round(r["peak_gib"] / base["peak_gib"], 3)
+    _ratios(report)
     print(json.dumps(report, indent=1), flush=True)
     if args.out:
         Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     sys.exit(0)
+
+
+def _ratios(report: dict[str, Any]) -> None:
+    single = report["results"].get("default", {})
+    for r in report["results"].values():
+        if "tok_per_s_per_gpu" in r and r.get("peak_gib") and "tok_per_s" in single:
+            r["speedup_vs_default_1gpu"] = round(r["tok_per_s"] / single["tok_per_s"], 3)
+            r["scaling_efficiency"] = round(r["tok_per_s"] / (single["tok_per_s"] * r["world_size"]), 3)
+    base = report["results"].get("seed-raw", {})
+    for r in report["results"].values():
+        if "tok_per_s" in r and "tok_per_s" in base:
+            r["speed_vs_seed_raw"] = round(r["tok_per_s"] / base["tok_per_s"], 3)
+            r["memory_vs_seed_raw"] = round(r["peak_gib"] / base["peak_gib"], 3)
 
 
 if __name__ == "__main__":

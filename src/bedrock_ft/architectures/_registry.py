@@ -65,6 +65,9 @@ class Architecture:
     supports_converse: bool = True
     native_format: BodyFormat | None = None
     lora_target_modules: tuple[str, ...] = ("all-linear",)
+    decoder_layers: tuple[str, ...] = ()
+    """The transformer block classes FSDP shards one by one (``LlamaDecoderLayer``); empty: the model
+    class's own ``_no_split_modules``."""
     encoder_decoder: bool = False
     multimodal: bool = False
     preflight_rules: tuple[PreflightRule, ...] = field(default=(), compare=False)
@@ -188,6 +191,10 @@ def _validate(arch: Any) -> None:
             )
     if not arch.lora_target_modules or not all(isinstance(m, str) and m for m in arch.lora_target_modules):
         raise RegistryError(f"architecture {arch.name!r}: lora_target_modules must name at least one module")
+    if not isinstance(arch.decoder_layers, tuple) or not all(
+        isinstance(m, str) and m.isidentifier() for m in arch.decoder_layers
+    ):
+        raise RegistryError(f"architecture {arch.name!r}: decoder_layers must be a tuple of class names")
     if ApiFormat.OPENAI_CHAT_COMPLETION not in arch.api_formats and arch.supports_converse:
         raise RegistryError(
             f"architecture {arch.name!r}: Converse needs the chat format; "

@@ -8,6 +8,7 @@ GPT_OSS = register_architecture(
     Architecture(
         name="gpt_oss",
         model_types=("gpt_oss",),
+        decoder_layers=("GptOssDecoderLayer",),
         hf_architectures=("GptOssForCausalLM",),
         description="gpt-oss-20b and gpt-oss-120b.",
         supports_converse=False,

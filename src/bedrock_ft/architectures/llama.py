@@ -70,6 +70,7 @@ LLAMA = register_architecture(
     Architecture(
         name="llama",
         model_types=("llama",),
+        decoder_layers=("LlamaDecoderLayer",),
         hf_architectures=("LlamaForCausalLM",),
         description="Llama 2, Llama 3, 3.1, 3.2 and 3.3 (and Llama-architecture models such as SmolLM2).",
         native_format=LLAMA_NATIVE,

@@ -9,6 +9,7 @@ MISTRAL = register_architecture(
     Architecture(
         name="mistral",
         model_types=("mistral",),
+        decoder_layers=("MistralDecoderLayer",),
         hf_architectures=("MistralForCausalLM",),
         description="Mistral 7B and other dense Mistral models.",
         native_format=MISTRAL_NATIVE,

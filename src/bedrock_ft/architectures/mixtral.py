@@ -9,6 +9,7 @@ MIXTRAL = register_architecture(
     Architecture(
         name="mixtral",
         model_types=("mixtral",),
+        decoder_layers=("MixtralDecoderLayer",),
         hf_architectures=("MixtralForCausalLM",),
         description="Mixtral 8x7B and 8x22B.",
         native_format=MISTRAL_NATIVE,

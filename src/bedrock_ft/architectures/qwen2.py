@@ -11,6 +11,7 @@ QWEN2 = register_architecture(
     Architecture(
         name="qwen2",
         model_types=("qwen2",),
+        decoder_layers=("Qwen2DecoderLayer",),
         hf_architectures=("Qwen2ForCausalLM",),
         description="Qwen2 and Qwen2.5.",
         supports_converse=False,

@@ -9,6 +9,7 @@ QWEN3 = register_architecture(
     Architecture(
         name="qwen3",
         model_types=("qwen3",),
+        decoder_layers=("Qwen3DecoderLayer",),
         hf_architectures=("Qwen3ForCausalLM",),
         description="Qwen3 dense models.",
         lora_target_modules=DECODER_TARGETS,
@@ -19,6 +20,7 @@ QWEN3_MOE = register_architecture(
     Architecture(
         name="qwen3_moe",
         model_types=("qwen3_moe",),
+        decoder_layers=("Qwen3MoeDecoderLayer",),
         hf_architectures=("Qwen3MoeForCausalLM",),
         description="Qwen3 mixture-of-experts models.",
         # Each expert's gate/up/down projections are Linear layers; the router ('mlp.gate') stays frozen.

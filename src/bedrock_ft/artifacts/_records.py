@@ -122,7 +122,11 @@ class TrainMetrics(_DictAccess):
     first_loss: float | None = Field(default=None, description="The first logged loss.")
     final_loss: float | None = Field(default=None, description="The last logged loss.")
     tokens_per_second: float | None = Field(default=None, description="Median step throughput after warm-up.")
-    peak_memory_gib: float | None = Field(default=None, description="Peak GPU memory allocated (GPU runs).")
+    peak_memory_gib: float | None = Field(
+        default=None, description="Peak GPU memory allocated (GPU runs; rank 0's GPU with several)."
+    )
+    world_size: int = Field(default=1, description="Processes that trained (one per GPU, or CPU processes).")
+    strategy: str | None = Field(default=None, description="ddp or fsdp with several processes; else None.")
 
 
 class LogitsCheck(_DictAccess):

@@ -153,6 +153,31 @@ class TrainingConfig(BaseConfig):
     )
     seed: int = Field(default=42, description="Seed of the data order and the adapter's initialization.")
 
+    # --- where it runs ------------------------------------------------------------------------------
+    backend: Literal["local", "accelerate"] = Field(
+        default="local",
+        description="local: train in this process, on one device. accelerate: start num_processes ranks with "
+        "`accelerate launch` (one per GPU, or gloo processes on CPU), all running "
+        "`python -m bedrock_ft.training.entrypoint`.",
+    )
+    num_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Ranks for backend='accelerate'. Default: every visible GPU; on a CPU-only machine, 2.",
+    )
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto",
+        description="How ranks share the work (backend='accelerate'). ddp: each GPU holds the whole 4-bit "
+        "model and its own batch. fsdp: FSDP1 shards the model (4-bit weights included) across the GPUs. "
+        "auto: ddp when the model fits on each GPU, else fsdp. On CPU only ddp.",
+    )
+    global_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences per optimizer step across all ranks. When set, gradient_accumulation_steps is "
+        "derived from it (global = per_device_batch_size x ranks x accumulation) and must divide evenly.",
+    )
+
     # --- fast path ---------------------------------------------------------------------------------
     device: Literal["auto", "cuda", "cpu"] = Field(
         default="auto", description="Where to train: auto picks CUDA when there is a GPU."
@@ -188,7 +213,7 @@ class TrainingConfig(BaseConfig):
         {
             "output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard",
             "save_total_limit", "save_steps", "gradient_checkpointing", "attn_implementation",
-            "liger_kernel", "device",
+            "liger_kernel", "device", "backend", "strategy", "num_processes",
         }
     )  # fmt: skip
 
@@ -202,7 +227,37 @@ class TrainingConfig(BaseConfig):
             raise _problem("bfd packing is always padding-free (trl); use packing_strategy 'wrapped' instead")
         if self.padding_free and self.packing_strategy == "wrapped":
             raise _problem("padding_free needs packing_strategy 'bfd': wrapped packing splits records")
+        if self.backend == "local" and (self.strategy != "auto" or self.num_processes not in (None, 1)):
+            what = f"num_processes={self.num_processes}"
+            if self.strategy != "auto":
+                what = f"strategy={self.strategy!r}"
+            raise _problem(f"{what} needs backend='accelerate' (backend='local' trains in this one process)")
+        if self.global_batch_size is not None and self.gradient_accumulation_steps != 1:
+            raise _problem(
+                "give global_batch_size or gradient_accumulation_steps, not both: the first sets the second"
+            )
+        if self.global_batch_size is not None and self.global_batch_size % self.per_device_batch_size:
+            raise _problem(
+                f"global_batch_size {self.global_batch_size} is not a multiple of per_device_batch_size "
+                f"{self.per_device_batch_size}"
+            )
         return self
+
+    def accumulation_for(self, world_size: int) -> int:
+        """Forward passes per optimizer step on each of ``world_size`` ranks: as set, or derived from
+        ``global_batch_size``, which must divide into ``per_device_batch_size x world_size``."""
+        if self.global_batch_size is None:
+            return self.gradient_accumulation_steps
+        per_step = self.per_device_batch_size * world_size
+        if self.global_batch_size % per_step:
+            from bedrock_ft.errors import TrainingError
+
+            raise TrainingError(
+                f"global_batch_size {self.global_batch_size} doesn't divide across {world_size} rank(s) of "
+                f"per_device_batch_size {self.per_device_batch_size} ({per_step} sequences a pass): make it "
+                f"a multiple of {per_step}, or change per_device_batch_size or num_processes"
+            )
+        return self.global_batch_size // per_step
 
     @property
     def uses_padding_free(self) -> bool:

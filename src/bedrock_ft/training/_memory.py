@@ -28,18 +28,23 @@ _BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Bytes one device holds: with ``shards`` > 1 (FSDP), its share of the weights and adapter, plus
+    the one layer it gathers whole at a time (``gathered``)."""
+
     weights: int
     adapter: int
     activations: int
+    gathered: int = 0
 
     @property
     def total(self) -> int:
-        return int((self.weights + self.adapter + self.activations) * _MARGIN)
+        return int((self.weights + self.adapter + self.activations + self.gathered) * _MARGIN)
 
     def describe(self) -> str:
+        gathered = f", one gathered layer {self.gathered / GiB:.2f}" if self.gathered else ""
         return (
             f"~{self.total / GiB:.1f} GiB (weights {self.weights / GiB:.1f}, adapter+optimizer "
-            f"{self.adapter / GiB:.2f}, activations {self.activations / GiB:.1f}, +15% margin)"
+            f"{self.adapter / GiB:.2f}, activations {self.activations / GiB:.1f}{gathered}, +15% margin)"
         )
 
 
@@ -56,9 +61,18 @@ def _get(config: Mapping[str, Any], *keys: str, default: int | None = None) -> i
 
 
 def estimate_memory(
-    model_config: Mapping[str, Any], qlora: QLoRAConfig, training: TrainingConfig, dtype_name: str
+    model_config: Mapping[str, Any],
+    qlora: QLoRAConfig,
+    training: TrainingConfig,
+    dtype_name: str,
+    *,
+    shards: int = 1,
 ) -> MemoryEstimate | None:
-    """The estimate for a decoder-only transformer; None when config.json lacks the usual keys."""
+    """The estimate per device for a decoder-only transformer; None when config.json lacks the usual keys.
+
+    ``shards``: the FSDP world size (weights, adapter and optimizer state are split across it); 1 for
+    one device or DDP, where every rank holds everything.
+    """
     try:
         hidden = _get(model_config, "hidden_size", "n_embd", "d_model")
         layers = _get(model_config, "num_hidden_layers", "n_layer", "num_layers")
@@ -99,7 +113,12 @@ def estimate_memory(
         activations = layers * tokens * hidden * width + 2 * layer_set
     else:
         activations = layers * layer_set
-    return MemoryEstimate(weights=weights, adapter=adapter, activations=activations)
+    if shards == 1:
+        return MemoryEstimate(weights=weights, adapter=adapter, activations=activations)
+    gathered = int((attn + mlp) * per_linear)
+    return MemoryEstimate(
+        weights=weights // shards, adapter=adapter // shards, activations=activations, gathered=gathered
+    )
 
 
 def check_memory(estimate: MemoryEstimate | None, device: str, training: TrainingConfig) -> None:

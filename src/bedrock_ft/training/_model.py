@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from bedrock_ft.architectures import Architecture
     from bedrock_ft.training._config import QLoRAConfig, TrainingConfig
+    from bedrock_ft.training._distributed import RankInfo
 
 __all__ = [
     "Precision",
@@ -72,16 +73,19 @@ def read_model_config(model: str) -> dict[str, Any]:
     return data
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, *, rank: RankInfo | None = None) -> str:
+    """cuda or cpu. A launched rank trains on GPU ``local_rank`` (made the current device here)."""
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
-    if device == "cuda" and torch.cuda.device_count() > 1:
+    if device == "cuda" and rank is not None:
+        torch.cuda.set_device(rank.local_rank)
+    elif device == "cuda" and torch.cuda.device_count() > 1:
         raise TrainingError(
-            f"this process sees {torch.cuda.device_count()} GPUs and QLoRATrainer trains on one; pick it "
-            "with CUDA_VISIBLE_DEVICES (e.g. CUDA_VISIBLE_DEVICES=0)"
+            f"this process sees {torch.cuda.device_count()} GPUs and backend='local' trains on one: set "
+            "backend='accelerate' to train on all of them, or pick one with CUDA_VISIBLE_DEVICES=0"
         )
     return device
 
@@ -200,6 +204,7 @@ def build_model(
     device: str,
     precision: Precision,
     arch: Architecture | None,
+    rank: RankInfo | None = None,
 ) -> Any:
     """The base model (4-bit unless ``quantize=False``) with a fresh LoRA adapter, ready to train.
 
@@ -210,10 +215,22 @@ def build_model(
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if rank is not None:
+        from accelerate import PartialState
+
+        PartialState(cpu=device == "cpu")  # the process group first: FSDP's loading needs it
+    if device != "cuda":
+        device_map: Any = {"": "cpu"}
+    elif rank is not None and rank.fsdp:
+        # No device map: transformers quantizes on this rank's GPU, then keeps the weights on CPU (rank 0)
+        # or on the meta device (the others); FSDP syncs them from rank 0 as it shards them.
+        device_map = None
+    else:
+        device_map = {"": rank.local_rank if rank is not None else 0}
     kwargs: dict[str, Any] = {
         "dtype": precision.dtype,
         "attn_implementation": resolve_attention(training, device),
-        "device_map": {"": 0} if device == "cuda" else {"": "cpu"},
+        "device_map": device_map,
         "low_cpu_mem_usage": True,
     }
     if qlora.quantize:

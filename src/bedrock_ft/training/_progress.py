@@ -11,19 +11,30 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback  # noqa: TID253 - imported only by the trainer, when training
 
-__all__ = ["TrainingMonitor"]
+__all__ = ["StepBar", "TrainingMonitor"]
 
 
 class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
     """Times every optimizer step and counts its tokens; logs to ``metrics_file`` and a progress bar."""
 
-    def __init__(self, metrics_file: Path, *, progress_bar: bool = True, cuda: bool = False) -> None:
+    def __init__(
+        self,
+        metrics_file: Path,
+        *,
+        progress_bar: bool = True,
+        cuda: bool = False,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.metrics_file = metrics_file
+        self.enabled = enabled  # False on every rank but 0: it times steps, but writes nothing
+        self.emit = emit  # rank 0 of a launched run: events for the launcher's console
         self.progress_bar = progress_bar
         self.cuda = cuda
         self.step_seconds: list[float] = []
@@ -34,16 +45,21 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
         self._step_started = 0.0
         self._tokens_before = 0
         self._window: list[tuple[float, int]] = []
-        self._progress: Any = None
-        self._task: Any = None
+        self._bar: StepBar | None = None
         self._last_loss: float | None = None
 
     # --- helpers -----------------------------------------------------------------------------------
 
     def _write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
         with self.metrics_file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.emit is not None:
+            self.emit(event)
 
     def _sync(self) -> None:
         if self.cuda:
@@ -74,23 +90,8 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
             }
         )
         if self.progress_bar:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(
-                "train", total=state.max_steps, completed=state.global_step, stats="loss -"
-            )
+            self._bar = StepBar(total=state.max_steps, done=state.global_step)
+        self._emit({"event": "start", "step": state.global_step, "max_steps": state.max_steps})
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step_started = time.perf_counter()
@@ -103,12 +104,12 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
         self.step_seconds.append(seconds)
         self.step_tokens.append(tokens)
         self._window.append((seconds, tokens))
-        if self._progress is not None:
-            rate = sum(t for _, t in self._window[-20:]) / max(sum(s for s, _ in self._window[-20:]), 1e-9)
-            loss = f"{self._last_loss:.4f}" if self._last_loss is not None else "-"
-            self._progress.update(
-                self._task, completed=state.global_step, stats=f"loss {loss}  {rate:,.0f} tok/s"
-            )
+        rate = sum(t for _, t in self._window[-20:]) / max(sum(s for s, _ in self._window[-20:]), 1e-9)
+        if self._bar is not None:
+            self._bar.update(state.global_step, self._last_loss, rate)
+        self._emit(
+            {"event": "step", "step": state.global_step, "loss": self._last_loss, "rate": round(rate, 1)}
+        )
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -130,15 +131,13 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
 
             record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         self._write(record)
+        self._emit(record)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._write({"event": "checkpoint", "step": state.global_step})
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=state.global_step)
-            self._progress.stop()
-            self._progress = None
+        self.close(state.global_step)
         self._write(
             {
                 "event": "end",
@@ -148,8 +147,83 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
             }
         )
 
-    def close(self) -> None:
-        """Stop the progress bar (after an error, when on_train_end never came)."""
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+    def close(self, step: int | None = None) -> None:
+        """Stop the progress bar (also after an error, when on_train_end never came)."""
+        if self._bar is not None:
+            self._bar.close(step)
+            self._bar = None
+
+
+class StepBar:
+    """The live training bar on stderr: steps, loss, tokens/s and ETA. The launcher draws the same bar
+    from rank 0's events."""
+
+    def __init__(self, *, total: int, done: int = 0) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total, completed=done, stats="loss -")
+
+    def update(self, step: int, loss: float | None, rate: float | None) -> None:
+        shown = f"{loss:.4f}" if loss is not None else "-"
+        stats = f"loss {shown}  {rate:,.0f} tok/s" if rate else f"loss {shown}"
+        self._progress.update(self._task, completed=step, stats=stats)
+
+    def close(self, step: int | None = None) -> None:
+        if step is not None:
+            self._progress.update(self._task, completed=step)
+        self._progress.stop()
+
+
+class RankLog(TrainerCallback):  # type: ignore[misc]
+    """Each rank's own log of a launched run (``launch/rank-N.steps.jsonl``): per optimizer step, its
+    time, and a fingerprint of every batch this rank collated since the last step (the data loader
+    prepares one batch ahead, so a step lists the batches prepared while it ran). It finds the slow
+    rank, and shows that the ranks trained on different data."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._batches: list[str] = []
+        self._tokens = 0
+        self._started = 0.0
+
+    def watch(self, collator: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Wrap the data collator: each rank collates the batches of its own shard."""
+
+        def collate(features: Any) -> Any:
+            batch = collator(features)
+            ids = batch.get("input_ids") if hasattr(batch, "get") else None
+            if ids is not None:
+                import hashlib
+
+                self._batches.append(hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16])
+                self._tokens += int(ids.numel())
+            return batch
+
+        return collate
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        record = {
+            "step": state.global_step,
+            "seconds": round(time.perf_counter() - self._started, 4),
+            "collated_tokens": self._tokens,
+            "collated": self._batches,
+        }
+        self._batches, self._tokens = [], 0
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")

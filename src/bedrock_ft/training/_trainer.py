@@ -1,11 +1,10 @@
-"""QLoRATrainer: QLoRA (or LoRA) supervised fine-tuning on one device, with trl's SFTTrainer."""
+"""QLoRATrainer: QLoRA (or LoRA) supervised fine-tuning with trl's SFTTrainer, on one device or launched
+across several processes (``backend='accelerate'``)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -13,15 +12,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bedrock_ft._io import atomic_write_text
 from bedrock_ft.artifacts import AdapterArtifact, DatasetArtifact, TrainMetrics
 from bedrock_ft.errors import TrainingError
 from bedrock_ft.progress import Progress, quiet, show_bar
 from bedrock_ft.training._config import QLoRAConfig, TrainingConfig
+from bedrock_ft.training._distributed import RankInfo, emit_event
+from bedrock_ft.training._inputs import as_hf_dataset, load_tokenizer, read_dataset_input, run_info
 from bedrock_ft.training._rundir import RunDir
 
 if TYPE_CHECKING:
     from bedrock_ft.architectures import Architecture
+    from bedrock_ft.training._launch import LaunchPlan
     from bedrock_ft.training._model import Precision
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    dataset: Any  # the DatasetArtifact or datasets.Dataset given
+    artifact: DatasetArtifact | None
+    records: list[dict[str, Any]] | None
+    model_path: str
+    info: dict[str, Any]  # run.json: what decides the result, and its hash
+    run: RunDir
+
 
 __all__ = ["QLoRATrainer"]
 
@@ -71,107 +85,190 @@ class QLoRATrainer:
 
     def train(self, dataset: DatasetArtifact | str | Path | Any) -> AdapterArtifact:
         from bedrock_ft._deps import require
+        from bedrock_ft.training._distributed import launched_rank
 
         require("torch", "transformers", "peft", "trl", extra="train", feature="QLoRATrainer")
         if self.qlora.quantize:
             require("bitsandbytes", extra="train", feature="4-bit quantization (quantize=True)")
-        if isinstance(dataset, str | os.PathLike):  # a path without a manifest: read() says so
-            dataset = DatasetArtifact.from_input(dataset) or DatasetArtifact.read(os.fspath(dataset))
-        t, q = self.training, self.qlora
-        run = RunDir(t.output_dir)
-        artifact = dataset if isinstance(dataset, DatasetArtifact) else None
+        rank = launched_rank()
+        inputs = self._inputs(read_dataset_input(dataset))
+        t = self.training
+        if rank is not None:  # one rank of a launched run: the launcher prepared the run directory
+            inputs.run.check_same_run(inputs.info)
+            return self._train_here(inputs, self._resume_point(inputs.run, drop=False), rank)
+        plan = None
+        if t.backend == "accelerate":
+            from bedrock_ft.training._launch import plan_launch
 
-        # Everything that can be checked without a model is checked first.
-        model_path = _resolve_base(t.base_model, self._say)
-        records = None
-        if artifact is None:
-            self._hf_dataset(None, dataset)  # a clear error for anything that is not a Dataset
-        else:
-            from bedrock_ft.training._data import load_messages
+            if self.callbacks:
+                raise TrainingError(
+                    "callbacks run in this process, and backend='accelerate' trains in other processes: "
+                    "drop them, or use backend='local'; each rank logs to launch/rank-N.steps.jsonl"
+                )
 
-            self._say(f"reading the training split: {artifact.train_uri}")
-            records = load_messages(artifact, work_dir=None)
-        run_info = self._run_info(artifact, records, dataset, model_path)
-        state = run.prepare(overwrite=t.overwrite, resume=t.resume, run_info=run_info)
+            plan = plan_launch(self.qlora, t, read_model_config(inputs.model_path), self._say)
+            self.qlora = plan.qlora  # FSDP may have set the storage dtype
+            inputs = self._inputs(inputs.dataset, records=inputs.records)
+        run = inputs.run
+        state = run.prepare(overwrite=t.overwrite, resume=t.resume, run_info=inputs.info)
+        world = plan.world_size if plan is not None else 1
         if state == "finished":
             self._say(f"{run.path}: this run already finished; returning its adapter")
             return AdapterArtifact.read(run.manifest)
-
-        hw = self._setup(model_path, artifact, records, dataset)
+        if state == "resume":
+            _check_world(run, world)
+        if plan is None:
+            hw = self._setup(inputs, rank=None)  # every check that needs no model, before deleting anything
         if state == "replace":
             self._say(f"overwrite: deleting the previous run in {run.path}")
             run.clear()
         if state in ("fresh", "replace"):
-            run.write_run(run_info)
-        resume_from = self._resume_point(run) if state == "resume" else None
+            run.write_run({**inputs.info, "world_size": world, "backend": t.backend,
+                           "strategy": plan.strategy if plan else None})  # fmt: skip
+        resume_from = self._resume_point(run, drop=True) if state == "resume" else None
+        if plan is None:
+            return self._train_here(inputs, resume_from, None, hw=hw)
+        return self._launch(inputs, plan)
+
+    # --- inputs --------------------------------------------------------------------------------------
+
+    def _inputs(self, dataset: Any, records: list[dict[str, Any]] | None = None) -> _Inputs:
+        """Everything that can be read and checked without a model."""
+        artifact = dataset if isinstance(dataset, DatasetArtifact) else None
+        model_path = _resolve_base(self.training.base_model, self._say)
+        if artifact is None:
+            as_hf_dataset(None, dataset)  # a clear error for anything that is not a Dataset
+        elif records is None:
+            from bedrock_ft.training._data import load_messages
+
+            self._say(f"reading the training split: {artifact.train_uri}")
+            records = load_messages(artifact, work_dir=None)
+        info = run_info(
+            qlora=self.qlora,
+            training=self.training,
+            artifact=artifact,
+            records=records,
+            dataset=dataset,
+            model_path=model_path,
+        )
+        return _Inputs(dataset, artifact, records, model_path, info, RunDir(self.training.output_dir))
+
+    def _launch(self, inputs: _Inputs, plan: LaunchPlan) -> AdapterArtifact:
+        """backend='accelerate': the ranks run this same trainer, through the training entrypoint."""
+        from bedrock_ft.architectures import architecture_for_config
+        from bedrock_ft.errors import RegistryError
+        from bedrock_ft.training._launch import launch, wrap_layers
+
+        run = inputs.run
+        launch_dir = run.path / "launch"
+        launch_dir.mkdir(parents=True, exist_ok=True)
+        if inputs.artifact is not None:
+            dataset_input = str(inputs.artifact.write(launch_dir / "dataset"))
+        else:
+            saved = launch_dir / "hf-dataset"
+            inputs.dataset.save_to_disk(str(saved))
+            dataset_input = str(saved)
+        # The ranks continue the prepared run: resume (hash-neutral) and no guard (checked here).
+        training = self.training.replace(resume=True, overwrite=False, memory_guard=False)
+        train_file = launch_dir / "train.json"
+        settings = {
+            "dataset": dataset_input,
+            "qlora": self.qlora.model_dump(mode="json"),
+            "training": training.model_dump(mode="json"),
+        }
+        atomic_write_text(train_file, json.dumps(settings, indent=2) + "\n")
+        layers: list[str] = []
+        if plan.strategy == "fsdp":
+            config = read_model_config(inputs.model_path)
+            try:
+                arch = architecture_for_config(config)
+            except RegistryError:
+                arch = None
+            layers = wrap_layers(arch, config)
+        launch(plan, launch_dir=launch_dir, train_file=train_file, layers=layers, say=self._say,
+               progress_bar=self.progress_bar)  # fmt: skip
+        if not run.finished:
+            raise TrainingError(f"the ranks exited without writing {run.manifest}")
+        return AdapterArtifact.read(run.manifest)
+
+    def _train_here(
+        self, inputs: _Inputs, resume_from: str | None, rank: RankInfo | None, *, hw: _Setup | None = None
+    ) -> AdapterArtifact:
+        """Train in this process: the one-device run, or one rank of a launched one."""
         from bedrock_ft.training._model import build_model, lora_summary, quant_summary, resolve_attention
 
+        t, q, run = self.training, self.qlora, inputs.run
+        hw = hw or self._setup(inputs, rank=rank)
         self._say(
-            f"loading {model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
+            f"loading {inputs.model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
             f"{hw.precision.name}, {hw.device}, {resolve_attention(t, hw.device)}"
             f"{', liger-kernel' if hw.liger else ''})"
         )
         started = time.perf_counter()
-
-        model = build_model(model_path, q, t, device=hw.device, precision=hw.precision, arch=hw.arch)
-        trainer = self._sft_trainer(model, hw, run)
+        model = build_model(inputs.model_path, q, t, device=hw.device, precision=hw.precision, arch=hw.arch,
+                            rank=rank)  # fmt: skip
+        trainer = self._sft_trainer(model, hw, run, rank)
         self._say("training")
         result = self._fit(trainer, resume_from, hw.device)
         self._say(f"saving the adapter to {run.adapter}")
-        self._save_adapter(trainer, hw.tokenizer, run)
-        metrics = self._metrics(result, trainer, started, hw.device)
+        _save_adapter(trainer, hw.tokenizer, run, rank)
+        if rank is not None and not rank.is_main:
+            trainer.accelerator.wait_for_everyone()  # rank 0 writes the manifest
+            return AdapterArtifact.read(run.manifest)
+        metrics = self._metrics(result, trainer, started, hw.device, rank)
         out = AdapterArtifact(
             adapter_dir=str(run.adapter),
-            base_model=model_path,  # resolved: a local directory's absolute path, or the hub id
+            base_model=inputs.model_path,  # resolved: a local directory's absolute path, or the hub id
             architecture=hw.arch.name if hw.arch else str(hw.model_config.get("model_type", "unknown")),
             lora=lora_summary(model),
             quantization=quant_summary(q, hw.precision.name) if q.quantize else None,
             train_metrics=metrics,
             checkpoint_dir=str(run.checkpoints),
             chat_template=hw.template,
-            config_hash=run_info["run_hash"],
+            config_hash=inputs.info["run_hash"],
         )
         out.write(run.path)
+        if rank is not None:
+            trainer.accelerator.wait_for_everyone()
         return AdapterArtifact.read(run.manifest)
 
     # --- steps ---------------------------------------------------------------------------------------
 
-    def _setup(
-        self,
-        model_path: str,
-        artifact: DatasetArtifact | None,
-        records: list[dict[str, Any]] | None,
-        dataset: Any,
-    ) -> _Setup:
+    def _setup(self, inputs: _Inputs, *, rank: RankInfo | None) -> _Setup:
         """Everything decided before the model loads: device, dtype, memory, tokenizer, template, data."""
         from bedrock_ft.training._memory import check_memory, estimate_memory
         from bedrock_ft.training._model import (
             architecture_of,
             check_context,
             liger_enabled,
-            read_model_config,
             resolve_device,
             resolve_precision,
         )
 
         t, q = self.training, self.qlora
-        model_config = read_model_config(model_path)
+        model_config = read_model_config(inputs.model_path)
         check_context(model_config, t.max_length)
-        device = resolve_device(t.device)
+        device = resolve_device(t.device, rank=rank)
+        if device == "cpu" and rank is not None:
+            from bedrock_ft.training._distributed import accept_indexed_cpu
+
+            accept_indexed_cpu()
         if device == "cpu":
             from bedrock_ft._system import configure_cpu_threads
 
             self._say(configure_cpu_threads())
         precision = resolve_precision(q.compute_dtype, device)
         liger = liger_enabled(t, device)
-        check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
+        if rank is None:  # a launched run's memory was checked by the launcher, per strategy
+            check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
         installed = importlib.util.find_spec("tensorboard") is not None
         if t.tensorboard and not installed:
             raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
-        tokenizer, template = self._tokenizer(model_path, artifact)
+        tokenizer, template = load_tokenizer(inputs.model_path, inputs.artifact)
         if t.assistant_only_loss:
             from bedrock_ft.training._data import check_generation_template
 
+            artifact = inputs.artifact
             check_generation_template(template, artifact.chat_template_name if artifact else None, tokenizer)
         return _Setup(
             model_config=model_config,
@@ -181,90 +278,25 @@ class QLoRATrainer:
             liger=liger,
             tokenizer=tokenizer,
             template=template,
-            data=self._hf_dataset(records, dataset),
+            data=as_hf_dataset(inputs.records, inputs.dataset),
             tensorboard=installed if t.tensorboard is None else t.tensorboard,
         )
 
-    def _resume_point(self, run: RunDir) -> str | None:
-        for dropped in run.drop_incomplete_checkpoints():
-            self._say(f"removed incomplete checkpoint {dropped.name} (the run was killed while saving it)")
+    def _resume_point(self, run: RunDir, *, drop: bool) -> str | None:
+        if drop:  # by the launcher (or a one-process run), before any rank looks
+            for dropped in run.drop_incomplete_checkpoints():
+                self._say(f"removed incomplete checkpoint {dropped.name} (the run was killed saving it)")
         last = run.last_checkpoint()
         if last is None:
             return None
         self._say(f"resuming from {last[1].name}")
         return str(last[1])
 
-    def _run_info(
-        self,
-        artifact: DatasetArtifact | None,
-        records: list[dict[str, Any]] | None,
-        dataset: Any,
-        model_path: str,
-    ) -> dict[str, Any]:
-        """What decides the run's result; its hash tells a resumable run from a different one."""
-        if artifact is not None and records is not None:
-            digest = hashlib.sha256()
-            for record in records:  # content, not paths or timestamps: a rebuilt identical dataset matches
-                digest.update(json.dumps(record, sort_keys=True).encode())
-            digest.update((artifact.chat_template or "").encode())
-            data_id: dict[str, Any] = {"train_uri": artifact.train_uri, "records": len(records),
-                                       "sha256": digest.hexdigest()}  # fmt: skip
-        else:
-            data_id = {"in_memory": getattr(dataset, "_fingerprint", None) or str(len(dataset))}
-        info = {
-            "qlora": self.qlora.model_dump(mode="json"),
-            "training": self.training.model_dump(mode="json", exclude=set(TrainingConfig.hash_exclude)),
-            "dataset": data_id,
-            "base_model_path": model_path,
-        }
-        identity = {
-            "qlora": info["qlora"],
-            "training": info["training"],
-            "data": data_id.get("sha256", data_id),
-        }
-        blob = json.dumps(identity, sort_keys=True)
-        info["run_hash"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        return info
-
-    def _tokenizer(self, model_path: str, artifact: DatasetArtifact | None) -> tuple[Any, str | None]:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_path)
-        except (OSError, ValueError) as exc:
-            raise TrainingError(f"base_model {model_path}: can't load its tokenizer: {exc}") from exc
-        template = artifact.chat_template if artifact is not None else None
-        if template:
-            tokenizer.chat_template = template  # train with the template the dataset was built with
-        else:
-            own = tokenizer.chat_template
-            template = own.get("default") if isinstance(own, dict) else own
-        if artifact is not None and not template:
-            raise TrainingError(
-                "neither the dataset nor the base model's tokenizer has a chat template; rebuild the dataset "
-                "with chat_template set (e.g. 'chatml')"
-            )
-        return tokenizer, template
-
-    @staticmethod
-    def _hf_dataset(records: list[dict[str, Any]] | None, dataset: Any) -> Any:
-        if records is not None:
-            from datasets import Dataset
-
-            return Dataset.from_list(records)
-        columns = getattr(dataset, "column_names", None)
-        if not columns or not ({"messages", "input_ids"} & set(columns)):
-            raise TrainingError(
-                "train() takes a DatasetArtifact, its manifest path, or a datasets.Dataset with a 'messages' "
-                f"or 'input_ids' column (got {type(dataset).__name__} with columns {columns})"
-            )
-        return dataset
-
-    def _sft_trainer(self, model: Any, hw: _Setup, run: RunDir) -> Any:
+    def _sft_trainer(self, model: Any, hw: _Setup, run: RunDir, rank: RankInfo | None) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         from bedrock_ft.training._model import keep_adapter_fp32
-        from bedrock_ft.training._progress import TrainingMonitor
+        from bedrock_ft.training._progress import RankLog, TrainingMonitor
 
         t, device = self.training, hw.device
         args = SFTConfig(
@@ -282,7 +314,7 @@ class QLoRATrainer:
             weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm,
             per_device_train_batch_size=t.per_device_batch_size,
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            gradient_accumulation_steps=t.accumulation_for(rank.world_size if rank else 1),
             gradient_checkpointing=t.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
             seed=t.seed,
@@ -299,10 +331,23 @@ class QLoRATrainer:
             # padding-free batches hold no pad tokens; otherwise count only the real ones
             include_num_input_tokens_seen=True if t.uses_padding_free else "non_padding",
             dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient every step
+            ddp_backend="gloo" if rank is not None and device == "cpu" else None,
             tf32=True if device == "cuda" and _tf32_available() else None,
             **hw.precision.trainer_flags,
         )
-        self.monitor = TrainingMonitor(run.metrics, progress_bar=self.progress_bar, cuda=device == "cuda")
+        main = rank is None or rank.is_main
+        self.monitor = TrainingMonitor(
+            run.metrics,
+            progress_bar=self.progress_bar and rank is None,
+            cuda=device == "cuda",
+            emit=emit_event if rank is not None and rank.is_main else None,
+            enabled=main,  # one rank writes metrics.jsonl
+        )
+        callbacks: list[Any] = [self.monitor, *self.callbacks]
+        rank_log = RankLog(rank.launch_dir / f"rank-{rank.rank}.steps.jsonl") if rank is not None else None
+        if rank_log is not None:
+            callbacks.append(rank_log)
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message=".*use_liger_kernel.*deprecated", category=FutureWarning
@@ -312,8 +357,10 @@ class QLoRATrainer:
                 args=args,
                 train_dataset=hw.data,
                 processing_class=hw.tokenizer,
-                callbacks=[self.monitor, *self.callbacks],
+                callbacks=callbacks,
             )
+        if rank_log is not None:
+            trainer.data_collator = rank_log.watch(trainer.data_collator)
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar instead
@@ -346,18 +393,13 @@ class QLoRATrainer:
             if self.monitor is not None:
                 self.monitor.close()
 
-    @staticmethod
-    def _save_adapter(trainer: Any, tokenizer: Any, run: RunDir) -> None:
-        from bedrock_ft._io import atomic_dir
-
-        with atomic_dir(run.adapter, overwrite=True) as tmp:
-            trainer.model.save_pretrained(str(tmp), safe_serialization=True)
-            # The template in tokenizer_config.json, where transformers 4.x (and Bedrock) read it.
-            tokenizer.save_pretrained(str(tmp), save_jinja_files=False)
-
-    def _metrics(self, result: Any, trainer: Any, started: float, device: str) -> TrainMetrics:
+    def _metrics(
+        self, result: Any, trainer: Any, started: float, device: str, rank: RankInfo | None
+    ) -> TrainMetrics:
         state = trainer.state
         metrics: dict[str, Any] = {
+            "world_size": rank.world_size if rank else 1,
+            "strategy": (("fsdp" if rank.fsdp else "ddp") if rank else None),
             "global_step": state.global_step,
             "train_seconds": round(time.perf_counter() - started, 2),
             "tokens_seen": float(getattr(state, "num_input_tokens_seen", 0) or 0),
@@ -379,10 +421,78 @@ class QLoRATrainer:
         return TrainMetrics(**metrics)
 
 
+def _save_adapter(trainer: Any, tokenizer: Any, run: RunDir, rank: RankInfo | None) -> None:
+    """The adapter, written atomically by one process. Under FSDP every rank takes part in gathering
+    the full (unsharded) adapter onto rank 0 first."""
+    from bedrock_ft._io import atomic_dir
+
+    state = None
+    if rank is not None and rank.fsdp:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        state = trainer.accelerator.get_state_dict(trainer.model)
+    if rank is not None and not rank.is_main:
+        return
+    if state is not None:
+        state = _adapter_tensors(state)
+    model = trainer.accelerator.unwrap_model(trainer.model) if rank is not None else trainer.model
+    with atomic_dir(run.adapter, overwrite=True) as tmp:
+        if state is None:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        else:  # the gathered tensors, in peft's own file layout
+            from safetensors.torch import save_file
+
+            model.peft_config["default"].save_pretrained(str(tmp))
+            save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        # The template in tokenizer_config.json, where transformers 4.x (and Bedrock) read it.
+        tokenizer.save_pretrained(str(tmp), save_jinja_files=False)
+
+
+def _adapter_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """The LoRA tensors of FSDP's gathered state dict, under the names peft gives them (FSDP's wrapper
+    segments removed): the 4-bit base weights gathered with them are not the adapter's."""
+    wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+    cleaned = {}
+    for key, value in state.items():
+        name = key
+        for wrapper in wrappers:
+            name = name.replace(wrapper, "")
+        if "lora_" in name:
+            # peft's saved names: under base_model.model., without the adapter's name
+            name = name.replace(".default.", ".")
+            if not name.startswith("base_model.model."):
+                name = "base_model.model." + name
+            cleaned[name] = value.detach().to("cpu").contiguous()
+    if not cleaned or any(v.numel() == 0 for v in cleaned.values()):
+        sample = ", ".join(list(state)[:8])
+        raise TrainingError(
+            f"FSDP gathered no LoRA weights on rank 0 ({len(state)} tensors: {sample}, ...); the adapter "
+            "can't be saved. The last checkpoint holds the sharded training state."
+        )
+    return cleaned
+
+
+def _check_world(run: RunDir, world: int) -> None:
+    """A run resumes with the world size it started with: its checkpoints hold one RNG state and one
+    data position per rank."""
+    previous = run.read_run().get("world_size", 1)
+    if previous != world:
+        raise TrainingError(
+            f"output_dir {run.path}: this run trained with {previous} process(es) and would resume with "
+            f"{world}; resume it with the same num_processes ({previous}), or start over with "
+            "overwrite=True"
+        )
+
+
 def _tf32_available() -> bool:
     from transformers.utils import is_torch_tf32_available
 
     return bool(is_torch_tf32_available())
+
+
+def read_model_config(model_path: str) -> dict[str, Any]:
+    from bedrock_ft.training._model import read_model_config as read
+
+    return read(model_path)
 
 
 def _resolve_base(base_model: str, say: Progress) -> str:
