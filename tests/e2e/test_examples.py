@@ -31,6 +31,12 @@ EXPECTED = {
         "chat template saved with the adapter: True",
         "loss fell: True",
     ],
+    "train_multi_process.py": [
+        "launching DDP on 2 CPU processes (gloo)",
+        "ranks: 2, strategy ddp, steps 4",
+        "loss fell: True",
+        "ranks trained on different batches: True",
+    ],
     "merge_adapter.py": [
         "merged (memory): 134,515,008 parameters, bfloat16",
         "files: config.json, generation_config.json, model-00001-of-00001.safetensors, "
