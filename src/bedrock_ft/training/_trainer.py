@@ -8,7 +8,7 @@ import json
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,8 +107,9 @@ class QLoRATrainer:
                 )
 
             plan = plan_launch(self.qlora, t, read_model_config(inputs.model_path), self._say)
-            self.qlora = plan.qlora  # FSDP may have set the storage dtype
-            inputs = self._inputs(inputs.dataset, records=inputs.records)
+            self.qlora = plan.qlora  # FSDP may have set the storage dtype: the run's identity follows it
+            inputs = replace(inputs, info=self._run_info(inputs.dataset, inputs.artifact, inputs.records,
+                                                         inputs.model_path))  # fmt: skip
         run = inputs.run
         state = run.prepare(overwrite=t.overwrite, resume=t.resume, run_info=inputs.info)
         world = plan.world_size if plan is not None else 1
@@ -132,26 +133,30 @@ class QLoRATrainer:
 
     # --- inputs --------------------------------------------------------------------------------------
 
-    def _inputs(self, dataset: Any, records: list[dict[str, Any]] | None = None) -> _Inputs:
+    def _inputs(self, dataset: Any) -> _Inputs:
         """Everything that can be read and checked without a model."""
         artifact = dataset if isinstance(dataset, DatasetArtifact) else None
         model_path = _resolve_base(self.training.base_model, self._say)
+        records: list[dict[str, Any]] | None = None
         if artifact is None:
             as_hf_dataset(None, dataset)  # a clear error for anything that is not a Dataset
-        elif records is None:
+        else:
             from bedrock_ft.training._data import load_messages
 
             self._say(f"reading the training split: {artifact.train_uri}")
             records = load_messages(artifact, work_dir=None)
-        info = run_info(
-            qlora=self.qlora,
-            training=self.training,
-            artifact=artifact,
-            records=records,
-            dataset=dataset,
-            model_path=model_path,
-        )
+        info = self._run_info(dataset, artifact, records, model_path)
         return _Inputs(dataset, artifact, records, model_path, info, RunDir(self.training.output_dir))
+
+    def _run_info(
+        self,
+        dataset: Any,
+        artifact: DatasetArtifact | None,
+        records: list[dict[str, Any]] | None,
+        model_path: str,
+    ) -> dict[str, Any]:
+        return run_info(qlora=self.qlora, training=self.training, artifact=artifact, records=records,
+                        dataset=dataset, model_path=model_path)  # fmt: skip
 
     def _launch(self, inputs: _Inputs, plan: LaunchPlan) -> AdapterArtifact:
         """backend='accelerate': the ranks run this same trainer, through the training entrypoint."""
