@@ -1,7 +1,8 @@
 """Custom Model Import: the Bedrock control plane, as boto3's ``bedrock`` client serves it.
 
 ``BedrockImporter(ImportConfig(...)).import_model(model)`` runs preflight, uploads the merged model to
-S3 and runs the import job; it returns an :class:`~bedrock_ft.artifacts.ImportedModel`.
+S3 (a model already in S3, ``"s3://bucket/prefix/"``, is imported from where it is) and runs the import
+job; it returns an :class:`~bedrock_ft.artifacts.ImportedModel`.
 :class:`ImportedModels` describes, lists and deletes imported models and estimates what serving them
 costs. The same code runs against AWS and the local Bedrock (``bedrock_ft.local``): only the endpoints
 differ. Light: no torch. docs/importing.md has the details.

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["chat_facts"]
+if TYPE_CHECKING:
+    from bedrock_ft.artifacts import ModelArtifact
+
+__all__ = ["chat_facts", "model_chat_facts"]
 
 
 def chat_facts(read: Callable[[str], bytes | None]) -> dict[str, Any]:
@@ -28,6 +32,22 @@ def chat_facts(read: Callable[[str], bytes | None]) -> dict[str, Any]:
         "special_tokens": tokens,
         "adds_bos_token": _adds_bos(config, read, tokens.get("bos_token")),
     }
+
+
+def model_chat_facts(artifact: ModelArtifact | None, model_dir: Path) -> dict[str, Any]:
+    """:func:`chat_facts` of a model directory; the merge's record of the template (the one it was
+    trained with) wins over tokenizer_config.json's."""
+
+    def read(name: str) -> bytes | None:
+        try:
+            return (model_dir / name).read_bytes()
+        except OSError:
+            return None
+
+    facts = chat_facts(read)
+    if artifact is not None:
+        facts["chat_template"] = artifact.chat_template
+    return facts
 
 
 def _json_object(data: bytes | None) -> dict[str, Any]:

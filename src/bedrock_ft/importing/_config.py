@@ -1,4 +1,4 @@
-"""ImportConfig: where the model goes in S3, what Bedrock calls it, and how the import job runs.
+"""ImportConfig: where a local model goes in S3, what Bedrock calls it, and how the import job runs.
 
 Every name the service checks (model, job, role, KMS key, tags, VPC ids) is checked here against
 botocore's own shape constraints when the config is made, so a bad name fails before any upload.
@@ -15,12 +15,16 @@ from pydantic_core import PydanticCustomError
 
 from bedrock_ft.aws import AwsConfig, split_s3_uri
 from bedrock_ft.config import BaseConfig, StageFile, parse_size
+from bedrock_ft.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "IMPORT_LAYOUT",
     "ChecksumAlgorithm",
     "ImportConfig",
     "VpcConfig",
+    "folder_uri",
+    "missing_s3_uri",
+    "s3_uri_problem",
 ]
 
 ChecksumAlgorithm = Literal["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]
@@ -47,6 +51,43 @@ def _checked(member: str, value: Any) -> Any:
     return value
 
 
+def s3_uri_problem(value: str, *, whole_bucket: bool = False) -> str | None:
+    """What is wrong with ``value`` as an S3 folder (None: nothing). A whole bucket is refused unless
+    ``whole_bucket``: overwrite never empties one."""
+    if not value.startswith("s3://"):
+        return f"{value!r} is not an s3:// URI"
+    bucket, _, prefix = value[len("s3://") :].partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        return f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"
+    if not prefix.strip("/") and not whole_bucket:
+        return (
+            f"give a prefix for the model's files, e.g. s3://{bucket}/models/my-model/ (a whole bucket is "
+            "never used: overwrite would delete what else it holds)"
+        )
+    if prefix and ("//" in prefix or any(part in (".", "..") for part in prefix.rstrip("/").split("/"))):
+        return f"{prefix!r}: empty, '.' or '..' path parts"
+    errors = shape_errors("modelDataSource.s3DataSource.s3Uri", folder_uri(value))
+    return "; ".join(errors) or None
+
+
+def missing_s3_uri() -> ConfigError:
+    """What a local model without ``s3_uri`` raises."""
+    return ConfigError(
+        [
+            ConfigProblem(
+                "s3_uri",
+                "not set: a local model is uploaded to s3_uri (s3://bucket/prefix/) before the import. "
+                "Set it, or give import_model the s3:// prefix of a model already in S3",
+            )
+        ]
+    )
+
+
+def folder_uri(value: str) -> str:
+    """``value`` ending in '/': the prefix names a folder (``models/m`` never also means ``models/m2``)."""
+    return value if value.endswith("/") else value + "/"
+
+
 class VpcConfig(BaseConfig):
     """The VPC the import job reaches S3 through (optional)."""
 
@@ -71,18 +112,22 @@ class ImportConfig(BaseConfig):
     """Upload a merged model to S3 and import it into Bedrock with Custom Model Import.
 
     ``BedrockImporter(ImportConfig(...)).import_model(model)`` runs preflight, uploads what S3 lacks,
-    runs the import job and returns an :class:`~bedrock_ft.artifacts.ImportedModel`. The same config
-    works against AWS and against the local Bedrock: only ``aws`` (or the AWS_ENDPOINT_URL_* variables)
-    differs.
+    runs the import job and returns an :class:`~bedrock_ft.artifacts.ImportedModel`. A model already in
+    S3 (``import_model("s3://bucket/prefix/")``) is imported from where it is: nothing is uploaded and
+    ``s3_uri`` is not needed. The same config works against AWS and against the local Bedrock: only
+    ``aws`` (or the AWS_ENDPOINT_URL_* variables) differs.
     """
 
     model_name: str = Field(
         description="importedModelName: 1 to 63 letters, digits, '-' and '_', starting with a letter or "
         "digit."
     )
-    s3_uri: str = Field(
-        description="Where the model files go: s3://bucket/prefix/. The bucket must exist; the prefix must "
-        "be empty, hold this same model (an interrupted upload resumes), or be replaced with overwrite."
+    s3_uri: str | None = Field(
+        default=None,
+        description="Where a local model's files go: s3://bucket/prefix/. The bucket must exist; the prefix "
+        "must be empty, hold this same model (an interrupted upload resumes), or be replaced with "
+        "overwrite. Not needed for a model already in S3 (import_model('s3://...')): it is imported from "
+        "where it is.",
     )
     role_arn: str = Field(
         description="Service role Bedrock assumes to read the files "
@@ -185,26 +230,13 @@ class ImportConfig(BaseConfig):
 
     @field_validator("s3_uri")
     @classmethod
-    def _s3_uri(cls, value: str) -> str:
-        if not value.startswith("s3://"):
-            raise PydanticCustomError("s3_uri", "{m}", {"m": f"{value!r} is not an s3:// URI"})
-        bucket, _, prefix = value[len("s3://") :].partition("/")
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise PydanticCustomError(
-                "s3_uri", "{m}", {"m": f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z 0-9 . -)"}
-            )
-        if not prefix.strip("/"):
-            raise PydanticCustomError(
-                "s3_uri",
-                "{m}",
-                {"m": f"give a prefix for the model's files, e.g. s3://{bucket}/models/my-model/ (a whole "
-                 "bucket is never used: overwrite would delete what else it holds)"},
-            )  # fmt: skip
-        if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
-            raise PydanticCustomError("s3_uri", "{m}", {"m": f"{prefix!r}: empty, '.' or '..' path parts"})
-        value = value if value.endswith("/") else value + "/"
-        _checked("modelDataSource.s3DataSource.s3Uri", value)
-        return value
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = s3_uri_problem(value)
+        if problem:
+            raise PydanticCustomError("s3_uri", "{m}", {"m": problem})
+        return folder_uri(value)
 
     @field_validator("multipart_chunksize", "multipart_threshold")
     @classmethod
@@ -221,12 +253,19 @@ class ImportConfig(BaseConfig):
 
     @property
     def bucket(self) -> str:
-        return split_s3_uri(self.s3_uri, folder=True)[0]
+        return split_s3_uri(self.upload_uri, folder=True)[0]
 
     @property
     def prefix(self) -> str:
         """The key prefix, ending in '/'."""
-        return split_s3_uri(self.s3_uri, folder=True)[1]
+        return split_s3_uri(self.upload_uri, folder=True)[1]
+
+    @property
+    def upload_uri(self) -> str:
+        """``s3_uri``, which a local model needs: a :class:`ConfigError` naming it when it is not set."""
+        if self.s3_uri is None:
+            raise missing_s3_uri()
+        return self.s3_uri
 
     @property
     def chunk_bytes(self) -> int:
@@ -240,7 +279,7 @@ class ImportConfig(BaseConfig):
 IMPORT_LAYOUT = StageFile(
     sections={"import": ImportConfig},
     input_key="model",
-    input_hint="give the merge's output directory or a model directory",
+    input_hint="give the merge's output directory or a model directory, or the s3:// prefix of a model in S3",
     input_required=True,
 )
 """A ``bedrock-ft import`` config file: ``model`` and the ``import`` section (or its fields alone)."""

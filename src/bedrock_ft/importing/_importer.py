@@ -1,5 +1,8 @@
 """BedrockImporter: preflight, upload and the import job (the lifecycle is :class:`ImportedModels`).
 
+A model already in S3 is checked from its small files and headers and imported from where it is
+(``_s3_model``).
+
 The same code runs against AWS and against ``bedrock_ft.local``; only the endpoints differ
 (``ImportConfig.aws`` or the ``AWS_ENDPOINT_URL_*`` variables). docs/importing.md has the details.
 """
@@ -7,7 +10,7 @@ The same code runs against AWS and against ``bedrock_ft.local``; only the endpoi
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from bedrock_ft.artifacts import MANIFEST_NAME, ImportedModel, ModelArtifact, UploadSummary
@@ -19,9 +22,9 @@ from bedrock_ft.errors import (
     QuotaExceededError,
     translate_client_errors,
 )
-from bedrock_ft.importing import _jobs, _upload
-from bedrock_ft.importing._chat_facts import chat_facts
-from bedrock_ft.importing._config import ImportConfig
+from bedrock_ft.importing import _jobs, _s3_model, _upload
+from bedrock_ft.importing._chat_facts import model_chat_facts
+from bedrock_ft.importing._config import ImportConfig, missing_s3_uri
 from bedrock_ft.importing._cost import CostEstimate
 from bedrock_ft.importing._lifecycle import ImportedModels, overlap, validate_params
 from bedrock_ft.progress import OnBytes, Progress, quiet, show_bar
@@ -35,7 +38,8 @@ class BedrockImporter:
     """Import merged models into Bedrock with Custom Model Import.
 
     ``import_model(model)`` takes a :class:`~bedrock_ft.artifacts.ModelArtifact`, its manifest or the
-    merge's output directory, or a bare model directory. ``progress`` receives one line per step;
+    merge's output directory, a bare model directory, or the ``s3://`` prefix of a model already in S3
+    (imported from there, with nothing uploaded). ``progress`` receives one line per step;
     ``progress_bar`` shows the upload in bytes (None: when stderr is a terminal); ``on_upload(name, n)``
     is told of every ``n`` bytes sent for file ``name``. :attr:`models` manages imported models.
     """
@@ -76,22 +80,26 @@ class BedrockImporter:
     def import_model(self, model: ModelArtifact | str | Path) -> ImportedModel:
         """Preflight, upload what S3 lacks, run the import job, and return the imported model.
 
+        ``model`` may also be the ``s3://bucket/prefix/`` of a model already in S3 (or a ModelArtifact
+        whose ``model_dir`` is one): it is checked from its small files and .safetensors headers and
+        imported from where it is, with nothing uploaded (``upload`` is None).
+
         Re-running is safe: files already in S3 are not sent again, a job still running is waited for,
         and a finished import of the same files with the same settings is returned as it is.
         """
         cfg = self._need_config()
-        artifact, model_dir = resolve_model(model)
+        artifact, where = resolve_model(model)
+        if isinstance(where, str):
+            cfg, identity, template = _s3_model.check_s3_model(
+                self._client("s3"), cfg, artifact, where, say=self._say
+            )
+            files: list[_upload.LocalFile] | None = None
+        else:
+            files = self._check_local(cfg, artifact, where)
+            identity = _jobs.import_identity(cfg, [(f.name, f.sha256) for f in files])
+            template = model_chat_facts(artifact, where)
         say = self._say
-
-        say(f"preflight: checking {model_dir} against the Custom Model Import rules")
-        from bedrock_ft.preflight import check_model_dir
-
-        check_model_dir(model_dir).raise_for_errors()
-        say("hashing the model's files")
-        files = _upload.hash_files(model_dir, artifact.files if artifact else None)
-        identity = _jobs.import_identity(cfg, files)
-        template = _chat_facts(artifact, model_dir)
-        bedrock, s3 = self._client("bedrock"), self._client("s3")
+        bedrock = self._client("bedrock")
 
         earlier = self._earlier_jobs(bedrock, cfg, identity)
         done = self._earlier_import(earlier, cfg)
@@ -108,10 +116,13 @@ class BedrockImporter:
         request = _jobs.job_request(cfg, job_name)
         validate_params("CreateModelImportJob", request)  # before anything is uploaded
 
-        self._check_name_free(bedrock, cfg)
-        upload = _upload.upload_model(
-            s3, cfg, files, say=say, progress_bar=show_bar(self._progress_bar), on_bytes=self._on_upload
-        )
+        self._check_name_free(bedrock, cfg, writing=files is not None)
+        upload = None
+        if files is not None:
+            upload = _upload.upload_model(
+                self._client("s3"), cfg, files, say=say, progress_bar=show_bar(self._progress_bar),
+                on_bytes=self._on_upload,
+            )  # fmt: skip
         _jobs.wait_until_idle(
             bedrock, on_busy=cfg.on_busy, timeout=cfg.timeout, max_interval=cfg.poll_interval, say=say
         )
@@ -120,6 +131,19 @@ class BedrockImporter:
         if not cfg.wait:
             return self._in_progress(job_arn, job_name, cfg, template, upload=upload)
         return self._finish(bedrock, job_arn, cfg, template, upload=upload)
+
+    def _check_local(
+        self, cfg: ImportConfig, artifact: ModelArtifact | None, model_dir: Path
+    ) -> list[_upload.LocalFile]:
+        """Preflight a local model directory and hash its files (checked against the artifact's list)."""
+        if cfg.s3_uri is None:  # a local model is uploaded: say so before any work
+            raise missing_s3_uri()
+        self._say(f"preflight: checking {model_dir} against the Custom Model Import rules")
+        from bedrock_ft.preflight import check_model_dir
+
+        check_model_dir(model_dir).raise_for_errors()
+        self._say("hashing the model's files")
+        return _upload.hash_files(model_dir, artifact.files if artifact else None)
 
     def _in_progress(
         self,
@@ -135,7 +159,7 @@ class BedrockImporter:
             job_arn=job_arn,
             job_name=job_name,
             status="InProgress",
-            s3_uri=cfg.s3_uri,
+            s3_uri=cfg.upload_uri,
             region=self.aws.resolved_region(),
             endpoint_url=self.aws.endpoint_for("bedrock"),
             **template,
@@ -199,8 +223,9 @@ class BedrockImporter:
         self._say(f"an earlier import of this model {why}; importing again as job {name}")
         return name
 
-    def _check_name_free(self, bedrock: Any, cfg: ImportConfig) -> None:
-        """The model name is not taken, and no running job is importing that name or reading our prefix."""
+    def _check_name_free(self, bedrock: Any, cfg: ImportConfig, *, writing: bool) -> None:
+        """The model name is not taken, and no running job is importing that name, or (``writing``: an
+        upload is to come) reading our prefix."""
         name = cfg.model_name
         existing = self.find_by_name(name)
         if existing is not None:
@@ -215,13 +240,15 @@ class BedrockImporter:
                     f"import job {job['jobName']} is already importing a model named {name!r}; wait for it, "
                     "or choose another model_name"
                 )
+            if not writing:
+                continue
             with translate_client_errors("GetModelImportJob"):
                 details = bedrock.get_model_import_job(jobIdentifier=job["jobArn"])
             source = (details.get("modelDataSource") or {}).get("s3DataSource", {}).get("s3Uri", "")
-            if source and overlap(source, cfg.s3_uri):
+            if source and overlap(source, cfg.upload_uri):
                 raise ConflictError(
                     f"import job {job['jobName']} is reading {source} right now; wait for it before changing "
-                    f"{cfg.s3_uri}"
+                    f"{cfg.upload_uri}"
                 )
 
     def _create_job(self, bedrock: Any, request: dict[str, Any], cfg: ImportConfig) -> str:
@@ -315,14 +342,23 @@ class BedrockImporter:
 # --- helpers --------------------------------------------------------------------------------------------
 
 
-def resolve_model(model: ModelArtifact | str | Path) -> tuple[ModelArtifact | None, Path]:
+def resolve_model(model: ModelArtifact | str | Path) -> tuple[ModelArtifact | None, Path | str]:
     """(artifact or None, model directory) from an artifact, a merge's output directory or manifest, the
-    merge's ``model/`` directory, or a bare model directory."""
+    merge's ``model/`` directory, or a bare model directory; the directory is an ``s3://`` URI (a str)
+    for a model in S3: the URI itself, or an artifact whose ``model_dir`` is one."""
+    if isinstance(model, str) and model.startswith("s3://"):
+        return None, model
+    if isinstance(model, PurePath) and model.as_posix().startswith("s3:/"):
+        raise ArtifactError(f"{model}: give an S3 model's URI as a str (a Path turns s3:// into s3:/)")
     try:
         artifact = ModelArtifact.from_input(model)
     except ArtifactError as exc:
-        raise ArtifactError(f"{exc} (give a merge's output directory or a model directory)") from None
+        raise ArtifactError(
+            f"{exc} (give a merge's output directory, a model directory or an s3:// prefix)"
+        ) from None
     if artifact is not None:
+        if artifact.model_dir.startswith("s3://"):
+            return artifact, artifact.model_dir
         return artifact, Path(artifact.model_dir)
     path = Path(os.fspath(model)).expanduser()  # type: ignore[arg-type]
     parent_manifest = path.parent / MANIFEST_NAME
@@ -340,22 +376,6 @@ def _with_aws(error: E, cause: BedrockFTError) -> E:
     """``error``, keeping what the service said (``.aws``) from the error it replaces."""
     error.aws = cause.aws
     return error
-
-
-def _chat_facts(artifact: ModelArtifact | None, model_dir: Path) -> dict[str, Any]:
-    """What a client needs to render chats as the model was trained (see :func:`chat_facts`); the
-    merge's record of the template wins over tokenizer_config.json's."""
-
-    def read(name: str) -> bytes | None:
-        try:
-            return (model_dir / name).read_bytes()
-        except OSError:
-            return None
-
-    facts = chat_facts(read)
-    if artifact is not None:
-        facts["chat_template"] = artifact.chat_template
-    return facts
 
 
 _QUOTA_HINT = (

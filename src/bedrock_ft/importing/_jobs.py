@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bedrock_ft.errors import (
@@ -19,7 +19,6 @@ from bedrock_ft.errors import (
 
 if TYPE_CHECKING:
     from bedrock_ft.importing._config import ImportConfig
-    from bedrock_ft.importing._upload import LocalFile
 
 __all__ = [
     "client_token",
@@ -192,10 +191,12 @@ def wait_until_idle(
         )
 
 
-def import_identity(cfg: ImportConfig, files: Sequence[LocalFile]) -> str:
-    """What makes two imports the same: the files' content and every setting that reaches the job."""
+def import_identity(cfg: ImportConfig, files: Iterable[tuple[str, str]]) -> str:
+    """What makes two imports the same: the files' content (``(name, digest)`` pairs: a sha256, or for
+    a model in S3 without a manifest, its object's ETag and size) and every setting that reaches the
+    job, the S3 prefix it reads included."""
     payload = {
-        "files": [(f.name, f.sha256) for f in files],
+        "files": [list(pair) for pair in files],
         "config": cfg.config_hash(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -207,7 +208,8 @@ def job_request(cfg: ImportConfig, job_name: str) -> dict[str, Any]:
         "jobName": job_name,
         "importedModelName": cfg.model_name,
         "roleArn": cfg.role_arn,
-        "modelDataSource": {"s3DataSource": {"s3Uri": cfg.s3_uri}},
+        # where the files are: the upload's prefix, or a model's own prefix in S3 (set by import_model)
+        "modelDataSource": {"s3DataSource": {"s3Uri": cfg.upload_uri}},
     }
     if cfg.job_tags:
         request["jobTags"] = [{"key": k, "value": v} for k, v in cfg.job_tags.items()]

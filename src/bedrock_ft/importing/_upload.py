@@ -313,7 +313,7 @@ def upload_model(
         check_bucket(s3, cfg.bucket)
         remote = remote_objects(s3, cfg.bucket, cfg.prefix, workers=cfg.concurrency)
         plan = plan_upload(
-            files, remote, cfg.prefix, cfg.s3_uri, overwrite=cfg.overwrite, kms_key=cfg.sse_kms_key_id
+            files, remote, cfg.prefix, cfg.upload_uri, overwrite=cfg.overwrite, kms_key=cfg.sse_kms_key_id
         )
         aborted = abort_stale_uploads(
             s3, cfg.bucket, cfg.prefix, keys={cfg.prefix + f.name for f in plan.send}, before=started
@@ -325,7 +325,7 @@ def upload_model(
             delete_keys(s3, cfg.bucket, plan.delete)
         to_send = sum(f.size for f in plan.send)
         say(
-            f"uploading {len(plan.send)} file(s), {to_send / 1e6:,.1f} MB, to {cfg.s3_uri}"
+            f"uploading {len(plan.send)} file(s), {to_send / 1e6:,.1f} MB, to {cfg.upload_uri}"
             + (f" ({len(plan.skip)} already there)" if plan.skip else "")
         )
         seconds = 0.0
@@ -350,7 +350,7 @@ def upload_model(
     ]
     if bad:
         raise ConflictError(
-            f"after the upload, {cfg.s3_uri}{bad[0]} is missing or differs (another writer?); run again"
+            f"after the upload, {cfg.upload_uri}{bad[0]} is missing or differs (another writer?); run again"
         )
     return UploadSummary(
         sent=[f.name for f in plan.send],
