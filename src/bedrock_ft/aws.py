@@ -96,6 +96,12 @@ class AwsConfig(BaseConfig):
         so each caller gets its own; the clients from :meth:`client` share a cached one)."""
         return _new_session(self)
 
+    def sdk_session(self) -> boto3.session.Session:
+        """A boto3 session for SDKs that make their own clients from it (the sagemaker SDK): its
+        ``client()`` and ``resource()`` also apply this config's ``endpoint_urls``, which a plain session
+        doesn't know (the ``AWS_ENDPOINT_URL_*`` variables it reads itself)."""
+        return _routed_session(self)
+
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service``, with this config's region, endpoint and retry settings.
 
@@ -208,6 +214,27 @@ def _new_session(config: AwsConfig) -> Any:
     region = config.region or os.environ.get("AWS_REGION") or None
     with translate_client_errors():
         return boto3.session.Session(region_name=region, profile_name=config.profile)
+
+
+def _routed_session(config: AwsConfig) -> Any:
+    import boto3
+
+    endpoints = dict(config.endpoint_urls)
+
+    class RoutedSession(boto3.session.Session):  # type: ignore[misc]
+        def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:
+            if service_name in endpoints and not kwargs.get("endpoint_url"):
+                kwargs["endpoint_url"] = endpoints[service_name]
+            return super().client(service_name, *args, **kwargs)
+
+        def resource(self, service_name: str, *args: Any, **kwargs: Any) -> Any:
+            if service_name in endpoints and not kwargs.get("endpoint_url"):
+                kwargs["endpoint_url"] = endpoints[service_name]
+            return super().resource(service_name, *args, **kwargs)
+
+    region = config.region or os.environ.get("AWS_REGION") or None
+    with translate_client_errors():
+        return RoutedSession(region_name=region, profile_name=config.profile)
 
 
 def _botocore_config_key(extra: Any) -> Any:

@@ -85,8 +85,20 @@ class AdapterArtifact(Artifact):
     train_metrics: TrainMetrics = Field(default_factory=TrainMetrics, description="Training metrics.")
     checkpoint_dir: str | None = Field(default=None, description="Where resumable checkpoints are.")
     chat_template: str | None = Field(default=None, description="Chat template the adapter was trained with.")
+    training_job: str | None = Field(
+        default=None, description="ARN of the SageMaker training job that trained it (backend='sagemaker')."
+    )
+    merged_model: str | None = Field(
+        default=None,
+        description="Manifest of the merged model the training job also wrote (merge_in_job); its model_dir "
+        "is the job's S3 output, which BedrockImporter imports directly.",
+    )
 
-    path_fields: ClassVar[tuple[str, ...]] = ("adapter_dir", "checkpoint_dir")
+    path_fields: ClassVar[tuple[str, ...]] = ("adapter_dir", "checkpoint_dir", "merged_model")
+
+    def merged_model_artifact(self) -> ModelArtifact | None:
+        """The merged model the training job wrote (``merge_in_job``), or None."""
+        return None if self.merged_model is None else ModelArtifact.read(self.merged_model)
 
 
 class ModelArtifact(Artifact):

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from bedrock_ft._version import __version__
-from bedrock_ft.cli import _admin, _invoke, _stages
+from bedrock_ft.cli import _admin, _invoke, _jobs, _stages
 from bedrock_ft.cli._common import JsonOpt, err
 from bedrock_ft.errors import BedrockFTError
 
@@ -31,7 +31,12 @@ app = typer.Typer(
 dataset_app = typer.Typer(name="dataset", help="Build SFT datasets.", no_args_is_help=True)
 local_app = typer.Typer(name="local", help="The local Bedrock and local S3.", no_args_is_help=True)
 models_app = typer.Typer(name="models", help="Imported models: list, delete.", no_args_is_help=True)
-for _sub in (dataset_app, local_app, models_app):
+jobs_app = typer.Typer(
+    name="jobs",
+    help="SageMaker training jobs bedrock-ft submitted: status, wait, stop.",
+    no_args_is_help=True,
+)
+for _sub in (dataset_app, local_app, models_app, jobs_app):
     app.add_typer(_sub)
 
 NOT_IMPLEMENTED = 2
@@ -65,6 +70,9 @@ app.command("architectures")(_admin.architectures)
 models_app.command("list")(_admin.models_list)
 models_app.command("delete")(_admin.models_delete)
 local_app.command("serve")(_admin.local_serve)
+jobs_app.command("status")(_jobs.jobs_status)
+jobs_app.command("wait")(_jobs.jobs_wait)
+jobs_app.command("stop")(_jobs.jobs_stop)
 
 
 # --- stages still to come ---------------------------------------------------------------------------

@@ -68,6 +68,12 @@ def train(  # noqa: PLR0917 - one parameter per CLI option
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete a previous run and start over.")
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="backend sagemaker: submit the job and return (bedrock-ft jobs wait NAME)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune with QLoRA (QLoRATrainer) and write the adapter and its manifest to the run directory."""
@@ -81,6 +87,15 @@ def train(  # noqa: PLR0917 - one parameter per CLI option
         config, TRAIN_LAYOUT, {"training": training}, input_value=dataset
     )  # fmt: skip
     trainer = QLoRATrainer(settings.configs["qlora"], settings.configs["training"], progress=say)
+    if detach:
+        job = trainer.submit(str(settings.input))
+        if as_json:
+            print_json({"training_job": job.name})
+            return
+        typer.echo(f"training job: {job.name}")
+        run_dir = settings.configs["training"].output_dir
+        typer.echo(f"follow it: bedrock-ft jobs wait {job.name} --output-dir {run_dir}")
+        return
     artifact = trainer.train(str(settings.input))
     if as_json:
         print_json(artifact.model_dump(mode="json"))
@@ -182,14 +197,19 @@ def validate(
 def import_cmd(  # noqa: PLR0917 - one parameter per CLI option
     model: Annotated[
         str | None,
-        typer.Argument(help="The merge's output directory (or its manifest.json), or a model directory."),
+        typer.Argument(
+            help="The merge's output directory (or its manifest.json), a model directory, or the "
+            "s3://bucket/prefix/ of a model already in S3 (imported from there, nothing uploaded)."
+        ),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="Config file: an 'import' section (and 'model'), or ImportConfig fields."),
     ] = None,
     model_name: Annotated[str | None, typer.Option(help="importedModelName.")] = None,
-    s3_uri: Annotated[str | None, typer.Option(help="Where the files go: s3://bucket/prefix/.")] = None,
+    s3_uri: Annotated[
+        str | None, typer.Option(help="Where a local model's files go: s3://bucket/prefix/.")
+    ] = None,
     role_arn: Annotated[str | None, typer.Option(help="Service role Bedrock assumes to read them.")] = None,
     job_name: Annotated[str | None, typer.Option(help="Import job name (default: derived).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Parallel S3 requests (default 8).")] = None,

@@ -70,6 +70,19 @@ class LocalBedrockConfig(BaseConfig):
     max_new_tokens_limit: int = Field(
         default=4096, ge=1, description="Largest max_tokens / max_gen_len a request may ask for."
     )
+    checkpoint_sync_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a local training job's checkpoint directory is synced to its checkpoint "
+        "S3 URI (SageMaker syncs continuously).",
+    )
+    spot_interruption_after_checkpoints: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rehearse a spot interruption: each managed-spot training job is interrupted once, as "
+        "soon as this many complete checkpoints (trainer_state.json written) reached its checkpoint URI, "
+        "then restarted with them restored. TrainingJobs.interrupt(name) does it on demand.",
+    )
     debug: bool = Field(
         default=False, description="Log request bodies. Off by default: bodies hold users' prompts."
     )

@@ -39,6 +39,7 @@ _CONTROL_OPS = {
     "DeleteImportedModel": "delete_imported_model",
 }
 _RUNTIME_OPS = ("InvokeModel", "InvokeModelWithResponseStream", "Converse", "ConverseStream")
+_SAGEMAKER_OPS = ("CreateTrainingJob", "DescribeTrainingJob", "ListTrainingJobs", "StopTrainingJob")
 
 
 class _Throttle:
@@ -91,6 +92,16 @@ class LocalBedrock:
         self.control = ControlPlane(self.store, config, self._s3_client, self.pool.unload)
         self.runtime = Runtime(self.control, self.pool, max_tokens_limit=config.max_new_tokens_limit)
         self.throttle = _Throttle(config.throttle_rps)
+        from bedrock_ft.local._sagemaker import TrainingJobs
+
+        self.sagemaker = TrainingJobs(
+            self.data_dir,
+            region=config.region,
+            account_id=config.account_id,
+            client=self._local_client,
+            sync_interval=config.checkpoint_sync_seconds,
+            interrupt_after=config.spot_interruption_after_checkpoints,
+        )
 
     def _s3_client(self) -> Any:
         if self._s3_client_cache is None:
@@ -110,7 +121,23 @@ class LocalBedrock:
                 self._s3_client_cache = AwsConfig(region=self.config.region).client("s3")
         return self._s3_client_cache
 
+    def _local_client(self, service: str) -> Any:
+        """A client of the local S3's server (moto serves CloudWatch Logs too) for training jobs."""
+        if service == "s3":
+            return self._s3_client()
+        import boto3
+
+        kwargs: dict[str, Any] = {"region_name": self.config.region}
+        if self._s3_endpoint_url:
+            kwargs.update(
+                endpoint_url=self._s3_endpoint_url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+        return boto3.session.Session().client(service, **kwargs)
+
     def close(self) -> None:
+        self.sagemaker.close()
         self.control.join(timeout=30)
         self.pool.close()
         self.store.close()
@@ -121,6 +148,8 @@ class LocalBedrock:
         """Run one operation on checked input members. Streaming operations return an iterator."""
         if operation in _CONTROL_OPS:
             return getattr(self.control, _CONTROL_OPS[operation])(params)
+        if operation in _SAGEMAKER_OPS:
+            return self.sagemaker.call(operation, params)
         self.throttle.check()
         if operation == "InvokeModel":
             return self.runtime.invoke(params)
@@ -211,11 +240,74 @@ def build_app(service: LocalBedrock) -> Any:
             if operation in operations:
                 routes.append(Route(path, endpoint(service_name, operation), methods=[method]))
 
+    routes.append(Route("/", _sagemaker_endpoint(service, control_threads), methods=["POST"]))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         message = f"No operation of the local Bedrock matches {request.method} {request.url.path}."
         return error(ServiceError("UnknownOperationException", message), str(uuid.uuid4()))
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+def _sagemaker_endpoint(service: LocalBedrock, control_threads: Any) -> Callable[[Any], Any]:
+    """SageMaker's JSON protocol: POST / with ``X-Amz-Target: SageMaker.<Operation>``."""
+    import anyio
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    from bedrock_ft.local import _shapes
+
+    async def sagemaker(request: Request) -> Response:
+        """SageMaker's JSON protocol: POST / with ``X-Amz-Target: SageMaker.<Operation>``."""
+        request_id = str(uuid.uuid4())
+        target = request.headers.get("x-amz-target", "")
+        operation = target.partition(".")[2]
+        if not target.startswith("SageMaker.") or operation not in _SAGEMAKER_OPS:
+            return json_error("UnknownOperationException", f"{target or 'POST /'} is not served here.", 400)
+        body = await request.body()
+
+        def run() -> Any:
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                raise ServiceError("SerializationException", "The request body is not JSON.") from None
+            if not isinstance(params, dict):
+                raise ServiceError("SerializationException", "The request body is not a JSON object.")
+            _shapes.validate_input("sagemaker", operation, _sm_timestamps(operation, params))
+            return service.call(operation, params)
+
+        try:
+            result = await anyio.to_thread.run_sync(run, limiter=control_threads)
+        except _shapes.ShapeValidationError as exc:
+            return json_error("ValidationException", str(exc), 400)
+        except ServiceError as exc:
+            log.info("%s -> %s: %s", operation, exc.code, exc.message)
+            return json_error(exc.code, exc.message, 400)
+        except Exception as exc:
+            log.exception("%s failed", operation)
+            return json_error("InternalFailure", f"Internal error in the local SageMaker: {exc}", 500)
+        return Response(dumps(result), media_type="application/x-amz-json-1.1",
+                        headers={"x-amzn-RequestId": request_id})  # fmt: skip
+
+    def json_error(code: str, message: str, status: int) -> Response:
+        return JSONResponse({"__type": code, "message": message}, status_code=status,
+                            headers={"x-amzn-RequestId": str(uuid.uuid4())})  # fmt: skip
+
+    return sagemaker
+
+
+def _sm_timestamps(operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The JSON protocol sends timestamps as epoch seconds; the validator wants datetimes."""
+    from datetime import datetime, timezone
+
+    from bedrock_ft._shapes import operation_model
+
+    shape = operation_model("sagemaker", operation).input_shape
+    out = dict(params)
+    for name, member in shape.members.items():
+        if member.type_name == "timestamp" and isinstance(out.get(name), (int, float)):
+            out[name] = datetime.fromtimestamp(out[name], tz=timezone.utc)
+    return out
 
 
 def _framed(items: Iterator[Any], encode: Callable[[Any], bytes]) -> Iterator[bytes]:

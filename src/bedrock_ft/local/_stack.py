@@ -1,4 +1,5 @@
-"""``LocalStack``: the local S3 (moto) and the local Bedrock, started together on loopback.
+"""``LocalStack``: the local S3 (moto, also serving CloudWatch Logs) and the local Bedrock (also serving
+SageMaker training jobs), started together on loopback.
 
 Inside the block, the standard ``AWS_ENDPOINT_URL_*`` variables, dummy credentials and a region
 point every boto3 client (and the AWS CLI) at the two servers; leaving the block stops them and
@@ -113,6 +114,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_STS": self.s3_url,
             "AWS_ENDPOINT_URL_BEDROCK": self.bedrock_url,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.bedrock_url,
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": self.s3_url,
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
             "AWS_REGION": self.config.region,
@@ -135,6 +138,8 @@ class LocalStack:
                 "sts": self.s3_url,
                 "bedrock": self.bedrock_url,
                 "bedrock-runtime": self.bedrock_url,
+                "sagemaker": self.bedrock_url,
+                "logs": self.s3_url,
             },
         )
 

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bedrock_ft.config import BaseConfig, StageFile
+from bedrock_ft.training._sagemaker_config import SageMakerConfig
 
 __all__ = ["TRAIN_LAYOUT", "ComputeDtype", "QLoRAConfig", "TrainingConfig"]
 
@@ -154,11 +155,15 @@ class TrainingConfig(BaseConfig):
     seed: int = Field(default=42, description="Seed of the data order and the adapter's initialization.")
 
     # --- where it runs ------------------------------------------------------------------------------
-    backend: Literal["local", "accelerate"] = Field(
+    backend: Literal["local", "accelerate", "sagemaker"] = Field(
         default="local",
         description="local: train in this process, on one device. accelerate: start num_processes ranks with "
         "`accelerate launch` (one per GPU, or gloo processes on CPU), all running "
-        "`python -m bedrock_ft.training.entrypoint`.",
+        "`python -m bedrock_ft.training.entrypoint`. sagemaker: run that entrypoint in a SageMaker training "
+        "job (the `sagemaker` section), on every GPU of its instance.",
+    )
+    sagemaker: SageMakerConfig | None = Field(
+        default=None, description="The SageMaker training job, for backend='sagemaker' (docs/sagemaker.md)."
     )
     num_processes: int | None = Field(
         default=None,
@@ -213,7 +218,7 @@ class TrainingConfig(BaseConfig):
         {
             "output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard",
             "save_total_limit", "save_steps", "gradient_checkpointing", "attn_implementation",
-            "liger_kernel", "device", "backend", "strategy", "num_processes",
+            "liger_kernel", "device", "backend", "strategy", "num_processes", "sagemaker",
         }
     )  # fmt: skip
 
@@ -232,6 +237,16 @@ class TrainingConfig(BaseConfig):
             if self.strategy != "auto":
                 what = f"strategy={self.strategy!r}"
             raise _problem(f"{what} needs backend='accelerate' (backend='local' trains in this one process)")
+        if self.backend == "sagemaker" and self.sagemaker is None:
+            raise _problem("backend='sagemaker' needs the sagemaker section (role_arn, output_s3_uri, ...)")
+        if self.sagemaker is not None and self.backend != "sagemaker":
+            raise _problem(
+                f"the sagemaker section is set but backend is {self.backend!r}: set backend='sagemaker'"
+            )
+        if self.backend == "sagemaker" and self.num_processes is not None:
+            raise _problem(
+                "num_processes with backend='sagemaker': a job trains on every GPU of its instance"
+            )
         if self.global_batch_size is not None and self.gradient_accumulation_steps != 1:
             raise _problem(
                 "give global_batch_size or gradient_accumulation_steps, not both: the first sets the second"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bedrock_ft.architectures import Architecture
     from bedrock_ft.training._launch import LaunchPlan
     from bedrock_ft.training._model import Precision
+    from bedrock_ft.training._sm_watch import SageMakerJob
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,16 @@ class QLoRATrainer:
         from bedrock_ft._deps import require
         from bedrock_ft.training._distributed import launched_rank
 
+        t = self.training
+        if t.backend == "sagemaker":  # the job trains: this machine needs no torch
+            result = self._sagemaker(self._inputs(read_dataset_input(dataset)), wait=True)
+            assert isinstance(result, AdapterArtifact)
+            return result
         require("torch", "transformers", "peft", "trl", extra="train", feature="QLoRATrainer")
         if self.qlora.quantize:
             require("bitsandbytes", extra="train", feature="4-bit quantization (quantize=True)")
         rank = launched_rank()
         inputs = self._inputs(read_dataset_input(dataset))
-        t = self.training
         if rank is not None:  # one rank of a launched run: the launcher prepared the run directory
             inputs.run.check_same_run(inputs.info)
             return self._train_here(inputs, self._resume_point(inputs.run, drop=False), rank)
@@ -130,6 +135,33 @@ class QLoRATrainer:
         if plan is None:
             return self._train_here(inputs, resume_from, None, hw=hw)
         return self._launch(inputs, plan)
+
+    def submit(self, dataset: DatasetArtifact | str | Path | Any) -> SageMakerJob:
+        """backend='sagemaker' without waiting: the training job, submitted (or re-attached, when this
+        run's job is still running). ``job.wait(output_dir=...)`` later returns the adapter."""
+        if self.training.backend != "sagemaker":
+            raise TrainingError(
+                f"submit() is for backend='sagemaker' (this run's is {self.training.backend!r})"
+            )
+        from bedrock_ft.training._sm_watch import SageMakerJob
+
+        inputs = self._inputs(read_dataset_input(dataset))
+        result = self._sagemaker(inputs, wait=False)
+        if not isinstance(result, SageMakerJob):
+            raise TrainingError(f"{inputs.run.path}: this run already finished; its adapter is there")
+        return result
+
+    def _sagemaker(self, inputs: _Inputs, *, wait: bool) -> AdapterArtifact | SageMakerJob:
+        from bedrock_ft._deps import require
+        from bedrock_ft.training._sagemaker import run_on_sagemaker
+
+        require("sagemaker", extra="sagemaker", feature="backend='sagemaker'")
+        if self.callbacks:
+            raise TrainingError(
+                "callbacks run in this process, and backend='sagemaker' trains in a job: drop them"
+            )
+        return run_on_sagemaker(self.qlora, self.training, artifact=inputs.artifact, dataset=inputs.dataset,
+                                info=inputs.info, say=self._say, wait=wait)  # fmt: skip
 
     # --- inputs --------------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ this module:
 - run directly, it trains as ``QLoRATrainer(qlora, training).train(dataset)`` does: in this process
   (``backend: local``), or by launching ranks (``backend: accelerate``);
 - each rank the launcher starts runs it too, as one rank of the run;
-- a SageMaker training job runs it with the config file as its input.
+- a SageMaker training job runs it with the config file as its input and ``--sagemaker-job``: the
+  dataset, checkpoints and outputs then come from the container's ``SM_*`` variables.
 
 Exit status: 0 when the adapter is written (its manifest path is printed), 1 with the error otherwise.
 """
@@ -29,7 +30,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("config", help="a train config file: dataset, qlora and training sections")
     parser.add_argument("--dataset", help="the dataset artifact (directory or manifest), over the file's")
+    parser.add_argument(
+        "--sagemaker-job",
+        action="store_true",
+        help="run as a SageMaker training job's command: data, checkpoints and outputs from SM_* variables",
+    )
     args = parser.parse_args(argv)
+    if args.sagemaker_job:
+        from bedrock_ft.training._sm_job import run_in_job
+
+        return run_in_job(args.config)
 
     from bedrock_ft.errors import BedrockFTError
     from bedrock_ft.training._distributed import emit_event, launched_rank, redirect_output, write_rank_error
