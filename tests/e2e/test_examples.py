@@ -31,6 +31,12 @@ EXPECTED = {
         "chat template saved with the adapter: True",
         "loss fell: True",
     ],
+    "sagemaker_training.py": [
+        "training job: arn:aws:sagemaker:us-east-1:123456789012:training-job/bedrock-ft-",
+        "merged model in S3: s3://bedrock-ft-example/training/bedrock-ft-",
+        "imported: arn:aws:bedrock:",
+        "answer: ",
+    ],
     "train_multi_process.py": [
         "launching DDP on 2 CPU processes (gloo)",
         "ranks: 2, strategy ddp, steps 4",
