@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         ModelError,
         ModelNotReadyError,
         ModelTimeoutError,
+        PipelineError,
         PreflightError,
         QuotaExceededError,
         RegistryError,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from bedrock_ft.evaluation import ComparisonReport, EvalConfig, Evaluator
     from bedrock_ft.importing import BedrockImporter, ImportConfig, ImportedModels
     from bedrock_ft.merging import AdapterMerger, MergeConfig
+    from bedrock_ft.pipeline import Pipeline, PipelineConfig
     from bedrock_ft.runtime import BatchResult, Completion, ImportedModelClient, InvokeConfig
     from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
 
@@ -113,6 +115,9 @@ __all__ = [
     "ModelNotReadyError",
     "ModelTimeoutError",
     "NativeFormat",
+    "Pipeline",
+    "PipelineConfig",
+    "PipelineError",
     "PreflightError",
     "QLoRAConfig",
     "QLoRATrainer",
@@ -181,6 +186,9 @@ _EXPORTS: dict[str, str] = {
     "Evaluator": "bedrock_ft.evaluation",
     "EvalConfig": "bedrock_ft.evaluation",
     "ComparisonReport": "bedrock_ft.evaluation",
+    # the whole pipeline
+    "Pipeline": "bedrock_ft.pipeline",
+    "PipelineConfig": "bedrock_ft.pipeline",
     # errors
     "AccessDeniedError": "bedrock_ft.errors",
     "ArtifactError": "bedrock_ft.errors",
@@ -198,6 +206,7 @@ _EXPORTS: dict[str, str] = {
     "ModelTimeoutError": "bedrock_ft.errors",
     "UnsupportedFormatError": "bedrock_ft.errors",
     "MergeError": "bedrock_ft.errors",
+    "PipelineError": "bedrock_ft.errors",
     "ModelNotReadyError": "bedrock_ft.errors",
     "PreflightError": "bedrock_ft.errors",
     "QuotaExceededError": "bedrock_ft.errors",

@@ -111,7 +111,7 @@ def _describe(err: Any, parent: Any) -> str:
     if kind == "extra_forbidden":
         if isinstance(parent, type) and issubclass(parent, BaseModel):
             key = str(err["loc"][-1])
-            allowed = sorted(parent.model_fields)
+            allowed = sorted(f.alias or n for n, f in parent.model_fields.items())
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             return f"unknown key{hint} (allowed: {', '.join(allowed)})"

@@ -37,6 +37,7 @@ __all__ = [
     "ModelError",
     "ModelNotReadyError",
     "ModelTimeoutError",
+    "PipelineError",
     "PreflightError",
     "QuotaExceededError",
     "RegistryError",
@@ -190,6 +191,14 @@ class EvaluationError(BedrockFTError, RuntimeError):
 
 
 # --- AWS service errors that belong to no single stage ------------------------------------------
+
+
+class PipelineError(BedrockFTError, RuntimeError):
+    """A pipeline run that can't go on: a stage without its input, an unknown stage, no AWS access."""
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class AwsError(BedrockFTError):

@@ -9,16 +9,16 @@ import pytest
 RunCli = Callable[..., tuple[int, str, str]]  # the run_cli fixture (tests/conftest.py)
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["run", "pipeline.yaml"],
-    ],
-)
-def test_stages_not_built_yet_exit_2(run_cli: RunCli, args: list[str]) -> None:
-    code, _, err = run_cli(*args)
-    assert code == 2
-    assert "not implemented yet" in err
+def test_run_reports_every_problem_of_the_file_at_once(run_cli: RunCli, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("name: Bad Name\ntraining: {learning_rate: -1}\nmerge: {dtype: int3}\n")
+    code, _, err = run_cli("run", str(config))
+    assert code == 1
+    assert f"invalid config in {config}: " in err
+    for part in ("name: use 1 to 40", "training.learning_rate:", "merge.dtype:", "training: this stage needs"):
+        assert part in err, err
+    code, _, err = run_cli("run", str(tmp_path / "missing.yaml"))
+    assert code == 1 and "file not found" in err
 
 
 def test_train_needs_a_config_or_a_dataset(run_cli: RunCli) -> None:

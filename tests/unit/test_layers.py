@@ -23,7 +23,7 @@ ORDER = [
     # the stages, in pipeline order
     "data", "training", "merging", "importing", "runtime", "evaluation",
     # the local Bedrock (serves the Bedrock API: it imports no stage), then what wires everything
-    "local", "_quickstart", "cli", "bedrock", "bedrock_ft",
+    "local", "pipeline", "_quickstart", "cli", "bedrock", "bedrock_ft",
 ]  # fmt: skip
 
 

@@ -1,25 +1,24 @@
 """The ``bedrock-ft`` command line.
 
 Every subcommand prints progress to stderr, exits non-zero with a one-line reason on error, and with
-``--json`` prints its result as JSON on stdout. Stages that are not built yet exit with status 2.
-The commands live in ``_stages`` (dataset build, train, merge, validate, import), ``_invoke`` (invoke,
-evaluate) and ``_admin`` (quickstart, architectures, models, local serve).
+``--json`` prints its result as JSON on stdout. The commands live in ``_run`` (run: the whole
+pipeline), ``_stages`` (dataset build, train, merge, validate, import), ``_invoke`` (invoke, evaluate),
+``_jobs`` (SageMaker jobs) and ``_admin`` (quickstart, architectures, models, local serve).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from bedrock_ft._version import __version__
-from bedrock_ft.cli import _admin, _invoke, _jobs, _stages
-from bedrock_ft.cli._common import JsonOpt, err
+from bedrock_ft.cli import _admin, _invoke, _jobs, _run, _stages
+from bedrock_ft.cli._common import err
 from bedrock_ft.errors import BedrockFTError
 
-__all__ = ["NOT_IMPLEMENTED", "app", "main"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="bedrock-ft",
@@ -39,8 +38,6 @@ jobs_app = typer.Typer(
 for _sub in (dataset_app, local_app, models_app, jobs_app):
     app.add_typer(_sub)
 
-NOT_IMPLEMENTED = 2
-
 
 def _version(value: bool) -> None:
     if value:
@@ -59,6 +56,7 @@ def _root(
 
 # Pipeline order, then the commands around it.
 app.command()(_admin.quickstart)
+app.command()(_run.run)
 dataset_app.command("build")(_stages.dataset_build)
 app.command()(_stages.train)
 app.command()(_stages.merge)
@@ -73,30 +71,6 @@ local_app.command("serve")(_admin.local_serve)
 jobs_app.command("status")(_jobs.jobs_status)
 jobs_app.command("wait")(_jobs.jobs_wait)
 jobs_app.command("stop")(_jobs.jobs_stop)
-
-
-# --- stages still to come ---------------------------------------------------------------------------
-
-# (group, name, help). Each becomes a real command when its stage lands; until then it exits with 2.
-_PENDING: list[tuple[typer.Typer, str, str]] = [
-    (app, "run", "Run the whole pipeline from one config file."),
-]
-
-
-def _pending(name: str) -> Callable[..., None]:
-    def command(
-        target: Annotated[str | None, typer.Argument(help="Config file, model directory or ARN.")] = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        err.print(f"bedrock-ft {name}: not implemented yet")
-        raise typer.Exit(NOT_IMPLEMENTED)
-
-    return command
-
-
-for _group, _name, _help in _PENDING:
-    _full = f"{_group.info.name} {_name}" if _group is not app else _name
-    _group.command(_name, help=_help + " Not implemented yet.")(_pending(_full))
 
 
 def main(argv: list[str] | None = None) -> None:

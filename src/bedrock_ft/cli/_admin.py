@@ -23,7 +23,7 @@ def quickstart(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the quickstart on the embedded model (SmolLM2-135M-Instruct), fully offline.
+    """Run the quickstart pipeline on the embedded model (SmolLM2-135M-Instruct), fully offline.
 
     It builds a synthetic QA dataset, fine-tunes the model on it with QLoRA (on CPU), merges the
     adapter, imports the merged model into the local Bedrock (a local S3 and a local Custom Model
@@ -58,9 +58,10 @@ def quickstart(
     err.print(f"merged model:   {merged['model_dir']}", soft_wrap=True)
     imported = result["imported"]
     up = imported["upload"]
+    sent = f"upload {up['bytes_sent'] / 1e6:,.0f} MB in {up['seconds']:.1f} s" if up else "nothing to upload"
     typer.echo(
         f"imported: {imported['architecture']}, {imported['cmus_per_copy']} CMU per copy, job "
-        f"{imported['status']}; upload {up['bytes_sent'] / 1e6:,.0f} MB in {up['seconds']:.1f} s"
+        f"{imported['status']}; {sent}"
     )
     err.print(f"imported as:    {result['model_arn']}", soft_wrap=True)
     usage = result["usage"]
@@ -73,6 +74,7 @@ def quickstart(
     typer.echo(f"A: {result['answer']}")
     done = result["complete"]
     typer.echo(f"A ({done['api_format']}, prompt rendered with the training template): {done['text']}")
+    _stage_lines(result["stages"])
     evaluation = result.get("evaluation")
     if evaluation is None:
         return
@@ -80,6 +82,14 @@ def quickstart(
     for line in evaluation["summary"]:
         typer.echo(f"  {line}")
     err.print(f"report:         {evaluation['files']['html']}", soft_wrap=True)
+
+
+def _stage_lines(rows: list[list[str]]) -> None:
+    """The pipeline's stages: what each did this time, and how long it took."""
+    typer.echo("stages:")
+    for stage, action, seconds, _outputs in rows:
+        took = f"{seconds} s" if seconds != "-" else ""
+        typer.echo(f"  {stage:9} {action:10} {took}".rstrip())
 
 
 def architectures(as_json: JsonOpt = False) -> None:
