@@ -14,7 +14,7 @@ nox.options.error_on_missing_interpreters = True
 # the extras keeps pip from resolving `torch` to a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
 CONSTRAINTS = ("-c", "constraints/ci.txt")
-LINTED = ("src", "tests", "examples", "benchmarks", "noxfile.py")
+LINTED = ("src", "tests", "examples", "benchmarks", "docs/_hooks.py", "noxfile.py")
 
 
 def _threads(session: nox.Session) -> None:
@@ -57,10 +57,13 @@ def light(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install(*CONSTRAINTS, "ruff")
+    """ruff check, ruff format --check, and the docs built with mkdocs --strict (a broken link fails)."""
+    session.install(*CONSTRAINTS, "ruff", "mkdocs", "-e", ".")
     session.run("ruff", "check", *LINTED)
     session.run("ruff", "format", "--check", *LINTED)
+    # The config reference page is generated from the pydantic models (docs/_hooks.py): the light
+    # install is enough to import them.
+    session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.virtualenv.location}/site")
 
 
 @nox.session

@@ -1,9 +1,10 @@
 """Wall time and peak RSS of each quickstart stage, measured from outside the process.
 
-Runs ``bedrock-ft quickstart`` (in a fresh cache unless ``--cache`` is given) as a subprocess, samples
-the RSS of its whole process tree (training, the local servers and fmeval's Ray workers included) every
-0.2 s, and splits the run into stages at the progress lines it prints on stderr. The same measurement
-works for any version of the quickstart, so two versions can be compared in the same run::
+Runs the quickstart (``bedrock_ft._quickstart.run_quickstart``, in a fresh cache unless ``--cache`` is
+given) in a child process whose progress callback prints each step with its time, samples the RSS of the
+child's whole process tree (training, the local servers and fmeval's Ray workers included) every 0.2 s,
+and splits the run into stages at the progress lines. Any version of the quickstart reports its steps
+through that callback, so two versions compare in the same run (``PYTHONPATH=<other checkout>/src``)::
 
     python benchmarks/quickstart_stages.py                  # one cold run, then a warm one
     python benchmarks/quickstart_stages.py --runs 1 --json  # one cold run, as JSON
@@ -12,6 +13,7 @@ works for any version of the quickstart, so two versions can be compared in the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -39,16 +41,26 @@ MARKERS = [
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> dict[str, dict[str, float]]:
+CHILD = """
+import sys
+from bedrock_ft._quickstart import run_quickstart
+
+def step(message):
+    print(message, flush=True)
+
+run_quickstart("What is the capital of France?", step=step)
+"""
+
+
+def measure(env: dict[str, str]) -> dict[str, dict[str, float]]:
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-c", CHILD]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ps = psutil.Process(proc.pid)
     stages: dict[str, dict[str, float]] = {}
     current = ["startup"]
@@ -66,8 +78,8 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict[str, dict[str, float]]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    assert proc.stderr is not None
-    for line in proc.stderr:
+    assert proc.stdout is not None
+    for line in proc.stdout:
         for name, pattern in MARKERS:
             if name not in stages and pattern.search(line):
                 with lock:
@@ -85,20 +97,24 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict[str, dict[str, float]]:
         stop = stages[names[i + 1]]["start"] if i + 1 < len(names) else end
         stages[name]["seconds"] = round(stop - stages[name]["start"], 1)
         stages[name]["peak_rss_mb"] = round(stages[name]["peak_rss_mb"])
-    stages["total"] = {"seconds": round(end, 1), "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values())}
+    stages["total"] = {
+        "seconds": round(end, 1),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
+    }
     return stages
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=2, help="1: a cold run; 2: a cold run, then a warm one.")
     parser.add_argument("--cache", type=Path, help="Cache directory (default: a fresh temporary one).")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
-    exe = Path(sys.executable).with_name("bedrock-ft")
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "BEDROCK_FT_CACHE": str(args.cache or tmp)}
-        results = [measure([str(exe), "quickstart"], env) for _ in range(args.runs)]
+        results = [measure(env) for _ in range(args.runs)]
     if args.json:
         print(json.dumps(results, indent=2))
         return

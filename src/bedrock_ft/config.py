@@ -22,7 +22,15 @@ from bedrock_ft._config_errors import to_config_error
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft.errors import ConfigError, ConfigProblem
 
-__all__ = ["BaseConfig", "StageFile", "StageSettings", "load_config_file", "load_stage_file", "parse_size"]
+__all__ = [
+    "BaseConfig",
+    "StageFile",
+    "StageSettings",
+    "config_reference",
+    "load_config_file",
+    "load_stage_file",
+    "parse_size",
+]
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -339,3 +347,64 @@ def load_stage_file(
     if problems:
         raise ConfigError(problems, source=source)
     return StageSettings(input=value, configs=configs)
+
+
+# --- the config reference (docs/reference/config.md is generated from this) -----------------------------
+
+
+def config_reference(cls: type[BaseConfig], *, heading: str = "##", seen: set[type] | None = None) -> str:
+    """Markdown tables of ``cls``'s fields (key, type, default, description), then one section per nested
+    config type. The docs build calls it, so the reference can't drift from the code."""
+    seen = set() if seen is None else seen
+    seen.add(cls)
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    lines = [
+        f"{heading} `{cls.__name__}`",
+        "",
+        doc,
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+    ]
+    nested: list[type[BaseConfig]] = []
+    for name, field in cls.model_fields.items():
+        key = field.alias or name
+        kind = _type_name(field.annotation)
+        if field.is_required():
+            default = "required"
+        elif _configs_in(field.annotation) and field.default_factory is not None:
+            default = "(see below)"
+        elif field.default_factory is not None:
+            default = f"`{_plain(field.default_factory())}`"  # type: ignore[call-arg]
+        else:
+            default = f"`{_plain(field.default)}`"
+        text = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{key}` | {kind} | {default} | {text} |")
+        nested += [c for c in _configs_in(field.annotation) if c not in seen and c not in nested]
+    out = "\n".join(lines) + "\n"
+    for child in nested:
+        if child not in seen:
+            out += "\n" + config_reference(child, heading=heading, seen=seen)
+    return out
+
+
+def _configs_in(annotation: Any) -> list[type[BaseConfig]]:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseConfig):
+        return [annotation]
+    return [c for arg in typing.get_args(annotation) for c in _configs_in(arg)]
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    text = re.sub(r"\b(typing|collections\.abc|pathlib|bedrock_ft\.[\w.]+)\.", "", text)
+    return "`" + text.replace("NoneType", "None").replace("|", "\\|") + "`"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "{}"
+    if isinstance(value, str):
+        return value or '""'
+    return json.dumps(value, default=str)

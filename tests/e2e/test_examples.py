@@ -37,6 +37,12 @@ EXPECTED = {
         "imported: arn:aws:bedrock:",
         "answer: ",
     ],
+    "pipeline.py": [
+        "records: {'train': 64, 'test': 16}",
+        "answer: '",
+        "stages run again: []",
+        "stages run again: ['train', 'merge', 'import', 'invoke', 'answer_length']",
+    ],
     "train_multi_process.py": [
         "launching DDP on 2 CPU processes (gloo)",
         "ranks: 2, strategy ddp, steps 4",

@@ -69,6 +69,20 @@ def test_quickstart_answers_paris(embedded_dir: Path) -> None:
     # The import step: BedrockImporter uploaded the merge and the job completed.
     imported = next(line for line in proc.stdout.splitlines() if line.startswith("imported: "))
     assert imported.startswith("imported: llama, 1 CMU per copy, job Completed; upload "), imported
+    # The quickstart is a pipeline: a second run finds its stages unchanged and prints the same results.
+    # (The JSON test may run in between with another question: only its invoke stage differs.)
+    again = subprocess.run(
+        [_bedrock_ft(), "quickstart"], capture_output=True, text=True, check=False, timeout=600
+    )
+    assert again.returncode == 0, again.stderr
+    rows = again.stdout.split("stages:\n", 1)[1].splitlines()
+    actions = {
+        row.split()[0]: row.split()[1] for row in rows if row.startswith("  ") and len(row.split()) > 1
+    }
+    for stage in ("dataset", "train", "merge", "import", "evaluate"):
+        assert actions.get(stage) == "unchanged", again.stdout
+    assert next(x for x in again.stdout.splitlines() if x.startswith("A: ")) == answer
+    assert delta in again.stdout.splitlines()
 
 
 def test_quickstart_json(embedded_dir: Path) -> None:

@@ -15,7 +15,12 @@ def test_run_reports_every_problem_of_the_file_at_once(run_cli: RunCli, tmp_path
     code, _, err = run_cli("run", str(config))
     assert code == 1
     assert f"invalid config in {config}: " in err
-    for part in ("name: use 1 to 40", "training.learning_rate:", "merge.dtype:", "training: this stage needs"):
+    for part in (
+        "name: use 1 to 40",
+        "training.learning_rate:",
+        "merge.dtype:",
+        "training: this stage needs",
+    ):
         assert part in err, err
     code, _, err = run_cli("run", str(tmp_path / "missing.yaml"))
     assert code == 1 and "file not found" in err

@@ -56,11 +56,11 @@ def test_every_problem_of_every_section_in_one_error() -> None:
         ({"import": {}}, "import", "needs a merged model"),
         ({"invoke": {}}, "invoke", "needs an imported model"),
         ({"synthetic": {}, "dataset": {"source": "x.jsonl"}}, "synthetic", "not both"),
-        ({"dataset": {}}, "dataset.source", "missing"),
         ({"synthetic": {}, "inputs": {"dataset": "d"}}, "inputs.dataset", "remove one of them"),
-        ({"target": "aws", "inputs": {"model": "m"}, "import": {"role_arn": "x"}}, "import.s3_uri", "missing"),
-        ({"inputs": {"model": "m"}, "import": {}, "evaluate": {"compare_base": True}}, "evaluate.compare_base",
-         "needs the adapter"),
+        ({"target": "aws", "inputs": {"model": "m"}, "import": {"role_arn": "x"}}, "import.s3_uri",
+         "missing"),
+        ({"inputs": {"model": "m"}, "import": {}, "evaluate": {"compare_base": True}},
+         "evaluate.compare_base", "needs the adapter"),
     ],
 )  # fmt: skip
 def test_sections_that_do_not_fit_together(data: dict[str, Any], path: str, message: str) -> None:
@@ -75,7 +75,9 @@ def test_the_run_directory_holds_every_output_by_default(tmp_path: Path) -> None
          "evaluate": {}}
     )  # fmt: skip
     assert cfg.dataset is not None and cfg.dataset.output == f"{tmp_path}/dataset"
-    assert cfg.training is not None and cfg.training.output_dir == f"{tmp_path}/adapter" and cfg.training.resume
+    assert (
+        cfg.training is not None and cfg.training.output_dir == f"{tmp_path}/adapter" and cfg.training.resume
+    )
     assert cfg.merge is not None and cfg.merge.output_dir == f"{tmp_path}/merged"
     assert cfg.evaluate is not None and cfg.evaluate.output_dir == f"{tmp_path}/evaluation"
     # target local: the local stack's bucket and a role it accepts
@@ -108,14 +110,25 @@ def test_the_seed_recipe_dry_runs(run_cli: Any, tmp_path: Path) -> None:
     assert lines[0] == f"pipeline mistral-flan (aws) into {tmp_path / 'seed'}:"
     for stage in ("dataset", "train", "merge", "import", "invoke", "evaluate"):
         assert any(line.split()[:3] == [stage, "would", "run"] for line in lines), out
-    assert "  train: mistralai/Mistral-7B-v0.3 with QLoRA r16 on sagemaker ml.g5.12xlarge spot, merge in the " \
-        "job" in lines  # fmt: skip
+    train = (
+        "  train: mistralai/Mistral-7B-v0.3 with QLoRA r16 on sagemaker ml.g5.12xlarge spot, merge in the job"
+    )
+    assert train in lines
     assert "no AWS credentials found" in err  # a warning in a dry run; a real run stops there
     assert not (tmp_path / "seed").exists()  # a dry run writes nothing
 
 
+def test_the_built_in_dataset_stage_needs_a_source(tmp_path: Path) -> None:
+    cfg = PipelineConfig.from_dict({"name": "d", "run_dir": str(tmp_path), "dataset": {}})
+    with pytest.raises(ConfigError, match=r"dataset.source: missing"):
+        Pipeline(cfg)
+    Pipeline(cfg, stages={"dataset": Stages().dataset})  # a step of one's own makes its own records
+
+
 def test_target_aws_without_credentials_stops_before_any_work(tmp_path: Path) -> None:
-    cfg = PipelineConfig.from_dict({"name": "a", "target": "aws", "run_dir": str(tmp_path / "run"), "synthetic": {}})
+    cfg = PipelineConfig.from_dict(
+        {"name": "a", "target": "aws", "run_dir": str(tmp_path / "run"), "synthetic": {}}
+    )
     with pytest.raises(PipelineError, match=r"no AWS credentials found .*; no region .*Nothing was run"):
         Pipeline(cfg).run()
     assert not (tmp_path / "run").exists()
@@ -175,10 +188,12 @@ def test_a_rerun_skips_what_is_unchanged_and_redoes_what_changed(tmp_path: Path)
     assert first["merge"] == {"merged": 0.0002}
     state = json.loads((tmp_path / "run.json").read_text())
     assert state["status"] == "completed"
-    assert {s: r["status"] for s, r in state["stages"].items()} == dict.fromkeys(("dataset", "train", "merge"),
-                                                                                  "completed")  # fmt: skip
+    statuses = {s: r["status"] for s, r in state["stages"].items()}
+    assert statuses == dict.fromkeys(("dataset", "train", "merge"), "completed")
     assert all(r["config_hash"] and r["input_hash"] and r["output_hash"] for r in state["stages"].values())
-    assert (tmp_path / "adapter" / "result.json").is_file() and (tmp_path / "dataset" / "manifest.json").is_file()
+    assert (tmp_path / "adapter" / "result.json").is_file() and (
+        tmp_path / "dataset" / "manifest.json"
+    ).is_file()
 
     # Unchanged: nothing runs, and the outputs are read back.
     again = Pipeline(_config(tmp_path), stages=stages.functions(), progress=said.append)
@@ -201,7 +216,9 @@ def test_a_rerun_skips_what_is_unchanged_and_redoes_what_changed(tmp_path: Path)
 
     # An output deleted between runs: that stage is redone, and the ones reading it.
     (tmp_path / "dataset" / "manifest.json").unlink()
-    pipeline = Pipeline(_config(tmp_path, learning_rate=1e-3), stages=stages.functions(), progress=said.append)
+    pipeline = Pipeline(
+        _config(tmp_path, learning_rate=1e-3), stages=stages.functions(), progress=said.append
+    )
     assert _reasons(pipeline)["dataset"] == f"run: its output {tmp_path}/dataset/manifest.json is gone"
     pipeline.run()
     assert stages.calls == {"dataset": 2, "train": 3, "merge": 3}
@@ -218,7 +235,7 @@ def test_a_rerun_skips_what_is_unchanged_and_redoes_what_changed(tmp_path: Path)
 def test_from_and_only(tmp_path: Path) -> None:
     stages = Stages()
     pipeline = Pipeline(_config(tmp_path), stages=stages.functions())
-    with pytest.raises(PipelineError, match="stage dataset has not finished .*run it first"):
+    with pytest.raises(PipelineError, match=r"stage dataset has not finished .*run it first"):
         pipeline.run(only="merge")
     assert stages.calls == {}
     pipeline.run()
@@ -227,8 +244,14 @@ def test_from_and_only(tmp_path: Path) -> None:
     assert _reasons(pipeline) == dict.fromkeys(("dataset", "train", "merge"), "skip: unchanged")
     only = pipeline.run(only="merge")
     assert stages.calls == {"dataset": 1, "train": 2, "merge": 3}
-    assert [(row[0], row[1]) for row in only.table()] == [("dataset", "kept"), ("train", "kept"), ("merge", "ran")]
-    with pytest.raises(PipelineError, match="--only import: this pipeline's stages are dataset, train, merge"):
+    assert [(row[0], row[1]) for row in only.table()] == [
+        ("dataset", "kept"),
+        ("train", "kept"),
+        ("merge", "ran"),
+    ]
+    with pytest.raises(
+        PipelineError, match="--only import: this pipeline's stages are dataset, train, merge"
+    ):
         pipeline.run(only="import")
 
 
@@ -305,3 +328,16 @@ def test_inputs_replace_early_stages(tmp_path: Path) -> None:
         (tmp_path / "a" / "dataset" / "manifest.json").read_text().replace('"qa"', '"messages"')
     )
     assert _reasons(Pipeline(cfg, stages=stages.functions()))["train"].startswith("run: its input changed")
+
+
+def test_the_config_reference_is_generated_from_the_models() -> None:
+    from bedrock_ft.config import config_reference
+
+    text = config_reference(PipelineConfig)
+    assert text.startswith("## `PipelineConfig`")
+    for section in ("DatasetConfig", "QLoRAConfig", "TrainingConfig", "SageMakerConfig", "MergeConfig",
+                    "ImportConfig", "SmokeTestConfig", "PipelineEvalConfig", "AwsConfig"):  # fmt: skip
+        assert f"## `{section}`" in text, section
+    assert text.count("## `AwsConfig`") == 1  # each nested config once
+    assert "| `import` | `ImportConfig \\| None` | `null` | The import stage (BedrockImporter). |" in text
+    assert "| `name` | `str` | required |" in text

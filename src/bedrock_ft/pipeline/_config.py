@@ -297,10 +297,6 @@ def cross_check(data: Mapping[str, Any]) -> list[ConfigProblem]:
     assert isinstance(dataset, Mapping)
     if _has(data, "synthetic") and dataset.get("source"):
         problems.append(ConfigProblem("synthetic", "give either synthetic or dataset.source, not both"))
-    if _has(data, "dataset") and not _has(data, "synthetic") and not dataset.get("source"):
-        problems.append(
-            ConfigProblem("dataset.source", "missing: where the raw records come from (or use synthetic)")
-        )
     has_dataset = _has(data, "dataset") or _has(data, "synthetic") or _has(inputs, "dataset")
     has_adapter = _has(data, "training") or _has(inputs, "adapter")
     has_model = _has(data, "merge") or _has(inputs, "model") or _merges_in_job(data)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bedrock_ft._io import atomic_write_text
-from bedrock_ft.errors import PipelineError
+from bedrock_ft.errors import ConfigError, ConfigProblem, PipelineError
 from bedrock_ft.pipeline._config import LOCAL_BUCKET, PipelineConfig
 from bedrock_ft.pipeline._stages import (
     BUILTIN,
@@ -113,6 +113,11 @@ class Pipeline:
                 "or use add_stage"
             )
         self._functions: dict[str, StageFunction] = {**BUILTIN, **(stages or {})}
+        builtin_dataset = self._functions["dataset"] is BUILTIN["dataset"]
+        no_records = config.dataset is not None and not config.dataset.source and not config.synthetic
+        if builtin_dataset and no_records:
+            missing = "missing: where the raw records come from (or use synthetic)"
+            raise ConfigError([ConfigProblem("dataset.source", missing)])
         self._order: list[str] = config.enabled()
         self._needs: dict[str, tuple[str, ...]] = dict(NEEDS)
         if config.evaluate is not None and config.evaluate.compare_base:
@@ -235,6 +240,9 @@ class Pipeline:
             input_hash=self._input_hash(stage, state),
             started_at=now(),
             reason=step.reason,
+            # What the stage last made, until it makes something new (an import redone after a kill
+            # still knows the model this run imported before).
+            summary=dict(previous.summary) if previous is not None else {},
         )
         state.stages[stage] = record
         state.save(self.run_dir)
@@ -514,7 +522,7 @@ def _load(path: str) -> Any:
 
 _SHOWN = {
     "records", "global_step", "first_loss", "final_loss", "tokens_per_second", "bytes", "dtype", "model_arn",
-    "answer", "summary", "model_dir", "status", "cold_start_retries", "report",
+    "answer", "summary", "model_dir", "status", "cold_start_retries", "report", "s3_uri",
 }  # fmt: skip
 
 

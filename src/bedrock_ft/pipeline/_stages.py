@@ -126,22 +126,28 @@ def import_stage(ctx: StageContext) -> Any:
     assert cfg is not None
     aws = ctx.aws()
     cfg = cfg.replace(aws=_merge_aws(cfg.aws, aws))
+    before: dict[str, Any] = ctx.previous.summary if ctx.previous else {}
+    if cfg.s3_uri and before.get("s3_uri") == cfg.s3_uri and not cfg.overwrite:
+        # This run uploaded there before: a changed model replaces its own earlier upload.
+        cfg = cfg.replace(overwrite=True)
     model = ctx.input("merge")
     try:
         return BedrockImporter(cfg, progress=ctx.say).import_model(model)
     except ConflictError:
-        earlier = ctx.previous.summary.get("model_arn") if ctx.previous else None
-        if not earlier or ctx.config.target != "local":
-            if earlier:
-                raise ConflictError(
-                    f"model name {cfg.model_name!r} is taken by this run's earlier import ({earlier}); the "
-                    "model changed since: delete it first (bedrock-ft models delete "
-                    f"{cfg.model_name}) or set import.model_name"
-                ) from None
+        models = ImportedModels(cfg.aws, progress=ctx.say)
+        holder = models.find(cfg.model_name)
+        earlier = before.get("model_arn")
+        if holder is None or not earlier or holder.model_arn != earlier:
             raise
+        if ctx.config.target != "local":
+            raise ConflictError(
+                f"model name {cfg.model_name!r} is taken by this run's earlier import ({earlier}), and the "
+                f"model changed since: delete it first (bedrock-ft models delete {cfg.model_name}) or set "
+                "import.model_name"
+            ) from None
         # The local rehearsal owns its models: replace the run's earlier import of this name.
         ctx.say(f"replacing this run's earlier local import {earlier}")
-        ImportedModels(cfg.aws, progress=ctx.say).delete(earlier)
+        models.delete(str(earlier))
         return BedrockImporter(cfg, progress=ctx.say).import_model(model)
 
 
@@ -306,7 +312,11 @@ def summarize(stage: str, value: Any) -> dict[str, Any]:
             "bytes": data.get("total_bytes"),
         }
     if kind == "imported_model":
-        return {"model_arn": data.get("model_arn"), "status": data.get("status")}
+        return {
+            "model_arn": data.get("model_arn"),
+            "status": data.get("status"),
+            "s3_uri": data.get("s3_uri"),
+        }
     if stage == "invoke" or "answers" in data:
         first = (data.get("answers") or [{}])[0]
         return {"answer": first.get("answer"), "cold_start_retries": data.get("cold_start_retries")}

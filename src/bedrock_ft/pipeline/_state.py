@@ -9,7 +9,6 @@ too.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import threading
@@ -44,8 +43,10 @@ def fingerprint(location: str | None) -> str | None:
     path = Path(location)
     if path.is_dir() and (path / "manifest.json").is_file():
         path = path / "manifest.json"
-    if path.is_file():
+    if path.is_file() and path.suffix == ".json" and path.stat().st_size < 2**24:  # a manifest or result
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if path.is_file():  # a data file, maybe large: its size and modification time
+        return hash_text(path.name, str(path.stat().st_size), str(path.stat().st_mtime_ns))
     if path.is_dir():
         entries = sorted(
             f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
@@ -107,8 +108,14 @@ def now() -> datetime:
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path, say: Any) -> Iterator[None]:
-    """One run of a directory at a time: a second one waits for the first (and says so)."""
+    """One run of a directory at a time: a second one waits for the first (and says so). Where there is
+    no fcntl (Windows), runs are not locked."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
     with open(run_dir / ".lock", "a+") as fh:  # noqa: PTH123
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
