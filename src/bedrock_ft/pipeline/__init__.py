@@ -15,7 +15,9 @@ from bedrock_ft.pipeline._config import (
     SmokeTestConfig,
     SyntheticSource,
 )
-from bedrock_ft.pipeline._pipeline import Pipeline, PipelineRun, PlannedStage, aws_problems
+from bedrock_ft.pipeline._pipeline import Pipeline
+from bedrock_ft.pipeline._result import PipelineRun, PlannedStage
+from bedrock_ft.pipeline._services import aws_problems
 from bedrock_ft.pipeline._stages import StageContext, StageFunction
 from bedrock_ft.pipeline._state import RunState, StageRecord
 

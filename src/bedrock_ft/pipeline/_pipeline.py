@@ -6,13 +6,14 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bedrock_ft._io import atomic_write_text
 from bedrock_ft.errors import ConfigError, ConfigProblem, PipelineError
-from bedrock_ft.pipeline._config import LOCAL_BUCKET, PipelineConfig
+from bedrock_ft.pipeline._config import PipelineConfig
+from bedrock_ft.pipeline._result import PipelineRun, PlannedStage, load_output
+from bedrock_ft.pipeline._services import RunServices
 from bedrock_ft.pipeline._stages import (
     BUILTIN,
     NEEDS,
@@ -34,52 +35,12 @@ from bedrock_ft.pipeline._state import (
     run_lock,
 )
 
-__all__ = ["Pipeline", "PipelineRun", "PlannedStage"]
+__all__ = ["Pipeline"]
 
 Say = Callable[[str], None]
 
 # An input given in the config stands for the output of this stage.
 _GIVEN = {"dataset": "dataset", "train": "adapter", "merge": "model"}
-
-
-@dataclass(frozen=True)
-class PlannedStage:
-    """What a run does with one stage, and why."""
-
-    stage: str
-    action: str  # "run"; "skip": unchanged; "keep": before --from/--only; "given": from inputs
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.stage:9} {self.action:5} {self.reason}"
-
-
-@dataclass
-class PipelineRun:
-    """The result of :meth:`Pipeline.run`: each stage's output (artifact or mapping), and run.json."""
-
-    run_dir: Path
-    state: RunState
-    outputs: dict[str, Any] = field(default_factory=dict)
-    plan: list[PlannedStage] = field(default_factory=list)
-
-    def __getitem__(self, stage: str) -> Any:
-        return self.outputs[stage]
-
-    def table(self) -> list[tuple[str, str, str, str]]:
-        """(stage, what happened, seconds, key outputs) for each stage of the plan."""
-        rows = []
-        for step in self.plan:
-            record = self.state.stages.get(step.stage)
-            ran = record is not None and record.status not in ("skipped", "pending") and step.action == "run"
-            seconds = f"{record.seconds:.1f}" if ran and record and record.seconds is not None else "-"
-            action = {"run": "ran", "skip": "unchanged", "keep": "kept", "given": "given"}[step.action]
-            if record is not None and record.status == "completed" and step.action == "skip":
-                action, seconds = "ran", f"{record.seconds or 0:.1f}"  # an earlier stage changed its input
-            if record is not None and record.status in ("failed", "interrupted"):
-                action = record.status
-            rows.append((step.stage, action, seconds, _key_outputs(record.summary if record else {})))
-        return rows
 
 
 class Pipeline:
@@ -122,8 +83,7 @@ class Pipeline:
         self._needs: dict[str, tuple[str, ...]] = dict(NEEDS)
         if config.evaluate is not None and config.evaluate.compare_base:
             self._needs["evaluate"] = ("import", "dataset", "train")
-        self._stack: Any = None
-        self._aws: Any = None
+        self._services = RunServices(config, self.run_dir, self._say)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Pipeline:
@@ -166,7 +126,7 @@ class Pipeline:
         record = self.state().stages.get(stage)
         if record is None or record.output is None or record.status not in ("completed", "skipped"):
             raise PipelineError(f"stage {stage!r} has not completed in {self.run_dir}", stage=stage)
-        return _load(record.output)
+        return load_output(record.output)
 
     def plan(self, *, from_stage: str | None = None, only: str | None = None) -> list[PlannedStage]:
         """What :meth:`run` would do with each stage, and why (``--dry-run``)."""
@@ -178,7 +138,7 @@ class Pipeline:
         """Run the pipeline. ``from_stage`` redoes that stage and every one after it; ``only`` runs that
         one stage (the stages before it must have finished). Ctrl-C stops cleanly: run.json says what
         completed, and the next run resumes."""
-        self._check_target()
+        self._services.check_target()
         with run_lock(self.run_dir, self._say):
             state = RunState.load(self.run_dir, self.config.name)
             plan = self._plan(state, from_stage=from_stage, only=only)
@@ -204,7 +164,7 @@ class Pipeline:
             finally:
                 state.seconds = elapsed(start)
                 state.save(self.run_dir)
-                self._stop_services()
+                self._services.stop()
             return result
 
     def _step(self, step: PlannedStage, state: RunState, result: PipelineRun) -> None:
@@ -215,14 +175,14 @@ class Pipeline:
         record = state.stages.get(stage)
         if step.action == "keep":  # --from / --only: an earlier stage, taken as it is
             assert record is not None and record.output is not None
-            result.outputs[stage] = _load(record.output)
+            result.outputs[stage] = load_output(record.output)
             return
         if step.action == "skip":
             # A plan is made before anything runs: an earlier stage redone since changes this one's input.
             reason = self._why_run(stage, state)
             if reason is None:
                 assert record is not None and record.output is not None
-                value = _load(record.output)
+                value = load_output(record.output)
                 reason = self._still_valid(stage, value, record, result)
             if reason is None:
                 assert record is not None
@@ -274,7 +234,7 @@ class Pipeline:
             say=self._say,
             previous=previous,
             outputs=result.outputs,
-            _services=self._services,
+            _services=self._services.aws,
         )
 
     def _still_valid(self, stage: str, value: Any, record: StageRecord, result: PipelineRun) -> str | None:
@@ -445,106 +405,3 @@ class Pipeline:
         path = directory / "result.json"
         atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
         return str(path)
-
-    # --- AWS ---------------------------------------------------------------------------------------
-
-    def _check_target(self) -> None:
-        """target aws: credentials and a region, before any work starts."""
-        if self.config.target != "aws":
-            return
-        from bedrock_ft.aws import AwsConfig
-
-        aws = self.config.aws or AwsConfig()
-        problems = aws_problems(aws)
-        if problems:
-            raise PipelineError(f"target aws: {'; '.join(problems)}. Nothing was run.")
-
-    def _services(self) -> Any:
-        """The run's AwsConfig; ``target: local`` starts the local stack on first use."""
-        if self._aws is not None:
-            return self._aws
-        from bedrock_ft.aws import AwsConfig
-
-        if self.config.target == "aws":
-            self._aws = self.config.aws or AwsConfig()
-            return self._aws
-        from bedrock_ft.local import LocalStack
-
-        self._say("starting the local S3 and the local Bedrock")
-        stack = LocalStack(data_dir=self.run_dir / "local")
-        stack.start()
-        self._stack = stack
-        self._aws = AwsConfig()  # the stack exported AWS_ENDPOINT_URL_* for every client
-        s3 = self._aws.client("s3")
-        for bucket in sorted(self._buckets()):
-            s3.create_bucket(Bucket=bucket)
-        return self._aws
-
-    def _buckets(self) -> set[str]:
-        uris = [f"s3://{LOCAL_BUCKET}/"]
-        cfg = self.config
-        if cfg.dataset is not None:
-            uris.append(cfg.dataset.output)
-        if cfg.training is not None and cfg.training.sagemaker is not None:
-            sm = cfg.training.sagemaker
-            uris += [sm.output_s3_uri, sm.checkpoint_s3_uri or ""]
-        if cfg.import_ is not None and cfg.import_.s3_uri:
-            uris.append(cfg.import_.s3_uri)
-        return {u[5:].split("/", 1)[0] for u in uris if u.startswith("s3://")}
-
-    def _stop_services(self) -> None:
-        if self._stack is not None:
-            self._stack.stop()
-        self._stack = self._aws = None
-
-
-def aws_problems(aws: Any) -> list[str]:
-    """What keeps a run from reaching AWS: no credentials, no region."""
-    session = aws.session()
-    problems = []
-    if session.get_credentials() is None:
-        problems.append(
-            "no AWS credentials found (set AWS_PROFILE or aws.profile, or run `aws configure` or "
-            "`aws sso login`)"
-        )
-    if not (aws.region or session.region_name):
-        problems.append("no region (set aws.region in the config, or AWS_REGION)")
-    return problems
-
-
-def _load(path: str) -> Any:
-    from bedrock_ft.artifacts import load_artifact
-
-    if Path(path).name == "manifest.json":
-        return load_artifact(path)
-    return json.loads(Path(path).read_text("utf-8"))
-
-
-_SHOWN = {
-    "records", "global_step", "first_loss", "final_loss", "tokens_per_second", "bytes", "dtype", "model_arn",
-    "answer", "summary", "model_dir", "status", "cold_start_retries", "report", "s3_uri",
-}  # fmt: skip
-
-
-def _key_outputs(summary: Mapping[str, Any]) -> str:
-    """A stage's key outputs as one cell of the run's table."""
-    s = summary
-    parts: list[str] = []
-    if records := s.get("records"):
-        parts.append(", ".join(f"{split} {n}" for split, n in records.items()) + " records")
-    if s.get("global_step"):
-        parts.append(f"{s['global_step']} steps")
-    if s.get("first_loss") is not None and s.get("final_loss") is not None:
-        parts.append(f"loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}")
-    if s.get("tokens_per_second"):
-        parts.append(f"{s['tokens_per_second']:,.0f} tok/s")
-    if s.get("bytes"):
-        parts.append(f"{s.get('dtype') or ''} {s['bytes'] / 1e6:,.0f} MB".strip())
-    if s.get("model_arn") and "answer" not in s:
-        parts.append(str(s["model_arn"]))
-    if "answer" in s:
-        parts.append(f"answer {s['answer']!r}")
-    for line in s.get("summary") or ():
-        parts.append(str(line))
-    parts += [f"{k}: {v}" for k, v in s.items() if k not in _SHOWN and v is not None]
-    return "; ".join(parts)
