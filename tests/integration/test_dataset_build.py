@@ -269,8 +269,24 @@ def test_on_invalid_error_stops_with_index_and_field(tmp_path: Path) -> None:
 def test_invalid_json_lines_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.jsonl"
     path.write_text('{"question": "Q", "answer": "A"}\n\n{"question": "Q2", "answer": \n')
-    with pytest.raises(DatasetError, match=r"broken\.jsonl: line 3: not valid JSON Lines"):
-        build(tmp_path, source=str(path), format="qa")
+    with pytest.raises(
+        DatasetError, match=r"broken\.jsonl: line 3: not valid JSON Lines .*on_invalid='drop'"
+    ):
+        build(tmp_path, source=str(path), format="qa", on_invalid="error")
+
+
+def test_a_truncated_last_line_is_dropped_and_counted_under_drop(tmp_path: Path) -> None:
+    # The last line of an interrupted download: cut mid-record, no newline.
+    rows = [{"question": f"Q{i}?", "answer": f"A{i}"} for i in range(9)]
+    path = tmp_path / "cut.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"question": "Q9?", "ans')
+    art = build(tmp_path, source=str(path), format="qa", test_size=0)
+    assert art.record_counts["train"] == 9
+    assert art.source_records == 10 and art.dropped == {"invalid_json": 1}
+    (dropped,) = art.dropped_examples["invalid_json"]
+    assert dropped.detail.startswith("not valid JSON Lines (") and dropped.detail.endswith(
+        "(cut.jsonl line 10)"
+    )
 
 
 def test_filters_id_regex_and_predicate(tmp_path: Path, orca_file: Path) -> None:

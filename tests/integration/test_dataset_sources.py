@@ -60,7 +60,7 @@ def test_a_bad_line_in_a_directory_names_the_file_and_line(tmp_path: Path) -> No
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.jsonl").write_text(jsonl(ROWS[:2]) + '{"question": "Q", \n')
     with pytest.raises(DatasetError, match=r"x\.jsonl: line 3: not valid JSON Lines"):
-        build(tmp_path / "in", tmp_path / "out")
+        build(tmp_path / "in", tmp_path / "out", on_invalid="error")
 
 
 def test_a_directory_laid_out_as_splits_is_not_mixed_into_one(tmp_path: Path) -> None:

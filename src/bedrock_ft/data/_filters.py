@@ -13,6 +13,7 @@ not_a_string   a field that must be text is a number, list, ...
 empty_field    a required field other than the assistant turn is blank
 empty_assistant the assistant turn is empty or whitespace
 invalid_record the record is not an object, or its conversation is malformed
+invalid_json   a JSON Lines line that does not parse (a truncated last line, a corrupt one)
 template_error the chat template refused the conversation (e.g. roles that don't alternate)
 duplicate      the conversation exactly repeats an earlier kept one
 too_long       longer than ``max_tokens`` tokens once templated
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bedrock_ft.artifacts import DroppedRecord
-from bedrock_ft.data._formats import InvalidRecord, Message, RecordFormat, check_messages
+from bedrock_ft.data._formats import InvalidRecord, Message, RecordFormat, UnreadableLine, check_messages
 from bedrock_ft.errors import DatasetError
 
 __all__ = ["FILTER_REASONS", "INVALID_REASONS", "DropLog", "IdFilter", "ProcessedBatch", "RecordProcessor"]
@@ -166,6 +167,11 @@ class RecordProcessor:
     def _one(
         self, index: int, record: Any, location: str | None
     ) -> tuple[list[Message], str | None, str | None] | None:
+        if isinstance(record, UnreadableLine):
+            if self.on_invalid == "error":
+                message = f"{record.where}: {record.detail}; set on_invalid='drop' to skip such lines"
+                raise DatasetError(message, record_index=index)
+            raise InvalidRecord("invalid_json", None, record.detail)
         if not isinstance(record, Mapping):
             raise InvalidRecord("invalid_record", None, f"expected an object, got {type(record).__name__}")
         if self.id_filter.active and (rejected := self.id_filter.reject(record)) is not None:

@@ -52,6 +52,17 @@ ROLES = ("system", "user", "assistant")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
+class UnreadableLine:
+    """What a source yields for a line it can't parse (a truncated last line of an interrupted download):
+    the processor drops and counts it under ``on_invalid="drop"`` and stops under ``"error"``."""
+
+    __slots__ = ("detail", "where")
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where  # "<file>: line <n>"
+        self.detail = detail  # what is wrong with it
+
+
 class InvalidRecord(Exception):
     """A record a format can't turn into a conversation.
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bedrock_ft.data._formats import UnreadableLine
 from bedrock_ft.errors import AwsError, DatasetError, translate_client_errors
 
 __all__ = ["FILE_TYPES", "RecordSource", "open_source"]
@@ -239,9 +240,10 @@ def _read_json(path: Path) -> Iterator[tuple[Any, str | None]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}: line {lineno}: not valid JSON Lines ({exc.msg} at column {exc.colno})"
-                ) from None
+                # dropped and counted, or an error: on_invalid decides
+                record = UnreadableLine(
+                    f"{path}: line {lineno}", f"not valid JSON Lines ({exc.msg} at column {exc.colno})"
+                )
             yield record, f"{path.name} line {lineno}"
 
 
