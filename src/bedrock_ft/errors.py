@@ -297,7 +297,9 @@ def map_client_error(error: BaseException, *, operation: str | None = None) -> B
             status_code=meta.get("HTTPStatusCode"),
             request_id=meta.get("RequestId"),
         )
-        cls = _CODE_TO_ERROR.get(code, AwsError)
+        # Inside a response stream botocore reports the event's code in lowerCamel case
+        # (throttlingException, modelStreamErrorException, ...): the same errors as their PascalCase codes.
+        cls = _CODE_TO_ERROR.get(code) or _CODE_TO_ERROR.get(code[:1].upper() + code[1:], AwsError)
         if cls is AwsError and isinstance(info.status_code, int) and info.status_code >= 500:
             cls = ServiceUnavailableError  # an unlisted server-side failure: transient, as 5xx are
         text = f"{op}: {code}: {message}" if op else f"{code}: {message}"

@@ -37,13 +37,18 @@ class ScriptedModel:
         return ChatTemplate("scripted", self.chat_template).renderer({})(messages, add_generation_prompt=True)
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Delta]:
-        """The scripted answer word by word: max_new_tokens words at most, cut at a stop sequence."""
+        """The scripted answer word by word: max_new_tokens words at most, cut at a stop sequence. A
+        word ``<raise:Code>`` fails the generation there with that service error (mid-stream)."""
         with self._engine.lock:
             self._engine.prompts.append(prompt)
         words = self._answer(prompt).split(" ")
         prompt_tokens = len(prompt.split())
         text, count = "", 0
         for i, word in enumerate(words):
+            if word.startswith("<raise:") and word.endswith(">"):
+                from bedrock_ft.local._errors import ServiceError
+
+                raise ServiceError(word[len("<raise:") : -1], f"scripted failure after {count} words")
             if count == params.max_new_tokens:
                 yield Delta("", "length", prompt_tokens, count)
                 return

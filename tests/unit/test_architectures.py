@@ -65,10 +65,13 @@ def test_what_each_family_knows() -> None:
     assert llama.native_format is not None and llama.native_format.max_tokens_param == "max_gen_len"
     assert "down_proj" in llama.lora_target_modules
     assert set(get_architecture("mixtral").lora_target_modules) >= {"w1", "w2", "w3"}
-    # Converse is not supported for Qwen2.5 (model_type qwen2), the Qwen VL models and GPT-OSS.
-    for name in ("qwen2", "qwen2_vl", "qwen2_5_vl", "gpt_oss"):
+    # Converse is not supported for Qwen2.5 (model_type qwen2), the Qwen VL models and GPT-OSS (the
+    # guide), nor for Qwen3 (AWS's Qwen3 sample: the cautious source wins).
+    for name in ("qwen2", "qwen2_vl", "qwen2_5_vl", "gpt_oss", "qwen3", "qwen3_moe"):
         assert get_architecture(name).supports_converse is False
-    assert get_architecture("qwen3").supports_converse is True
+    assert get_architecture("llama").supports_converse is True
+    # GPT-OSS takes only the OpenAI formats.
+    assert get_architecture("gpt_oss").formats() == ("OpenAICompletion", "OpenAIChatCompletion")
     assert ApiFormat.OPENAI_CHAT_COMPLETION in get_architecture("qwen2").api_formats
     assert get_architecture("qwen2_vl").max_weight_bytes == 100 * 10**9
     assert get_architecture("llama").max_weight_bytes == 200 * 10**9

@@ -219,6 +219,15 @@ def test_default_formats_follow_the_import_date_and_the_chat_template() -> None:
         choose_format(model(), "gpt", "chat")
 
 
+def test_gpt_oss_completes_in_the_openai_format_and_refuses_bedrock_completion() -> None:
+    gpt = model(architecture="gpt_oss")
+    assert gpt.accepted_formats() == ("OpenAICompletion", "OpenAIChatCompletion")
+    assert choose_format(gpt, "auto", "complete") == "OpenAICompletion"
+    assert choose_format(gpt, "auto", "chat") == "OpenAIChatCompletion"
+    with pytest.raises(UnsupportedFormatError, match="gpt_oss models take only OpenAICompletion, OpenAIChat"):
+        choose_format(gpt, "BedrockCompletion", "complete")
+
+
 def test_converse_on_qwen2_is_refused_before_sending() -> None:
     client = offline_client(architecture="qwen2")
     assert "Converse" not in client.formats

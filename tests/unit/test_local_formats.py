@@ -139,3 +139,17 @@ def test_store_refuses_ids_that_are_not_bedrock_ids(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="not a local Bedrock id"):
             store.weights_dir(bad)
     assert store.weights_dir("abcdefghijkl") == tmp_path / "models" / "abcdefghijkl" / "weights"
+
+
+def test_a_family_with_only_the_openai_formats_reads_a_prompt_as_openai_and_refuses_bedrock() -> None:
+    openai_only = ("OpenAICompletion", "OpenAIChatCompletion")  # GPT-OSS
+    raw = json.dumps({"prompt": "hi", "max_tokens": 5}).encode()
+    request = parse_invoke_body(raw, "openai", max_tokens_limit=4096, stream=False, api_formats=openai_only)
+    assert request.format.name == "OpenAICompletion"
+    raw = json.dumps({"prompt": "hi", "max_gen_len": 5}).encode()
+    with pytest.raises(
+        ServiceError, match="takes only the OpenAICompletion and OpenAIChatCompletion formats"
+    ):
+        parse_invoke_body(raw, "openai", max_tokens_limit=4096, stream=False, api_formats=openai_only)
+    # Every other family reads the same body as BedrockCompletion, as before.
+    assert parse({"prompt": "hi", "max_gen_len": 5}).format.name == "BedrockCompletion"

@@ -45,16 +45,22 @@ def _invalid(message: str) -> ServiceError:
 
 
 def parse_invoke_body(
-    body: bytes, invoke_format: str, *, max_tokens_limit: int, stream: bool
+    body: bytes,
+    invoke_format: str,
+    *,
+    max_tokens_limit: int,
+    stream: bool,
+    api_formats: tuple[str, ...] | None = None,
 ) -> InvokeRequest:
-    """Parse and check an InvokeModel body for a model whose format is ``invoke_format``."""
+    """Parse and check an InvokeModel body for a model whose format is ``invoke_format``; ``api_formats``
+    (the family's formats, for a model imported after 2025-11-11) narrows what a body may be read as."""
     try:
         data = json.loads(body.decode("utf-8")) if body else None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _invalid(f"the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise _invalid("the body must be a JSON object")
-    fmt = _format_of(data, invoke_format)
+    fmt = _format_of(data, invoke_format, api_formats)
     unknown = sorted(set(data) - fmt.accepted_keys)
     if unknown:
         allowed = ", ".join(sorted(fmt.accepted_keys))
@@ -81,7 +87,9 @@ def parse_invoke_body(
     return InvokeRequest(fmt, params, prompt=prompt, include_usage=include_usage)
 
 
-def _format_of(data: Mapping[str, Any], invoke_format: str) -> BodyFormat:
+def _format_of(
+    data: Mapping[str, Any], invoke_format: str, api_formats: tuple[str, ...] | None
+) -> BodyFormat:
     if invoke_format in NATIVE_FORMATS:
         if "messages" in data:
             raise _invalid(f"this model was imported with the {invoke_format} native format; send 'prompt'")
@@ -92,6 +100,14 @@ def _format_of(data: Mapping[str, Any], invoke_format: str) -> BodyFormat:
         return FORMATS["OpenAIChatCompletion"]
     if "prompt" not in data:
         raise _invalid("the body needs 'prompt' (a completion) or 'messages' (a chat)")
+    if api_formats is not None and "BedrockCompletion" not in api_formats:
+        # GPT-OSS takes only the OpenAI formats (the guide): a prompt is an OpenAI completion.
+        if "max_gen_len" in data:
+            raise _invalid(
+                f"this model takes only the {' and '.join(api_formats)} formats, not BedrockCompletion: "
+                "send 'max_tokens', not 'max_gen_len'"
+            )
+        return FORMATS["OpenAICompletion"]
     if "max_gen_len" in data or not set(data) & _OPENAI_ONLY:
         return FORMATS["BedrockCompletion"]
     return FORMATS["OpenAICompletion"]

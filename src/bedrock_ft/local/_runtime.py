@@ -47,6 +47,7 @@ class Runtime:
             record.invoke_format,
             max_tokens_limit=self.max_tokens_limit,
             stream=stream,
+            api_formats=_api_formats(record.architecture),
         )
         if request.format.takes_messages and not record.instruct_supported:
             raise ServiceError(
@@ -259,3 +260,14 @@ def _converse_usage(last: Delta) -> dict[str, int]:
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def _api_formats(architecture: str) -> tuple[str, ...] | None:
+    """The formats a registered family takes (None: unknown family, every format)."""
+    from bedrock_ft.architectures import get_architecture
+    from bedrock_ft.errors import RegistryError
+
+    try:
+        return tuple(f.value for f in get_architecture(architecture).api_formats)
+    except RegistryError:
+        return None

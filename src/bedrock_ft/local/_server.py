@@ -310,12 +310,32 @@ def _sm_timestamps(operation: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The modeled errors of Bedrock's response streams (botocore's ResponseStream and
+# ConverseStreamOutput members), by the PascalCase code of the same error outside a stream.
+_STREAM_ERRORS = {
+    code: code[:1].lower() + code[1:]
+    for code in (
+        "ThrottlingException", "ValidationException", "ModelTimeoutException", "ServiceUnavailableException",
+        "InternalServerException", "ModelStreamErrorException",
+    )
+}  # fmt: skip
+
+
 def _framed(items: Iterator[Any], encode: Callable[[Any], bytes]) -> Iterator[bytes]:
+    """Each item as an event; an error mid-stream as the stream's own exception event (a ServiceError
+    with a code the stream models, such as throttling, as that member; anything else as
+    modelStreamErrorException, the model's failure)."""
     from bedrock_ft.local import _eventstream
 
     try:
         for item in items:
             yield encode(item)
+    except ServiceError as exc:
+        kind = _STREAM_ERRORS.get(exc.code, "modelStreamErrorException")
+        body: dict[str, Any] = {"message": exc.message}
+        if kind == "modelStreamErrorException":
+            body["originalStatusCode"] = exc.status
+        yield _eventstream.encode_exception(kind, json.dumps(body).encode())
     except Exception as exc:
         log.exception("stream failed")
         payload = json.dumps({"message": f"{type(exc).__name__}: {exc}", "originalStatusCode": 500})

@@ -69,7 +69,14 @@ def choose_format(model: ImportedModel, requested: str, call: Call) -> str:
             return native[0]
         if call == "chat" and "OpenAIChatCompletion" in accepted:
             return "OpenAIChatCompletion"
-        return "BedrockCompletion"
+        # BedrockCompletion, except for families that take only the OpenAI formats (GPT-OSS).
+        for name in ("BedrockCompletion", "OpenAICompletion"):
+            if name in accepted:
+                return name
+        raise UnsupportedFormatError(
+            f"{model.model_name} takes no completion format bedrock-ft knows (it takes: "
+            f"{', '.join(accepted) or 'unknown'}); set InvokeConfig.api_format"
+        )
     if requested == CONVERSE:
         raise UnsupportedFormatError("Converse is an API of its own: call converse()")
     # An explicit format is refused only on facts: the formats list above is partly inferred (Bedrock
@@ -83,6 +90,10 @@ def choose_format(model: ImportedModel, requested: str, call: Call) -> str:
         reason = "it was imported before 2025-11-11 and takes only its family's native body"
     elif requested == "OpenAIChatCompletion" and model.instruct_supported is False:
         reason = "Bedrock found no chat template in it"
+    elif (
+        requested in NEW_FORMATS and arch is not None and requested not in (f.value for f in arch.api_formats)
+    ):
+        reason = f"{arch.name} models take only {', '.join(f.value for f in arch.api_formats)}"
     if reason is not None:
         takes = ", ".join(f for f in accepted if f != CONVERSE) or "unknown"
         raise UnsupportedFormatError(

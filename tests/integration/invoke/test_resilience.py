@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from bedrock_ft import ImportedModel
-from bedrock_ft.errors import ModelNotReadyError, RequestValidationError, ThrottledError
+from bedrock_ft.errors import (
+    ModelError,
+    ModelNotReadyError,
+    ModelTimeoutError,
+    RequestValidationError,
+    ServiceUnavailableError,
+    ThrottledError,
+)
 from bedrock_ft.local import LocalStack
 from bedrock_ft.runtime import BatchItem, ImportedModelClient, InvokeConfig, RetryEvent
 from integration.scripted import ScriptedEngine
@@ -116,3 +123,34 @@ def test_a_batch_keeps_failed_items_with_their_errors(
         type(failed[0].error), match=rf"{len(failed)} of 4 item\(s\) failed; item {failed[0].index}"
     ):
         result.raise_for_errors()
+
+
+STREAM_ERRORS = {
+    "ThrottlingException": ThrottledError,
+    "ValidationException": RequestValidationError,
+    "ModelTimeoutException": ModelTimeoutError,
+    "ServiceUnavailableException": ServiceUnavailableError,
+    "InternalServerException": ServiceUnavailableError,
+    "ModelStreamErrorException": ModelError,
+}
+
+
+def test_an_error_mid_stream_keeps_its_type(
+    new_stack: StackFactory, tiny_model_dir: Path, aws_credentials: None
+) -> None:
+    # The local Bedrock sends the stream's own exception event, in lowerCamel case as Bedrock does
+    # (throttlingException...); the client maps it like the same error outside a stream. The scripted
+    # model fails with the error the prompt names, after two words.
+    engine = ScriptedEngine(answer=lambda prompt: f"two words <raise:{prompt.split()[-1]}>")
+    stack = new_stack(idle_unload_seconds=None, cold_start=False, engine=engine)
+    client = ImportedModelClient(
+        import_into(stack, tiny_model_dir, "streamfail"), InvokeConfig(aws=stack.aws_config())
+    )
+    for code, error in STREAM_ERRORS.items():
+        received: list[str] = []
+        with pytest.raises(error) as caught:
+            for text in client.stream(f"fail with {code}", max_tokens=8):
+                received.append(text)
+        assert "".join(received) == "two words", code  # it failed mid-stream, after text was sent
+        assert caught.value.aws is not None and caught.value.aws.code == code[:1].lower() + code[1:]
+        assert "scripted failure after 2 words" in str(caught.value)
