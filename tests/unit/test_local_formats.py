@@ -153,3 +153,23 @@ def test_a_family_with_only_the_openai_formats_reads_a_prompt_as_openai_and_refu
         parse_invoke_body(raw, "openai", max_tokens_limit=4096, stream=False, api_formats=openai_only)
     # Every other family reads the same body as BedrockCompletion, as before.
     assert parse({"prompt": "hi", "max_gen_len": 5}).format.name == "BedrockCompletion"
+
+
+@pytest.mark.parametrize("messages", [False, True])
+def test_stream_options_include_usage_sends_usage_in_a_chunk_of_its_own(messages: bool) -> None:
+    from bedrock_ft.runtime.codecs import get_codec
+
+    deltas = [Delta("a"), Delta("b"), Delta("", finish_reason="stop", prompt_tokens=4, completion_tokens=2)]
+    body: dict[str, object] = {"max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}}
+    body.update({"messages": [{"role": "user", "content": "x"}]} if messages else {"prompt": "x"})
+    request = parse(body, stream=True)
+    chunks = list(stream_chunks(request, deltas, "arn", started=0.0))  # type: ignore[arg-type]
+    # As OpenAI streams it: the last choice with its finish reason, then usage with no choices.
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and "usage" not in chunks[-2]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
+    # The client's codecs read it: the text, the finish reason, and the counts from the usage chunk.
+    codec = get_codec(request.format.name)
+    decoded = [codec.decode_chunk(c) for c in chunks]
+    assert "".join(d.text for d in decoded) == "ab"
+    assert [d.finish_reason for d in decoded][-2:] == ["stop", None]
+    assert (decoded[-1].input_tokens, decoded[-1].output_tokens) == (4, 2)

@@ -38,6 +38,9 @@ class InvokeRequest:
     prompt: str | None = None
     messages: tuple[dict[str, Any], ...] = ()
     include_usage: bool = True
+    usage_chunk: bool = False
+    """``stream_options.include_usage: true``: usage comes in a chunk of its own with no choices, as
+    OpenAI's streaming sends it (otherwise on the last chunk)."""
 
 
 def _invalid(message: str) -> ServiceError:
@@ -70,21 +73,24 @@ def parse_invoke_body(
     params = _sampling(data, fmt, max_tokens_limit)
     if data.get("stream") and not stream:
         raise _invalid("'stream': true needs InvokeModelWithResponseStream")
-    include_usage = True
+    include_usage, usage_chunk = True, False
     if "stream_options" in data:
         options = data["stream_options"]
         if not isinstance(options, dict) or set(options) - {"include_usage"}:
             raise _invalid("'stream_options' must be an object with only 'include_usage'")
         include_usage = bool(options.get("include_usage", True))
+        usage_chunk = options.get("include_usage") is True
     if fmt.takes_messages:
         messages = _messages(data["messages"])
         # The rendered chat template carries its own special tokens.
         chat_params = _with(params, add_special_tokens=False)
-        return InvokeRequest(fmt, chat_params, messages=messages, include_usage=include_usage)
+        return InvokeRequest(
+            fmt, chat_params, messages=messages, include_usage=include_usage, usage_chunk=usage_chunk
+        )
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise _invalid("'prompt' must be a non-empty string")
-    return InvokeRequest(fmt, params, prompt=prompt, include_usage=include_usage)
+    return InvokeRequest(fmt, params, prompt=prompt, include_usage=include_usage, usage_chunk=usage_chunk)
 
 
 def _format_of(
@@ -304,6 +310,10 @@ def stream_chunks(
                 ],
             }
         if last:
+            if name.startswith("OpenAI") and request.usage_chunk:
+                yield chunk  # the last choice, then the usage in a chunk of its own
+                chunk = {key: chunk[key] for key in ("id", "object", "created", "model")}
+                chunk["choices"] = []
             if name.startswith("OpenAI") and request.include_usage:
                 chunk["usage"] = _usage(delta)
             end = time.perf_counter()

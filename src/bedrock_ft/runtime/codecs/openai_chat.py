@@ -10,13 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from bedrock_ft.runtime.codecs._base import Decoded, dig, normalize_finish_reason
-from bedrock_ft.runtime.codecs.openai_completion import OpenAICompletion, openai_usage
+from bedrock_ft.runtime.codecs.openai_completion import OpenAICompletion, openai_usage, usage_only
 
 __all__ = ["OpenAIChatCompletion"]
 
 
 class OpenAIChatCompletion(OpenAICompletion, body_format="OpenAIChatCompletion"):
     def decode_chunk(self, data: Mapping[str, Any]) -> Decoded:
+        if (usage := usage_only(data)) is not None:
+            return usage
         choice = dig(data, "choices[0]", fmt=self.name, kind=dict)
         delta = dig(data, "choices[0].delta", fmt=self.name, kind=dict)
         content = delta.get("content") or ""  # the first and last deltas may carry no content

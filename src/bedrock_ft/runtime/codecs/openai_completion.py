@@ -24,6 +24,15 @@ def openai_usage(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return invocation_metrics(data)
 
 
+def usage_only(data: Mapping[str, Any]) -> Decoded | None:
+    """A stream's usage chunk, as OpenAI sends it when asked (``stream_options.include_usage``): no
+    choices, only ``usage``. None for any other chunk."""
+    if data.get("choices") == [] and isinstance(data.get("usage"), Mapping):
+        tokens_in, tokens_out = openai_usage(data)
+        return Decoded("", None, tokens_in, tokens_out)
+    return None
+
+
 class OpenAICompletion(Codec, body_format="OpenAICompletion"):
     def decode(self, data: Mapping[str, Any]) -> Decoded:
         text = dig(data, self.body_format.text_path, fmt=self.name)
@@ -32,4 +41,6 @@ class OpenAICompletion(Codec, body_format="OpenAICompletion"):
         return Decoded(text, normalize_finish_reason(choice.get("finish_reason")), tokens_in, tokens_out)
 
     def decode_chunk(self, data: Mapping[str, Any]) -> Decoded:
+        if (usage := usage_only(data)) is not None:
+            return usage
         return self.decode(data)
