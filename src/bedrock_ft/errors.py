@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ConflictError",
+    "ConnectionDroppedError",
     "DatasetError",
     "EndpointUnreachableError",
     "EvaluationError",
@@ -233,6 +234,11 @@ class EndpointUnreachableError(AwsError, ConnectionError):
     """No service answered at the endpoint (for a local stack: is it running?)."""
 
 
+class ConnectionDroppedError(EndpointUnreachableError):
+    """The connection closed before a response came: usually a pooled keep-alive connection the server
+    had just closed. Transient: a model invocation is retried like throttling."""
+
+
 # Service error code -> our class. One table, used for every service we call.
 _CODE_TO_ERROR: dict[str, type[BedrockFTError]] = {
     "ModelNotReadyException": ModelNotReadyError,
@@ -307,7 +313,9 @@ def map_client_error(error: BaseException, *, operation: str | None = None) -> B
         mapped.aws = info
         return mapped
     kind = type(error).__name__
-    if kind in {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"}:
+    if kind == "ConnectionClosedError":
+        return ConnectionDroppedError(f"{error}. The connection dropped before the response came")
+    if kind in {"EndpointConnectionError", "ConnectTimeoutError"}:
         return EndpointUnreachableError(
             f"{error}. Check the endpoint: AWS_ENDPOINT_URL_<SERVICE> or AwsConfig.endpoint_urls"
         )

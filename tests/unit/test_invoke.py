@@ -493,3 +493,63 @@ def test_converse_stream_events_are_read_and_odd_ones_refused() -> None:
         decode_converse_event({"toolUse": {}})
     with pytest.raises(MalformedResponseError, match=r"has no messageStop\.stopReason"):
         decode_converse_event({"messageStop": {}})
+
+
+def _serve_once_dropped(answer: dict[str, Any]) -> tuple[str, list[bytes]]:
+    """A loopback HTTP server: it drops the first connection without answering (as a server closing a
+    pooled keep-alive connection does), then answers the next request with ``answer``."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def read_request(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        return head + b"\r\n\r\n" + rest
+
+    def serve() -> None:
+        for i in range(2):
+            conn, _ = server.accept()
+            with conn:
+                requests.append(read_request(conn))
+                if i == 0:
+                    continue  # closed with no response
+                body = json.dumps(answer).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}", requests
+
+
+def test_a_connection_dropped_before_the_response_is_retried(aws_credentials: None) -> None:
+    from bedrock_ft.errors import ConnectionDroppedError
+
+    answer = {
+        "generation": "Paris",
+        "prompt_token_count": 3,
+        "generation_token_count": 1,
+        "stop_reason": "stop",
+    }
+    url, requests = _serve_once_dropped(answer)
+    events: list[Any] = []
+    aws = AwsConfig(region="us-east-1", endpoint_urls={"bedrock-runtime": url})
+    client = ImportedModelClient(model(), InvokeConfig(aws=aws, initial_backoff=0.01), on_retry=events.append)
+    done = client.complete("Capital of France?", max_tokens=4)
+    assert done.text == "Paris" and done.attempts == 2
+    assert [e.kind for e in events] == ["dropped"] and isinstance(events[0].error, ConnectionDroppedError)
+    assert len(requests) == 2 and requests[0].split(b"\r\n\r\n")[1] == requests[1].split(b"\r\n\r\n")[1]

@@ -342,6 +342,9 @@ def _framed(items: Iterator[Any], encode: Callable[[Any], bytes]) -> Iterator[by
         yield _eventstream.encode_exception("modelStreamErrorException", payload.encode())
 
 
+KEEP_ALIVE_SECONDS = 300
+
+
 class BedrockServer:
     """The local Bedrock on uvicorn, in a background thread."""
 
@@ -376,6 +379,10 @@ class BedrockServer:
             log_level="debug" if self.config.debug else "warning",
             access_log=self.config.debug,
             lifespan="off",
+            # botocore's pool reuses an idle connection however long it waited; uvicorn's default closes
+            # it after 5 s, and a request sent on it in that instant fails ("Connection was closed
+            # before we received a valid response"). Keep idle connections as long as AWS's endpoints do.
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="local-bedrock", daemon=True)

@@ -37,7 +37,7 @@ class Completion:
         return self.text
 
 
-RetryKind = Literal["cold_start", "throttled", "unavailable", "timeout"]
+RetryKind = Literal["cold_start", "throttled", "unavailable", "timeout", "dropped"]
 
 
 @dataclass(frozen=True)

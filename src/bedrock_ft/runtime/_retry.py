@@ -2,8 +2,10 @@
 
 - ``ModelNotReadyException`` (a cold start: Bedrock is restoring a scaled-to-zero model) is retried
   with exponential backoff and full jitter until ``cold_start_timeout`` seconds have passed;
-- ``ThrottlingException``, ``ServiceUnavailableException`` (and other 5xx) and ``ModelTimeoutException``
-  are retried the same way, up to ``max_attempts`` requests;
+- ``ThrottlingException``, ``ServiceUnavailableException`` (and other 5xx), ``ModelTimeoutException``
+  and a connection dropped before the response (a pooled keep-alive connection the server had just
+  closed: an invocation has no side effect, so it is safe to send again) are retried the same way, up to
+  ``max_attempts`` requests;
 - anything else (validation errors above all) is raised at once.
 
 botocore's own retries are off for runtime calls (one attempt per request), so every retry is this
@@ -23,6 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from bedrock_ft.errors import (
     BedrockFTError,
+    ConnectionDroppedError,
     ModelNotReadyError,
     ModelTimeoutError,
     ServiceUnavailableError,
@@ -41,6 +44,7 @@ _KINDS: tuple[tuple[type[BedrockFTError], RetryKind], ...] = (
     (ThrottledError, "throttled"),
     (ServiceUnavailableError, "unavailable"),
     (ModelTimeoutError, "timeout"),
+    (ConnectionDroppedError, "dropped"),
 )
 RETRYABLE = tuple(cls for cls, _ in _KINDS)
 

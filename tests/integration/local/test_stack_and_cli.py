@@ -110,3 +110,38 @@ def test_aws_cli_lists_and_invokes(embedded_stack: tuple[LocalStack, str], tmp_p
     )
     assert bad.returncode != 0
     assert "ValidationException" in bad.stderr and "jobName" in bad.stderr
+
+
+def test_an_idle_keep_alive_connection_stays_open_for_the_next_request(
+    embedded_stack: tuple[LocalStack, str],
+) -> None:
+    # botocore's pool sends the next request on a connection however long it sat idle. A server that
+    # closes idle connections after a few seconds (uvicorn's default: 5) races with it, and the request
+    # fails with "Connection was closed before we received a valid response".
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    url = urlparse(embedded_stack[0].bedrock_url)
+    request = f"GET /imported-models HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+
+    def exchange(sock: socket.socket) -> bytes:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data  # the server closed the connection
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
+        return head
+
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        assert exchange(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # longer than uvicorn's default keep-alive
+        assert exchange(sock).startswith(b"HTTP/1.1 200"), "the idle connection was closed"
