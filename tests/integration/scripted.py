@@ -41,6 +41,7 @@ class ScriptedModel:
         word ``<raise:Code>`` fails the generation there with that service error (mid-stream)."""
         with self._engine.lock:
             self._engine.prompts.append(prompt)
+            self._engine.params.append(params)
         words = self._answer(prompt).split(" ")
         prompt_tokens = len(prompt.split())
         text, count = "", 0
@@ -77,6 +78,7 @@ class ScriptedEngine:
     load_seconds: float = 0.0
     name: str = "scripted"
     prompts: list[str] = field(default_factory=list)
+    params: list[SamplingParams] = field(default_factory=list)
     loads: int = 0
     closed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -137,7 +137,8 @@ class Runtime:
             raise ServiceError(
                 "ValidationException", f"additionalModelRequestFields: unknown field(s) {', '.join(unknown)}."
             )
-        max_tokens = int(config.get("maxTokens", min(512, self.max_tokens_limit)))
+        # Unset: "the maximum allowed value for the model" (botocore's InferenceConfiguration.maxTokens).
+        max_tokens = int(config.get("maxTokens", self.max_tokens_limit))
         if max_tokens > self.max_tokens_limit:
             raise ServiceError("ValidationException", f"maxTokens must be at most {self.max_tokens_limit}.")
         for key, high in (("top_k", 100_000), ("seed", 2**63 - 1)):
@@ -152,7 +153,8 @@ class Runtime:
         sampling = SamplingParams(
             max_new_tokens=max_tokens,
             temperature=float(config.get("temperature", 0.5)),
-            top_p=float(config.get("topP", 0.9)) or 1.0,
+            # topP is in [0, 1] (botocore's shape): 0 is kept, and means the likeliest token only.
+            top_p=float(config["topP"]) if config.get("topP") is not None else 0.9,
             top_k=int(extra.get("top_k") or 0),
             seed=extra.get("seed"),
             stop=tuple(config.get("stopSequences") or ()),

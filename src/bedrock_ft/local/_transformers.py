@@ -310,6 +310,7 @@ def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        keep[0] = True  # the likeliest token always stays (top_p 0 keeps it alone)
         sorted_probs = sorted_probs * keep
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
         probs = probs / probs.sum()

@@ -154,3 +154,25 @@ def test_an_error_mid_stream_keeps_its_type(
         assert "".join(received) == "two words", code  # it failed mid-stream, after text was sent
         assert caught.value.aws is not None and caught.value.aws.code == code[:1].lower() + code[1:]
         assert "scripted failure after 2 words" in str(caught.value)
+
+
+def test_converse_defaults_follow_botocores_documentation(
+    new_stack: StackFactory, tiny_model_dir: Path, aws_credentials: None
+) -> None:
+    # maxTokens unset: "the maximum allowed value for the model", not a fixed 512. topP is in [0, 1]:
+    # an explicit 0 is kept (the likeliest token only), not turned into 1.0.
+    engine = ScriptedEngine(answer=lambda prompt: " ".join(["word"] * 600))
+    stack = new_stack(idle_unload_seconds=None, cold_start=False, engine=engine)
+    imported = import_into(stack, tiny_model_dir, "conversedefaults")
+    runtime = stack.aws_config().client("bedrock-runtime")
+    messages = [{"role": "user", "content": [{"text": "Say many words"}]}]
+    out = runtime.converse(modelId=imported.model_arn, messages=messages)
+    assert len(out["output"]["message"]["content"][0]["text"].split()) == 600
+    assert out["stopReason"] == "end_turn"
+    assert engine.params[-1].max_new_tokens == stack.config.max_new_tokens_limit
+    runtime.converse(
+        modelId=imported.model_arn, messages=messages, inferenceConfig={"topP": 0, "maxTokens": 4}
+    )
+    assert engine.params[-1].top_p == 0.0
+    runtime.converse(modelId=imported.model_arn, messages=messages, inferenceConfig={"maxTokens": 4})
+    assert engine.params[-1].top_p == 0.9  # unset: the local default

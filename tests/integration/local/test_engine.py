@@ -147,3 +147,15 @@ def test_incremental_text_keeps_the_space_after_a_special_token() -> None:
         decoded.add(tokenizer, token, set(tokenizer.all_special_ids))
     decoded.flush(tokenizer)
     assert decoded.text == tokenizer.decode(ids, skip_special_tokens=True) == "Hello, world again"
+
+
+def test_top_p_zero_keeps_only_the_likeliest_token() -> None:
+    import torch
+
+    from bedrock_ft.local._transformers import _pick
+    from bedrock_ft.local.engine import SamplingParams
+
+    logits = torch.tensor([0.1, 2.0, 1.9, -1.0])
+    generator = torch.Generator().manual_seed(0)
+    params = SamplingParams(max_new_tokens=1, temperature=1.0, top_p=0.0)
+    assert {_pick(logits, params, generator) for _ in range(50)} == {1}
