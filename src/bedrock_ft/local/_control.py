@@ -16,7 +16,7 @@ from typing import Any
 
 from bedrock_ft.local._config import LocalBedrockConfig
 from bedrock_ft.local._errors import ServiceError
-from bedrock_ft.local._jobs import ImportFailed, list_model_objects, parse_s3_uri, run_import
+from bedrock_ft.local._jobs import ImportFailed, run_import
 from bedrock_ft.local._store import JobRecord, ModelRecord, Store, new_id, now
 
 __all__ = ["ControlPlane"]
@@ -72,13 +72,8 @@ class ControlPlane:
                 return 201, {"jobArn": existing}
             self._check_names(params["jobName"], params["importedModelName"])
             self._check_quotas()
-        self._check_source(s3_uri)  # network I/O: outside the lock, which every invoke takes
-        with self.store.lock:
-            existing = self._idempotent(token, params)
-            if existing is not None:
-                return 201, {"jobArn": existing}
-            self._check_names(params["jobName"], params["importedModelName"])
-            self._check_quotas()
+            # The source is not read here: as on Bedrock (AWS's samples), a bucket or prefix that doesn't
+            # exist, or that the role can't read, is accepted, and the job ends Failed saying so.
             job_id, model_id = new_id(), new_id()
             stamp = now()
             job = JobRecord(
@@ -137,26 +132,6 @@ class ControlPlane:
                 "ServiceQuotaExceededException",
                 f"You have reached the limit of {self.config.max_imported_models} imported models. "
                 "Delete an imported model first.",
-            )
-
-    def _check_source(self, s3_uri: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        bucket, prefix = parse_s3_uri(s3_uri)
-        try:
-            objects = list_model_objects(self._s3(), bucket, prefix)
-        except BotoCoreError as exc:  # no credentials, S3 unreachable
-            raise ServiceError("AccessDeniedException", f"Can't read {s3_uri}: {exc}") from None
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket", "404"):
-                raise ServiceError("ValidationException", f"The S3 bucket {bucket} does not exist.") from None
-            raise ServiceError("AccessDeniedException", f"Can't read {s3_uri}: {code}") from None
-        if not objects:
-            raise ServiceError("ValidationException", f"No model files were found at {s3_uri}.")
-        if not any(obj["Key"] == f"{prefix}config.json" for obj in objects):
-            raise ServiceError(
-                "ValidationException", f"The S3 location {s3_uri} has no config.json at its top level."
             )
 
     def _run(self, job: JobRecord) -> None:

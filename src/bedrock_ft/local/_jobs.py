@@ -62,6 +62,26 @@ def list_model_objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]
     return objects
 
 
+def _source_objects(s3: Any, s3_uri: str, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """The model's objects; a source that can't be read fails the job, with Bedrock's reasons."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        objects = list_model_objects(s3, bucket, prefix)
+    except BotoCoreError as exc:  # no credentials, S3 unreachable
+        raise ImportFailed(f"Can't read {s3_uri}: {exc}") from None
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "404"):
+            raise ImportFailed(f"The S3 bucket {bucket} does not exist.") from None
+        raise ImportFailed(f"Can't read {s3_uri}: {code} (check the import role's access)") from None
+    if not objects:
+        raise ImportFailed(f"No model files were found at {s3_uri}.")
+    if not any(obj["Key"] == f"{prefix}config.json" for obj in objects):
+        raise ImportFailed(f"The S3 location {s3_uri} has no config.json at its top level.")
+    return objects
+
+
 def run_import(store: Store, job: JobRecord, s3: Any, *, legacy_format: bool) -> ModelRecord:
     """Copy, check and register the job's model. Raises ImportFailed with the failureMessage."""
     from bedrock_ft.architectures import architecture_for_config
@@ -73,7 +93,7 @@ def run_import(store: Store, job: JobRecord, s3: Any, *, legacy_format: bool) ->
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        objects = list_model_objects(s3, bucket, prefix)
+        objects = _source_objects(s3, job.s3_uri, bucket, prefix)
         listed = sum(int(obj.get("Size", 0)) for obj in objects)
         free = shutil.disk_usage(staging).free
         if listed > free:

@@ -111,24 +111,27 @@ def test_requests_that_break_the_shape_are_refused(
     assert client(stack, "bedrock").list_model_import_jobs()["modelImportJobSummaries"] == []
 
 
-def test_missing_sources_are_refused(new_stack: StackFactory, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_missing_sources_are_accepted_and_fail_the_job(
+    new_stack: StackFactory, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # As AWS's samples describe: CreateModelImportJob accepts the request, and the job ends Failed with a
+    # failureMessage saying what was wrong with the source.
     stack = new_stack()
     upload_dir(stack, tiny_model_dir, "tiny")
-    cases = {
-        "s3://no-such-bucket/tiny/": "does not exist",
-        "s3://models/missing/": "No model files",
-    }
-    for uri, needle in cases.items():
-        with pytest.raises(ClientError) as caught:
-            _create(stack, modelDataSource={"s3DataSource": {"s3Uri": uri}})
-        assert _error(caught)[0] == "ValidationException"
-        assert needle in _error(caught)[1]
     (tmp_path / "noconfig").mkdir()
     (tmp_path / "noconfig" / "tokenizer.json").write_text("{}")
-    uri = upload_dir(stack, tmp_path / "noconfig", "noconfig")
-    with pytest.raises(ClientError) as caught:
-        _create(stack, modelDataSource={"s3DataSource": {"s3Uri": uri}})
-    assert "config.json" in _error(caught)[1]
+    cases = {
+        "s3://no-such-bucket/tiny/": "The S3 bucket no-such-bucket does not exist.",
+        "s3://models/missing/": "No model files were found at s3://models/missing/",
+        upload_dir(stack, tmp_path / "noconfig", "noconfig"): "has no config.json at its top level",
+    }
+    for i, (uri, needle) in enumerate(cases.items()):
+        created = _create(stack, jobName=f"missing-{i}", importedModelName=f"missing-{i}",
+                          modelDataSource={"s3DataSource": {"s3Uri": uri}})  # fmt: skip
+        job = wait_for_job(stack, created["jobArn"])
+        assert job["status"] == "Failed", uri
+        assert needle in job["failureMessage"]
+    assert client(stack, "bedrock").list_imported_models()["modelSummaries"] == []
 
 
 @pytest.mark.parametrize(
