@@ -443,15 +443,18 @@ def test_the_importer_records_whether_the_tokenizer_adds_a_bos(
     assert facts["special_tokens"]["bos_token"] in ("<s>", "<|begin_of_text|>", "<|im_start|>")
 
 
-def test_a_separate_chat_template_file_wins_as_in_bedrock() -> None:
+def test_tokenizer_config_holds_the_template_bedrock_reads() -> None:
     from bedrock_ft.importing._chat_facts import chat_facts
 
     files = {
-        "tokenizer_config.json": {"chat_template": "old", "eos_token": "</s>"},
-        "chat_template.jinja": "new",
+        "tokenizer_config.json": {"chat_template": "embedded", "eos_token": "</s>"},
+        "chat_template.jinja": "separate",
     }
     facts = chat_facts(_reader(files))
-    assert facts["chat_template"] == "new" and facts["special_tokens"] == {"eos_token": "</s>"}
+    assert facts["chat_template"] == "embedded" and facts["special_tokens"] == {"eos_token": "</s>"}
+    # Only a separate file: still the training template, for rendering prompts client-side.
+    files["tokenizer_config.json"] = {"eos_token": "</s>"}
+    assert chat_facts(_reader(files))["chat_template"] == "separate"
 
 
 def test_throttles_after_a_long_cold_start_still_get_their_attempts() -> None:

@@ -562,12 +562,18 @@ def test_no_chat_template_on_a_family_without_converse(model: Path) -> None:
     assert "OpenAIChatCompletion will not work" in message
 
 
-def test_chat_template_jinja_counts_and_takes_precedence(model: Path) -> None:
+def test_a_template_only_in_chat_template_jinja_is_a_warning(model: Path) -> None:
+    # AWS's guide and its Converse samples put chat_template in tokenizer_config.json; no source says
+    # Bedrock reads a separate chat_template.jinja.
     edit_json(model / "tokenizer_config.json", chat_template=None)
     (model / "chat_template.jinja").write_text(CHATML)
-    assert check_model_dir(model).findings == ()
+    warning = only(model, "chat-template", Severity.WARNING)
+    assert (
+        warning.path == "chat_template.jinja"
+        and "Copy the template into tokenizer_config.json" in warning.message
+    )
     edit_json(model / "tokenizer_config.json", chat_template="{{ messages[0].content }}")
-    assert "Bedrock uses chat_template.jinja" in only(model, "chat-template", Severity.INFO).message
+    assert "Bedrock reads tokenizer_config.json's" in only(model, "chat-template", Severity.INFO).message
 
 
 def test_tokenizer_larger_than_the_embedding_is_an_error(model: Path) -> None:

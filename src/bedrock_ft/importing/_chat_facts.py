@@ -17,9 +17,9 @@ def chat_facts(read: Callable[[str], bytes | None]) -> dict[str, Any]:
     """The chat template, its special tokens, and whether the tokenizer adds a BOS token itself, from a
     model's tokenizer files (``read(name)`` returns a file's bytes, or None)."""
     config = _json_object(read("tokenizer_config.json"))
-    template = config.get("chat_template")
-    jinja = read("chat_template.jinja")  # a separate file wins, as it does in Bedrock
-    if jinja:
+    template = config.get("chat_template")  # where Bedrock reads it (AWS's guide and samples)
+    jinja = None if isinstance(template, str) else read("chat_template.jinja")
+    if jinja:  # only a separate file: still the training template, for rendering prompts here
         template = jinja.decode("utf-8", errors="replace")
     tokens: dict[str, str] = {}
     for key in ("bos_token", "eos_token", "unk_token", "pad_token"):

@@ -77,10 +77,9 @@ class InferenceEngine(Protocol):
 
 
 def chat_template_of(model_dir: Path) -> str | None:
-    """The chat template Bedrock would use: ``chat_template.jinja`` wins over tokenizer_config.json."""
-    jinja = model_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+    """The chat template Bedrock would use: ``chat_template`` in tokenizer_config.json, where AWS's guide
+    and its Converse samples put it. A separate ``chat_template.jinja`` is not read: no AWS source says
+    Bedrock reads one (preflight warns about a template that lives only there)."""
     config = model_dir / "tokenizer_config.json"
     if config.is_file():
         template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")

@@ -4,7 +4,8 @@ The export holds exactly what Custom Model Import reads (DESIGN §8): the safete
 ``config.json`` (with ``torch_dtype``, the key Bedrock's transformers 4.x reads), ``generation_config.json``,
 ``tokenizer.json``, ``tokenizer_config.json`` with the trained chat template embedded, and
 ``tokenizer.model`` where the tokenizer has one. Nothing else: no adapter, no optimizer state, no
-``.bin``, no separate ``chat_template.jinja`` (which would win over the embedded template).
+``.bin``, no separate ``chat_template.jinja`` (Bedrock reads the template from tokenizer_config.json,
+where it is written).
 """
 
 from __future__ import annotations

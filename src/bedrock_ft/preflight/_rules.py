@@ -151,9 +151,10 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "chat-template", Severity.WARNING,
-        "A chat template is present: chat_template.jinja, or chat_template in tokenizer_config.json "
-        "(chat_template.jinja takes precedence). OpenAIChatCompletion and Converse need one. Both present "
-        "and different is reported as info.",
+        "A chat template is present as chat_template in tokenizer_config.json, where AWS's guide and its "
+        "Converse samples put it. OpenAIChatCompletion and Converse need one. A template only in a "
+        "separate chat_template.jinja is a warning (no AWS source says Bedrock reads that file); both "
+        "present and different is reported as info.",
         "Save the tokenizer with the chat template used in training (bedrock-ft keeps it in "
         "tokenizer_config.json).",
     ),

@@ -53,19 +53,26 @@ def _chat_template(m: ModelDir) -> Iterator[Finding]:
         except (OSError, UnicodeDecodeError):
             jinja = ""
     inline = (m.tokenizer_config or {}).get("chat_template")
-    if not jinja and not inline:
-        converse = "" if m.arch is not None and not m.arch.supports_converse else " and Converse"
+    converse = "" if m.arch is not None and not m.arch.supports_converse else " and Converse"
+    if not inline and jinja:
+        yield finding(
+            "chat-template", CHAT_TEMPLATE_FILE,
+            "the chat template is only in chat_template.jinja, but AWS documents tokenizer_config.json's "
+            f"chat_template as where Bedrock reads it: OpenAIChatCompletion{converse} may not work. Copy "
+            'the template into tokenizer_config.json ("chat_template").',
+        )  # fmt: skip
+    elif not inline:
         yield finding(
             "chat-template", TOKENIZER_CONFIG,
-            "no chat template (chat_template in tokenizer_config.json, or chat_template.jinja): "
+            "no chat template (chat_template in tokenizer_config.json): "
             f"OpenAIChatCompletion{converse} will not work, only the completion formats. Save the tokenizer "
             "with the chat template used in training.",
         )  # fmt: skip
     elif jinja and isinstance(inline, str) and inline.strip() != jinja:
         yield finding(
             "chat-template", CHAT_TEMPLATE_FILE,
-            "chat_template.jinja and tokenizer_config.json's chat_template differ; Bedrock uses "
-            "chat_template.jinja. Delete the one you did not train with.",
+            "chat_template.jinja and tokenizer_config.json's chat_template differ; Bedrock reads "
+            "tokenizer_config.json's (AWS's guide and samples). Delete the one you did not train with.",
             Severity.INFO,
         )  # fmt: skip
 

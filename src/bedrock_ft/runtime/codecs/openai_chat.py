@@ -1,7 +1,7 @@
 """OpenAIChatCompletion: ``messages`` + ``max_tokens`` -> ``choices[0].message.content``, ``usage``.
 
-Bedrock renders the messages with the chat template in the model's ``tokenizer_config.json`` (or its
-``chat_template.jinja``); a model imported without one can't take this format.
+Bedrock renders the messages with the chat template in the model's ``tokenizer_config.json``; a model
+imported without one can't take this format.
 """
 
 from __future__ import annotations
