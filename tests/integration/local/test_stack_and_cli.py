@@ -145,3 +145,35 @@ def test_an_idle_keep_alive_connection_stays_open_for_the_next_request(
         assert exchange(sock).startswith(b"HTTP/1.1 200")
         time.sleep(6)  # longer than uvicorn's default keep-alive
         assert exchange(sock).startswith(b"HTTP/1.1 200"), "the idle connection was closed"
+
+
+def test_the_docs_cli_v1_command_runs_with_the_cli_this_project_installs(
+    embedded_stack: tuple[LocalStack, str], tmp_path: Path
+) -> None:
+    # The dev extra installs the AWS CLI from PyPI: version 1. docs/local.md shows its command apart from
+    # version 2's (whose --cli-binary-format version 1 refuses as an unknown option).
+    stack, arn = embedded_stack
+    from .conftest import client
+
+    invoke_until_ready(client(stack, "bedrock-runtime"), arn, {"prompt": "Hi", "max_gen_len": 1})
+    bindir = Path(sys.executable).parent
+    version = subprocess.run(
+        [str(bindir / "aws"), "--version"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (version.stdout + version.stderr).startswith("aws-cli/1."), version
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "local.md").read_text()
+    block = docs.split("# AWS CLI version 1 (`pip install awscli`): the body is sent as written\n", 1)[1]
+    command = block.split("```", 1)[0].strip()
+    assert "--cli-binary-format" not in command
+    env = {**os.environ, **stack.env, "ARN": arn, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    ran = subprocess.run(
+        ["bash", "-c", command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["generation"]
