@@ -39,6 +39,34 @@ def test_complete_in_each_prompt_format(client: ImportedModelClient, api_format:
     assert (answer.input_tokens, answer.output_tokens, answer.finish_reason) == (37, 7, "stop")
 
 
+def test_temperature_zero_is_greedy_and_reproducible_in_every_format(
+    served: tuple[LocalStack, ImportedModel], client: ImportedModelClient
+) -> None:
+    # Raw bodies, as any client sends them: temperature 0 decodes greedily, whatever the seed, top_p or
+    # top_k alongside it, and every format answers the same.
+    stack, imported = served
+    runtime = stack.aws_config().client("bedrock-runtime")
+    prompt = client.render_chat(QUESTION)
+    messages = list(QUESTION)
+    bodies = [
+        {"prompt": prompt, "max_gen_len": 24, "temperature": 0},
+        {"prompt": prompt, "max_gen_len": 24, "temperature": 0, "seed": 7, "top_p": 0.3, "top_k": 5},
+        {"prompt": prompt, "max_tokens": 24, "temperature": 0, "seed": 11, "n": 1},
+        {"messages": messages, "max_tokens": 24, "temperature": 0, "seed": 3},
+    ]
+    texts = []
+    for body in bodies * 2:
+        data = json.loads(
+            runtime.invoke_model(modelId=imported.model_arn, body=json.dumps(body))["body"].read()
+        )
+        texts.append(
+            data.get("generation")
+            or data["choices"][0].get("text")
+            or data["choices"][0]["message"]["content"]
+        )
+    assert texts == [PARIS] * len(texts)
+
+
 def test_chat_as_a_prompt_with_the_training_template(client: ImportedModelClient) -> None:
     answer = client.chat(QUESTION, api_format="BedrockCompletion")
     assert answer.api_format == "BedrockCompletion" and answer.text == PARIS
