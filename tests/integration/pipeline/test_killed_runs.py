@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -122,19 +123,47 @@ def test_killed_mid_training_resumes_without_redoing_the_dataset(
     dataset_manifest = run_dir / "dataset" / "manifest.json"
     before = (dataset_manifest.read_bytes(), dataset_manifest.stat().st_mtime_ns)
 
+    # Ctrl-C on the next run, once it has saved a checkpoint of its own: a clean stop that says what
+    # completed, and run.json records it.
+    checkpoints = run_dir / "adapter" / "checkpoints"
+
+    def saved() -> set[str]:
+        return {p.parent.name for p in checkpoints.glob("checkpoint-*/trainer_state.json")}
+
+    before_ctrl_c = saved()
+    proc = _cli(config)
+    try:
+        deadline = time.monotonic() + 300
+        while not saved() - before_ctrl_c:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no new checkpoint after 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; completed: dataset. Run the same command again to resume." in err
+    assert "stopped: run the same command again to resume" in err
+    stopped = _state(run_dir)
+    assert stopped["status"] == "interrupted" and stopped["stages"]["train"]["status"] == "interrupted"
+    assert not (run_dir / "adapter" / "manifest.json").exists()
+
     out = _finish(_cli(config))
     state = _state(run_dir)
     assert state["status"] == "completed"
     assert {s: r["status"] for s, r in state["stages"].items()} == {
         "dataset": "skipped", "train": "completed", "merge": "completed",
     }  # fmt: skip
-    assert state["stages"]["train"]["reason"] == "its last run was running: running it again"
+    assert state["stages"]["train"]["reason"] == "its last run was interrupted: running it again"
     # The dataset was not rebuilt: its manifest is the very file the first run wrote.
     assert (dataset_manifest.read_bytes(), dataset_manifest.stat().st_mtime_ns) == before
-    # Training resumed from its checkpoint instead of starting over.
+    # Training resumed from its checkpoints instead of starting over, after the kill and after Ctrl-C.
     events = [json.loads(x) for x in (run_dir / "adapter" / "metrics.jsonl").read_text().splitlines()]
     starts = [e for e in events if e["event"] == "start"]
-    assert len(starts) == 2 and starts[1]["resumed"] and int(starts[1]["step"]) >= 2
+    assert len(starts) == 3 and all(s["resumed"] for s in starts[1:])
+    assert 2 <= int(starts[1]["step"]) < int(starts[2]["step"])
     assert "unchanged" in out and "16 steps" in out  # the table: the dataset row and the train row
 
     # The same pipeline, never interrupted (same settings, same threads). CPU QLoRA is not bitwise
@@ -196,7 +225,8 @@ class _Proxy:
         try:
             while data := client.recv(65536):
                 request_line = data.split(b"\r\n", 1)[0]
-                writes_weights = request_line.startswith(b"PUT ") and b".safetensors" in request_line
+                # A shard itself (model-00001-of-00001.safetensors), not the index (.safetensors.index.json)
+                writes_weights = re.match(rb"PUT \S+\.safetensors(\?\S*)? HTTP/", request_line) is not None
                 if self.on_weights and writes_weights and not self.fired.is_set():
                     self.fired.set()
                     self.on_weights()
@@ -239,8 +269,16 @@ def test_killed_mid_upload_resumes_the_upload_on_the_next_run(
     config = _write(tmp_path / "pipeline.yaml", data)
     proc: list[subprocess.Popen[str]] = []
 
+    s3 = served.aws_config().client("s3")
+
     def kill_it() -> None:
-        time.sleep(1.0)  # the small files going up beside the weights finish
+        # Once another file going up beside the weights has landed: then the next run has something to skip.
+        deadline = time.monotonic() + 30
+        while (
+            not s3.list_objects_v2(Bucket="pipe", Prefix="model/").get("KeyCount")
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         proc[0].send_signal(signal.SIGKILL)
 
     proxy = _Proxy(served.s3_url, on_weights=kill_it)
@@ -255,7 +293,6 @@ def test_killed_mid_upload_resumes_the_upload_on_the_next_run(
     killed = _state(run_dir)
     assert [killed["stages"][s]["status"] for s in ("dataset", "train", "merge")] == ["completed"] * 3
     assert killed["stages"]["import"]["status"] == "running"
-    s3 = served.aws_config().client("s3")
     listed = s3.list_objects_v2(Bucket="pipe", Prefix="model/").get("Contents", [])
     assert listed and not any(o["Key"].endswith(".safetensors") for o in listed)  # killed mid-upload
     stamps = {s: killed["stages"][s]["started_at"] for s in ("dataset", "train", "merge")}
