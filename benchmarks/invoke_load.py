@@ -1,6 +1,7 @@
 """A load test of the invoke path: many requests at high concurrency while other processes load every core.
 
     OMP_NUM_THREADS=2 python benchmarks/invoke_load.py                      # 1,000 requests, 32 at a time
+    python benchmarks/invoke_load.py --bursts 20 --pause 5   # idle gaps: the keep-alive race
     python benchmarks/invoke_load.py --requests 200 --concurrency 8 --no-load
 
 It starts a LocalStack, imports the embedded model, warms it up, starts one busy process per core, and
@@ -36,6 +37,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--no-load", action="store_true", help="Leave the cores to the server.")
+    parser.add_argument(
+        "--bursts", type=int, default=1,
+        help="Send the requests in this many bursts, idle --pause seconds apart (pooled connections idle).",
+    )  # fmt: skip
+    parser.add_argument("--pause", type=float, default=5.0, help="Idle seconds between bursts.")
     args = parser.parse_args()
 
     from bedrock_ft.importing import BedrockImporter, ImportConfig
@@ -78,15 +84,22 @@ def main() -> None:
             latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
+        size = -(-args.requests // args.bursts)
         with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(one, range(args.requests)))
+            for burst in range(args.bursts):
+                if burst:
+                    time.sleep(args.pause)  # every pooled connection sits idle this long
+                list(pool.map(one, range(burst * size, min(args.requests, (burst + 1) * size))))
         wall = time.perf_counter() - started
         stop.set()
         for proc in busy:
             proc.join(timeout=5)
 
     q = statistics.quantiles(latencies, n=20) if len(latencies) >= 2 else [float("nan")] * 19
-    print(f"requests {args.requests}, concurrency {args.concurrency}, busy processes {len(busy)}")
+    print(
+        f"requests {args.requests}, concurrency {args.concurrency}, busy processes {len(busy)}, "
+        f"bursts {args.bursts} ({args.pause:g} s apart)"
+    )
     print(
         f"answered {len(latencies)}, lost {len(lost)}, wall {wall:.1f} s, {len(latencies) / wall:.1f} req/s"
     )
