@@ -270,6 +270,7 @@ def test_killed_mid_upload_resumes_the_upload_on_the_next_run(
     proc: list[subprocess.Popen[str]] = []
 
     s3 = served.aws_config().client("s3")
+    killed_it = threading.Event()
 
     def kill_it() -> None:
         # Once another file going up beside the weights has landed: then the next run has something to skip.
@@ -280,6 +281,7 @@ def test_killed_mid_upload_resumes_the_upload_on_the_next_run(
         ):
             time.sleep(0.05)
         proc[0].send_signal(signal.SIGKILL)
+        killed_it.set()
 
     proxy = _Proxy(served.s3_url, on_weights=kill_it)
     env = {
@@ -288,7 +290,18 @@ def test_killed_mid_upload_resumes_the_upload_on_the_next_run(
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": served.bedrock_url,
     }  # fmt: skip
     proc.append(_cli(config, env))
-    _kill_when(proc[0], proxy.fired.is_set)
+    try:  # the proxy's thread kills the run, mid-upload
+        deadline = time.monotonic() + 300
+        while not killed_it.is_set():
+            if proc[0].poll() is not None:
+                pytest.fail(f"the run ended before the kill: {proc[0].communicate()[1][-3000:]}")
+            assert time.monotonic() < deadline, "no weights upload after 300 s"
+            time.sleep(0.05)
+        proc[0].wait(timeout=30)
+    finally:
+        if proc[0].poll() is None:
+            proc[0].kill()
+    assert proc[0].returncode == -signal.SIGKILL
     proxy.close()
     killed = _state(run_dir)
     assert [killed["stages"][s]["status"] for s in ("dataset", "train", "merge")] == ["completed"] * 3
