@@ -28,6 +28,7 @@ from bedrock_ft.errors import ArtifactError, ResourceNotFoundError, translate_cl
 from bedrock_ft.importing._chat_facts import model_chat_facts
 from bedrock_ft.importing._config import ImportConfig, folder_uri, s3_uri_problem
 from bedrock_ft.importing._jobs import import_identity
+from bedrock_ft.importing._upload import first_of
 from bedrock_ft.progress import Progress
 
 __all__ = [
@@ -204,16 +205,14 @@ def _check_listed(model: S3Model, files: tuple[FileEntry, ...]) -> None:
     missing = sorted(set(listed) - set(present))
     if missing:
         raise ArtifactError(
-            f"{model.uri}{missing[0]} is listed in the model's manifest but is not in S3"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + "; copy the whole model, or write it again"
+            f"{model.uri}{first_of(missing)} is listed in the model's manifest but is not in S3; copy the "
+            "whole model, or write it again"
         )
     extra = sorted(set(present) - set(listed))
     if extra:
         raise ArtifactError(
-            f"{model.uri}{extra[0]} is not part of the model (not in its manifest)"
-            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
-            + "; the import job would read it too: remove it, or write the model again"
+            f"{model.uri}{first_of(extra)} is not part of the model (not in its manifest); the import job "
+            "would read it too: remove it, or write the model again"
         )
     for name, entry in sorted(listed.items()):
         if present[name].size != entry.size:

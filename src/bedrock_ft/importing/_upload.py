@@ -68,6 +68,11 @@ class UploadPlan:
     delete: list[str] = field(default_factory=list)  # keys under the prefix that are not this model's
 
 
+def first_of(names: list[str]) -> str:
+    """The first name, and how many more there are: ``a.json (and 2 more)``."""
+    return names[0] + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -90,9 +95,7 @@ def hash_files(model_dir: Path, listed: Sequence[Any] | None, *, workers: int = 
         extra = sorted(set(names) - set(expected))
         if missing:
             raise ArtifactError(
-                f"{model_dir}: {missing[0]} is listed in the model's manifest but missing"
-                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + "; merge again"
+                f"{model_dir}: {first_of(missing)} is listed in the model's manifest but missing; merge again"
             )
         if extra:
             raise ArtifactError(
