@@ -40,9 +40,25 @@ SAMPLING_SETTINGS = ("temperature", "top_p", "top_k", "stop", "seed")
 
 _ALL_SAMPLING = MappingProxyType({key: key for key in SAMPLING_SETTINGS})
 
-# Keys OpenAI's formats accept that the client never sends; the local Bedrock accepts (and checks) them.
+# Keys OpenAI's formats accept beyond the sampling settings; the local Bedrock accepts (and checks) them.
+# ``logprobs`` and ``response_format`` are features of models imported after 2025-11-11 (AWS's "Advanced
+# API features for imported models"); the client sends them when a call asks for them.
 _OPENAI_KEYS = frozenset(
-    {"model", "n", "stream", "stream_options", "user", "presence_penalty", "frequency_penalty", "logprobs"}
+    {
+        "model",
+        "n",
+        "stream",
+        "stream_options",
+        "user",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+        "response_format",
+    }
+)
+# Chat only: top_logprobs (with logprobs: true), tools and tool_choice (OpenAI's chat completions API).
+_CHAT_KEYS = frozenset(
+    {"max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls"}
 )
 
 
@@ -109,6 +125,8 @@ _FORMATS = (
         text_path="generation",
         stop_reason_path="stop_reason",
         defaults=(512, 0.5, 0.9),
+        # AWS's guide: BedrockCompletion takes response_format (json_object and json_schema) only.
+        extra_keys=frozenset({"response_format"}),
     ),
     BodyFormat(
         name="OpenAICompletion",
@@ -130,7 +148,7 @@ _FORMATS = (
         text_path="choices[0].message.content",
         stop_reason_path="choices[0].finish_reason",
         defaults=(512, 1.0, 1.0),
-        extra_keys=_OPENAI_KEYS | {"max_completion_tokens"},
+        extra_keys=_OPENAI_KEYS | _CHAT_KEYS,
     ),
     BodyFormat(
         name="mistral",

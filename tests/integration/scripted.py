@@ -29,11 +29,18 @@ class ScriptedModel:
         self._answer = answer
         self._engine = engine
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
         from bedrock_ft.chat_templates import ChatTemplate
 
         if self.chat_template is None:
             raise ValueError("no chat template")
+        if tools:  # a template that renders tools gets them, as transformers' apply_chat_template does
+            import jinja2
+
+            template = jinja2.Environment().from_string(self.chat_template)
+            return template.render(messages=list(messages), tools=list(tools), add_generation_prompt=True)
         return ChatTemplate("scripted", self.chat_template).renderer({})(messages, add_generation_prompt=True)
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Delta]:

@@ -64,7 +64,7 @@ def test_defaults_and_chat_special_tokens() -> None:
         ({"prompt": "hi", "temperature": -1}, "'temperature' must be in [0, 2]"),
         ({"prompt": "hi", "top_p": 1.5}, "top_p"),
         ({"prompt": "hi", "n": 2}, "'n'"),
-        ({"prompt": "hi", "logprobs": 3}, "logprobs"),
+        ({"prompt": "hi", "logprobs": 9}, "logprobs"),  # OpenAI completions: 0-5
         ({"prompt": "", "max_gen_len": 4}, "non-empty"),
         ({"prompt": "hi", "messages": []}, "not both"),
         ({"prompt": "hi", "stop": [1]}, "'stop'"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_ft.formats import FORMATS, NATIVE_FORMATS, BodyFormat
+from bedrock_ft.local import _features
 from bedrock_ft.local._errors import ServiceError
 from bedrock_ft.local.engine import Delta, SamplingParams
 
@@ -41,6 +42,8 @@ class InvokeRequest:
     usage_chunk: bool = False
     """``stream_options.include_usage: true``: usage comes in a chunk of its own with no choices, as
     OpenAI's streaming sends it (otherwise on the last chunk)."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI function tools offered to a chat (rendered by the model's chat template)."""
 
 
 def _invalid(message: str) -> ServiceError:
@@ -71,6 +74,14 @@ def parse_invoke_body(
             f"unknown parameter(s) {', '.join(unknown)} for the {fmt.label} format; allowed: {allowed}"
         )
     params = _sampling(data, fmt, max_tokens_limit)
+    if not fmt.legacy:
+        params = _with(
+            params,
+            json_schema=_features.parse_response_format(data, fmt.name),
+            logprobs=_features.parse_logprobs(data, fmt.name, stream=stream)
+            if "logprobs" in fmt.extra_keys
+            else None,
+        )
     if data.get("stream") and not stream:
         raise _invalid("'stream': true needs InvokeModelWithResponseStream")
     include_usage, usage_chunk = True, False
@@ -84,8 +95,16 @@ def parse_invoke_body(
         messages = _messages(data["messages"])
         # The rendered chat template carries its own special tokens.
         chat_params = _with(params, add_special_tokens=False)
+        tools = _features.parse_tools(data)
+        if tools and stream:
+            raise _invalid("'tools' in a stream is not supported by the local Bedrock; use InvokeModel")
         return InvokeRequest(
-            fmt, chat_params, messages=messages, include_usage=include_usage, usage_chunk=usage_chunk
+            fmt,
+            chat_params,
+            messages=messages,
+            include_usage=include_usage,
+            usage_chunk=usage_chunk,
+            tools=tools,
         )
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt:
@@ -159,8 +178,8 @@ def _sampling(data: Mapping[str, Any], fmt: BodyFormat, limit: int) -> SamplingP
     for key in ("presence_penalty", "frequency_penalty"):
         if _number(data, key, -2.0, 2.0):
             raise _invalid(f"'{key}' is not supported by the local Bedrock (only 0)")
-    if data.get("echo") or data.get("logprobs"):
-        raise _invalid("'echo' and 'logprobs' are not supported by the local Bedrock")
+    if data.get("echo"):
+        raise _invalid("'echo' is not supported by the local Bedrock")
     return SamplingParams(
         max_new_tokens=max_new if max_new is not None else min(default_max, limit),
         temperature=default_temperature if temperature is None else temperature,
@@ -197,13 +216,15 @@ def _messages(value: Any) -> tuple[dict[str, Any], ...]:
         content = message.get("content")
         if isinstance(content, list):  # OpenAI content parts: text only here
             texts = []
-            for part in content:
+            for number, part in enumerate(content):
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    raise _features.refuse_image(f"{where}.content[{number}]")
                 if (
                     not isinstance(part, dict)
                     or part.get("type") != "text"
                     or not isinstance(part.get("text"), str)
                 ):
-                    raise _invalid(f"{where}.content: only text parts are supported by the local Bedrock")
+                    raise _invalid(f"{where}.content: only text and image_url parts are accepted")
                 texts.append(part["text"])
             content = "".join(texts)
         if not isinstance(content, str):
@@ -231,7 +252,7 @@ def _usage(last: Delta) -> dict[str, int]:
 
 def response_body(request: InvokeRequest, text: str, last: Delta, model_arn: str) -> dict[str, Any]:
     """The whole-response body for ``request``'s format."""
-    reason = last.finish_reason or "stop"
+    reason: str = last.finish_reason or "stop"
     name = request.format.name
     if name in ("BedrockCompletion", "llama"):
         return {
@@ -244,7 +265,8 @@ def response_body(request: InvokeRequest, text: str, last: Delta, model_arn: str
         return {"outputs": [{"text": text, "stop_reason": reason}]}
     created = int(time.time())
     if name == "OpenAICompletion":
-        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        logprobs = _features.completion_logprobs(last.logprobs) if last.logprobs is not None else None
+        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -253,13 +275,19 @@ def response_body(request: InvokeRequest, text: str, last: Delta, model_arn: str
             "choices": [choice],
             "usage": _usage(last),
         }
-    message = {"role": "assistant", "content": text}
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if request.tools:
+        content, calls = _features.split_tool_calls(text)
+        if calls:
+            message = {"role": "assistant", "content": content or None, "tool_calls": calls}
+            reason = "tool_calls"
+    logprobs = _features.chat_logprobs(last.logprobs) if last.logprobs is not None else None
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": created,
         "model": model_arn,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason}],
         "usage": _usage(last),
     }
 

@@ -12,10 +12,18 @@ from typing import Any
 
 from bedrock_ft.local._control import ControlPlane
 from bedrock_ft.local._errors import ServiceError
+from bedrock_ft.local._features import template_takes_tools
 from bedrock_ft.local._formats import InvokeRequest, parse_invoke_body, response_body, stream_chunks
 from bedrock_ft.local._pool import ModelPool
 from bedrock_ft.local._store import ModelRecord
-from bedrock_ft.local.engine import Delta, LoadedModel, PromptTooLongError, SamplingParams
+from bedrock_ft.local.engine import (
+    Delta,
+    LoadedModel,
+    PromptTooLongError,
+    SamplingParams,
+    UnsupportedRequestError,
+    chat_template_of,
+)
 
 __all__ = ["Runtime"]
 
@@ -53,6 +61,15 @@ class Runtime:
             raise ServiceError(
                 "ValidationException",
                 "This model has no chat template, which the messages format needs; send a 'prompt'.",
+            )
+        if request.tools and not template_takes_tools(
+            chat_template_of(self.control.store.weights_dir(record.id))
+        ):
+            # AWS's guide offers tool calling for GPT-OSS; a model whose template can't show it tools can't.
+            raise ServiceError(
+                "ValidationException",
+                "Malformed input request: this model does not support tool calling: its chat template "
+                "does not render 'tools' (imported models support tools for GPT-OSS).",
             )
         return record, request
 
@@ -122,6 +139,12 @@ class Runtime:
         for index, message in enumerate(params.get("messages") or []):
             texts = []
             for part, content in enumerate(message["content"]):
+                if "image" in content:
+                    raise ServiceError(
+                        "ValidationException",
+                        f"messages[{index}].content[{part}]: image input needs a model with vision "
+                        "(Qwen2-VL, Qwen2.5-VL, Mllama); this model takes text only.",
+                    )
                 if "text" not in content:
                     raise ServiceError(
                         "ValidationException", f"messages[{index}].content[{part}]: only text is supported."
@@ -214,11 +237,11 @@ def _started(items: Iterator[Any]) -> Iterator[Any]:
     return itertools.chain([first], items)
 
 
-def _render(model: LoadedModel, messages: Any) -> str:
+def _render(model: LoadedModel, messages: Any, tools: Any = ()) -> str:
     from jinja2.exceptions import TemplateError
 
     try:
-        return model.render_chat(list(messages))
+        return model.render_chat(list(messages), list(tools)) if tools else model.render_chat(list(messages))
     except TemplateError as exc:
         raise ServiceError(
             "ValidationException", f"The model's chat template refused the messages: {exc}"
@@ -229,7 +252,7 @@ def _checked(start: Any) -> Iterator[Delta]:
     """Start a model stream; a prompt over the context is the client's error, whenever it's found."""
     try:
         stream: Iterator[Delta] = start()
-    except PromptTooLongError as exc:
+    except (PromptTooLongError, UnsupportedRequestError) as exc:
         raise ServiceError("ValidationException", str(exc)) from None
     return _mapped(stream)
 
@@ -242,7 +265,7 @@ def _mapped(stream: Iterator[Delta]) -> Iterator[Delta]:
 
 
 def _generate(model: LoadedModel, request: InvokeRequest) -> Iterator[Delta]:
-    prompt = request.prompt if request.prompt is not None else _render(model, request.messages)
+    prompt = request.prompt if request.prompt is not None else _render(model, request.messages, request.tools)
     return _checked(lambda: model.stream(prompt, request.params))
 
 

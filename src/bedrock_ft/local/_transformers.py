@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bedrock_ft.local.engine import Delta, FinishReason, PromptTooLongError, SamplingParams, chat_template_of
+from bedrock_ft.local.engine import (
+    Delta,
+    FinishReason,
+    PromptTooLongError,
+    SamplingParams,
+    TokenLogprob,
+    chat_template_of,
+)
 
 __all__ = ["TransformersModel"]
 
@@ -75,6 +82,9 @@ class _Request:
     emitted: str = ""
     finished: bool = False
     generator: Any = None
+    constraint: Any = None
+    """A :class:`~bedrock_ft.local._constrained.JsonConstraint` for structured output, or None."""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class TransformersModel:
@@ -108,6 +118,8 @@ class TransformersModel:
         self.batch_window = batch_window
         self.batch_sizes: Counter[int] = Counter()
         """How many batches of each size were decoded (for tests and tuning)."""
+        self._ll_tokenizer: Any = None
+        self._ll_lock = threading.Lock()
         self._closed = False
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"decode-{model_dir.name}", daemon=True)
@@ -115,10 +127,16 @@ class TransformersModel:
 
     # --- LoadedModel ---------------------------------------------------------------------------------
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
         return str(
             self.tokenizer.apply_chat_template(
-                list(messages), chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+                list(messages),
+                tools=list(tools) if tools else None,
+                chat_template=self.chat_template,
+                tokenize=False,
+                add_generation_prompt=True,
             )
         )
 
@@ -139,8 +157,18 @@ class TransformersModel:
             import torch
 
             request.generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        if params.json_schema is not None:
+            request.constraint = self._constraint(params.json_schema)
         self._queue.put(request)
         return self._results(request)
+
+    def _constraint(self, schema: str) -> Any:
+        from bedrock_ft.local._constrained import JsonConstraint, llguidance_tokenizer
+
+        with self._ll_lock:
+            if self._ll_tokenizer is None:
+                self._ll_tokenizer = llguidance_tokenizer(self.tokenizer, int(self.model.config.vocab_size))
+        return JsonConstraint(self._ll_tokenizer, schema)
 
     def _results(self, request: _Request) -> Iterator[Delta]:
         try:
@@ -234,7 +262,14 @@ class TransformersModel:
                         request.finished = True
                         next_tokens.append(self._pad)
                         continue
-                    token = _pick(logits[row], request.params, request.generator)
+                    scores = logits[row]
+                    if request.constraint is not None:
+                        scores = request.constraint.mask(scores)
+                    token = _pick(scores, request.params, request.generator)
+                    if request.constraint is not None:
+                        request.constraint.accept(token)
+                    if request.params.logprobs is not None and token not in self._eos:
+                        request.logprobs.append(self._logprob(logits[row], token, request.params.logprobs))
                     next_tokens.append(token)
                     self._advance(request, token)
                 if all(request.finished for request in batch):
@@ -244,6 +279,19 @@ class TransformersModel:
                 mask = torch.cat(
                     [mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=self.device)], dim=1
                 )
+
+    def _logprob(self, logits: Any, token: int, top: int) -> TokenLogprob:
+        """The chosen token's log probability under the model (before temperature, top-k/top-p or a
+        schema's mask: the model's own distribution), with the ``top`` likeliest tokens'."""
+        import torch
+
+        logprobs = torch.log_softmax(logits, dim=-1)
+        alternatives: tuple[tuple[str, float], ...] = ()
+        if top > 0:
+            values, ids = torch.topk(logprobs, min(top, logprobs.shape[-1]))
+            pairs = zip(values.tolist(), ids.tolist(), strict=True)
+            alternatives = tuple((self.tokenizer.decode([int(i)]), float(v)) for v, i in pairs)
+        return TokenLogprob(self.tokenizer.decode([token]), float(logprobs[token]), alternatives)
 
     def _advance(self, request: _Request, token: int) -> None:
         """Take one sampled token for ``request``: emit new text, or finish it."""
@@ -283,6 +331,7 @@ class TransformersModel:
                 prompt_tokens=len(request.ids),
                 completion_tokens=len(request.generated),
                 stop_sequence=stop,
+                logprobs=tuple(request.logprobs) if request.params.logprobs is not None else None,
             )
         )
         request.finished = True

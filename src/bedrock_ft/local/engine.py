@@ -20,7 +20,9 @@ __all__ = [
     "LoadedModel",
     "PromptTooLongError",
     "SamplingParams",
+    "TokenLogprob",
     "TransformersEngine",
+    "UnsupportedRequestError",
     "chat_template_of",
 ]
 
@@ -29,6 +31,11 @@ FinishReason = Literal["stop", "length"]
 
 class PromptTooLongError(ValueError):
     """The prompt and the tokens asked for don't fit in the model's context."""
+
+
+class UnsupportedRequestError(ValueError):
+    """The request asks for something this model or engine can't do (a bad JSON schema, structured
+    output without its library): the client's error, a ``ValidationException``."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,19 @@ class SamplingParams:
     seed: int | None = None
     add_special_tokens: bool = True
     """Completion prompts get the tokenizer's BOS; rendered chat templates already carry theirs."""
+    logprobs: int | None = None
+    """None: no log probabilities. N: each generated token's, with the N likeliest alternatives."""
+    json_schema: str | None = None
+    """A JSON Schema, as JSON text: the output is constrained to match it."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token and its log probability under the model, with the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -56,13 +76,18 @@ class Delta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stop_sequence: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """On the last delta, when the request asked for them: one entry per generated token."""
 
 
 class LoadedModel(Protocol):
     chat_template: str | None
 
-    def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
-        """The prompt text for a chat, by the model's own chat template, ready for the assistant."""
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt text for a chat, by the model's own chat template, ready for the assistant; with
+        ``tools`` where the template renders them."""
         ...
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Delta]: ...

@@ -13,7 +13,7 @@ from typing import Any
 
 from bedrock_ft.errors import RequestValidationError
 
-__all__ = ["ChatRenderer", "check_messages", "check_prompt"]
+__all__ = ["ChatRenderer", "check_messages", "check_prompt", "has_images"]
 
 ROLES = ("system", "user", "assistant")
 
@@ -26,9 +26,11 @@ def check_prompt(prompt: Any, *, call: str) -> str:
     return prompt
 
 
-def check_messages(messages: Any, *, call: str) -> list[dict[str, str]]:
+def check_messages(messages: Any, *, call: str) -> list[dict[str, Any]]:
     """``messages`` as plain ``{"role", "content"}`` dicts, or :class:`RequestValidationError` naming the
-    first bad message. Content may be a string or OpenAI text parts."""
+    first bad message. Content may be a string or OpenAI content parts: text parts are joined into one
+    string, unless the message also has ``image_url`` parts, which keep the message's parts as they are
+    (:func:`has_images`)."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         kind = type(messages).__name__
         raise RequestValidationError(
@@ -36,7 +38,7 @@ def check_messages(messages: Any, *, call: str) -> list[dict[str, str]]:
         )
     if not messages:
         raise RequestValidationError(f"{call}: messages is empty; give at least one user message")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         where = f"{call}: messages[{index}]"
         if not isinstance(message, Mapping):
@@ -46,13 +48,8 @@ def check_messages(messages: Any, *, call: str) -> list[dict[str, str]]:
             raise RequestValidationError(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
         content = message.get("content")
         if isinstance(content, list):
-            parts = [
-                p.get("text") if isinstance(p, Mapping) and p.get("type") == "text" else None for p in content
-            ]
-            if any(not isinstance(p, str) for p in parts):
-                raise RequestValidationError(f"{where}.content: only text parts are supported")
-            content = "".join(str(p) for p in parts)
-        if not isinstance(content, str):
+            content = _parts(content, where)
+        if not isinstance(content, (str, list)):
             raise RequestValidationError(f"{where}.content must be a string, got {type(content).__name__}")
         extra = sorted(set(message) - {"role", "content"})
         if extra:
@@ -61,6 +58,39 @@ def check_messages(messages: Any, *, call: str) -> list[dict[str, str]]:
     if all(m["role"] == "system" for m in out):
         raise RequestValidationError(f"{call}: messages hold only system messages; add a user message")
     return out
+
+
+def _parts(parts: list[Any], where: str) -> str | list[dict[str, Any]]:
+    """OpenAI content parts: text parts joined into a string, or (with an image) the parts, checked."""
+    images = False
+    for number, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else None
+            if not isinstance(url, str) or not url.startswith(IMAGE_URL_PREFIXES):
+                raise RequestValidationError(
+                    f"{where}.content[{number}]: an image_url part needs "
+                    "{'url': 'data:image/...;base64,...'} (or an http(s) URL)"
+                )
+            images = True
+            continue
+        raise RequestValidationError(
+            f"{where}.content[{number}]: only text and image_url parts are supported"
+        )
+    if images:
+        return [dict(p) for p in parts]
+    return "".join(str(p["text"]) for p in parts)
+
+
+IMAGE_URL_PREFIXES = ("data:image/", "https://", "http://")
+
+
+def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """True when a checked message keeps content parts, which it does only for images."""
+    return any(isinstance(m.get("content"), list) for m in messages)
 
 
 class ChatRenderer:

@@ -6,6 +6,7 @@ the same code against AWS and against the local Bedrock. docs/invoking.md has th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,10 +23,11 @@ from bedrock_ft.errors import (
 from bedrock_ft.formats import CONVERSE
 from bedrock_ft.progress import Progress
 from bedrock_ft.runtime import _formats
-from bedrock_ft.runtime._chat import ChatRenderer, check_messages, check_prompt
+from bedrock_ft.runtime._chat import ChatRenderer, check_messages, check_prompt, has_images
 from bedrock_ft.runtime._concurrent import ConcurrentCalls, Messages
 from bedrock_ft.runtime._config import GenerationParams, InvokeConfig, generation_params
 from bedrock_ft.runtime._converse import converse_request, decode_converse, decode_converse_event
+from bedrock_ft.runtime._features import Features, split_features
 from bedrock_ft.runtime._results import Completion
 from bedrock_ft.runtime._retry import OnRetry
 from bedrock_ft.runtime._stream import TextStream, invoke_stream_decoder
@@ -137,15 +139,22 @@ class ImportedModelClient(ConcurrentCalls):
 
     def complete(self, prompt: str, *, api_format: str | None = None, **params: Any) -> Completion:
         """Complete ``prompt`` as it is (no chat template applied). ``params``: max_tokens, temperature,
-        top_p, top_k, stop, seed; they override ``InvokeConfig.generation``."""
-        codec, body = self._prepare("complete", prompt, api_format, params)
-        return self._invoke(codec, body)
+        top_p, top_k, stop, seed; they override ``InvokeConfig.generation``. Models imported after
+        2025-11-11 also take ``response_format`` (a pydantic model class, a JSON Schema or
+        ``"json_object"``; read the answer with ``completion.parsed``) and ``logprobs`` (True, or the
+        number of alternatives per token; ``completion.logprobs``)."""
+        codec, body, features = self._prepare("complete", prompt, api_format, params)
+        return _answered(self._invoke(codec, body), features)
 
     def chat(self, messages: Messages, *, api_format: str | None = None, **params: Any) -> Completion:
         """Answer a conversation (``[{"role": "user", "content": "..."}]``). Sent as messages where
-        Bedrock has the model's chat template; otherwise rendered here with the training template."""
-        codec, body = self._prepare("chat", messages, api_format, params)
-        return self._invoke(codec, body)
+        Bedrock has the model's chat template; otherwise rendered here with the training template.
+
+        Besides :meth:`complete`'s parameters, ``tools`` (OpenAI function tools; ``tool_choice``) offers
+        functions to call (``completion.tool_calls``), and a message's content may hold ``image_url``
+        parts (a base64 data URL) for the vision families: both go as OpenAIChatCompletion messages."""
+        codec, body, features = self._prepare("chat", messages, api_format, params)
+        return _answered(self._invoke(codec, body), features)
 
     def stream(
         self, prompt_or_messages: str | Messages, *, api_format: str | None = None, **params: Any
@@ -153,7 +162,9 @@ class ImportedModelClient(ConcurrentCalls):
         """Like :meth:`complete` (a string) or :meth:`chat` (messages), but yields text chunks as they
         come. ``stream.completion`` holds the whole answer once the iteration ends."""
         call: _formats.Call = "complete" if isinstance(prompt_or_messages, str) else "chat"
-        codec, body = self._prepare(call, prompt_or_messages, api_format, params)
+        codec, body, features = self._prepare(call, prompt_or_messages, api_format, params)
+        if features.tools:
+            raise UnsupportedFormatError("stream(): tools are offered by chat(), not stream()")
         runtime = self._client()
         payload = json.dumps(body).encode("utf-8")
 
@@ -205,9 +216,9 @@ class ImportedModelClient(ConcurrentCalls):
         config = self.config if timeout is None else self.config.replace(cold_start_timeout=timeout)
         params = {"max_tokens": 1, "stop": ()}
         if self.config.api_format == "OpenAIChatCompletion":  # configured to send messages only
-            codec, body = self._prepare("chat", [{"role": "user", "content": "Hello"}], None, params)
+            codec, body, _ = self._prepare("chat", [{"role": "user", "content": "Hello"}], None, params)
         else:
-            codec, body = self._prepare("complete", "Hello", None, params)
+            codec, body, _ = self._prepare("complete", "Hello", None, params)
         self._invoke(codec, body, config)
         return time.perf_counter() - started
 
@@ -226,6 +237,11 @@ class ImportedModelClient(ConcurrentCalls):
         self, call: str, messages: Messages, system: str | None, params: Mapping[str, Any]
     ) -> dict[str, Any]:
         checked = check_messages(messages, call=call)
+        features, params = split_features(params, call=call)
+        if features.names():
+            raise UnsupportedFormatError(
+                f"{call}: {', '.join(features.names())} go with InvokeModel's formats here: use chat()"
+            )
         gen = generation_params(self.config.generation, params, call=call)
         if CONVERSE not in self.formats:
             arch = self.model.architecture or "this"
@@ -237,7 +253,7 @@ class ImportedModelClient(ConcurrentCalls):
             raise UnsupportedFormatError(
                 f"{call}: {self.model.model_name}: {reason}; use chat() or complete()"
             )
-        if self._renderer is not None:
+        if self._renderer is not None and not has_images(checked):
             self._renderer.render(checked, call=call)  # a refused role sequence fails here
         return converse_request(checked, gen, system)
 
@@ -252,25 +268,42 @@ class ImportedModelClient(ConcurrentCalls):
 
     def _prepare(
         self, call: _formats.Call, payload: Any, api_format: str | None, params: Mapping[str, Any]
-    ) -> tuple[Codec, dict[str, Any]]:
+    ) -> tuple[Codec, dict[str, Any], Features]:
         """Check everything and build the body: nothing bad is sent."""
         label = f"{call}()"
+        features, params = split_features(params, call=label)
         gen: GenerationParams = generation_params(self.config.generation, params, call=label)
         codec = self._codec_for(call, api_format)
         try:
             if call == "complete":
-                return codec, codec.body(gen, prompt=check_prompt(payload, call=label))
+                return (
+                    codec,
+                    codec.body(gen, prompt=check_prompt(payload, call=label), features=features),
+                    features,
+                )
             messages = check_messages(payload, call=label)
             if codec.takes_messages:
-                if self._renderer is not None:
+                if self._renderer is not None and not has_images(messages):
                     self._renderer.render(messages, call=label)  # a refused role sequence fails here
-                return codec, codec.body(gen, messages=messages)
+                return codec, codec.body(gen, messages=messages, features=features), features
+            if has_images(messages):
+                raise UnsupportedFormatError(
+                    f"image input goes only in OpenAIChatCompletion messages; {codec.name} sends a prompt"
+                )
             prompt = self._need_renderer(label).as_prompt(messages, call=label)
-            return codec, codec.body(gen, prompt=prompt)
+            return codec, codec.body(gen, prompt=prompt, features=features), features
         except UnsupportedFormatError as exc:
             if str(exc).startswith(label):
                 raise
             raise UnsupportedFormatError(f"{label}: {exc}") from None
+
+
+def _answered(completion: Completion, features: Features) -> Completion:
+    """The completion, told how to read its text as JSON where the call asked for structured output."""
+    if not features.structured:
+        return completion
+    spec = features.model_class or features.schema or "json_object"
+    return dataclasses.replace(completion, response_format=spec)
 
 
 def _imported_model(value: Any) -> ImportedModel:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from bedrock_ft.errors import RequestValidationError
 from bedrock_ft.runtime._batch import run_batch
 from bedrock_ft.runtime._config import generation_params
+from bedrock_ft.runtime._features import split_features
 from bedrock_ft.runtime._results import BatchItem, BatchResult, Completion
 from bedrock_ft.runtime._transport import Transport
 
@@ -57,7 +58,11 @@ class ConcurrentCalls(Transport):
     ) -> BatchResult:
         """:meth:`complete` on every prompt, ``max_concurrency`` (default ``InvokeConfig.max_concurrency``)
         at a time. The result keeps input order; a failed item keeps its error and the rest go on."""
-        generation_params(self.config.generation, params, call="batch_complete()")  # bad params: fail now
+        generation_params(
+            self.config.generation,
+            split_features(params, call="batch_complete()")[1],
+            call="batch_complete()",
+        )  # bad params: fail now
         self._codec_for("complete", api_format)  # and a format the model can't take
         return self._batch(prompts, self.complete, max_concurrency, on_item, progress_bar, api_format, params)
 
@@ -72,7 +77,9 @@ class ConcurrentCalls(Transport):
         **params: Any,
     ) -> BatchResult:
         """:meth:`chat` on every conversation, as :meth:`batch_complete` does."""
-        generation_params(self.config.generation, params, call="batch_chat()")
+        generation_params(
+            self.config.generation, split_features(params, call="batch_chat()")[1], call="batch_chat()"
+        )
         self._codec_for("chat", api_format)
         return self._batch(
             conversations, self.chat, max_concurrency, on_item, progress_bar, api_format, params

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bedrock_ft.errors import BedrockFTError
+from bedrock_ft.errors import BedrockFTError, MalformedResponseError
 
-__all__ = ["BatchItem", "BatchResult", "Completion", "RetryEvent", "Usage"]
+__all__ = ["BatchItem", "BatchResult", "Completion", "RetryEvent", "TokenLogprob", "ToolCall", "Usage"]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log probability, and the likeliest alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    """``(token, logprob)`` pairs, likeliest first (as many as the call asked for)."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for (OpenAI's ``tool_calls``)."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as the model wrote them: JSON text."""
+
+    def parsed_arguments(self) -> Any:
+        """:attr:`arguments` as JSON; :class:`MalformedResponseError` when the model wrote invalid JSON."""
+        try:
+            return json.loads(self.arguments)
+        except ValueError as exc:
+            raise MalformedResponseError(
+                f"tool call {self.name}: the arguments are not JSON ({exc}): {self.arguments[:200]!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -32,9 +62,31 @@ class Completion:
     """Requests sent for this answer: 1 plus the retries (cold start, throttling)."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The response body as the service sent it (the last chunk's, for a stream)."""
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False)
+    """Per-token log probabilities, when the call asked for them (``logprobs=``)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The functions the model asked to call, when the call offered ``tools``."""
+    response_format: Any = field(default=None, repr=False, compare=False)
+    """The ``response_format`` the call asked for: what :attr:`parsed` reads the text as."""
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def parsed(self) -> Any:
+        """The answer as JSON (a call with ``response_format``): a dict, or an instance of the pydantic
+        model given. :class:`MalformedResponseError` when the text isn't valid JSON or doesn't validate
+        (an answer cut at ``max_tokens`` is the usual cause: the error says so)."""
+        hint = " (the answer was cut at max_tokens; raise it)" if self.finish_reason == "length" else ""
+        model = self.response_format if isinstance(self.response_format, type) else None
+        try:
+            if model is not None and hasattr(model, "model_validate_json"):
+                return model.model_validate_json(self.text)
+            return json.loads(self.text)
+        except ValueError as exc:  # json's and pydantic's errors are ValueErrors
+            raise MalformedResponseError(
+                f"the answer is not the JSON asked for{hint}: {exc}: {self.text[:200]!r}"
+            ) from None
 
 
 RetryKind = Literal["cold_start", "throttled", "unavailable", "timeout", "dropped"]

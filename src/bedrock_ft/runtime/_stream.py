@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from bedrock_ft.errors import BedrockFTError, MalformedResponseError, translate_client_errors
-from bedrock_ft.runtime._results import Completion
+from bedrock_ft.runtime._results import Completion, TokenLogprob
 from bedrock_ft.runtime.codecs import Codec, Decoded, parse_json
 
 __all__ = ["EventDecoder", "TextStream", "invoke_stream_decoder"]
@@ -61,6 +61,7 @@ class TextStream(Iterator[str]):
         self._finish: str | None = None
         self._tokens: tuple[int | None, int | None] = (None, None)
         self._last: dict[str, Any] = {}
+        self._logprobs: list[TokenLogprob] | None = None
         self._done = False
         self.completion: Completion | None = None
         """The whole answer, set when the stream has ended."""
@@ -96,6 +97,8 @@ class TextStream(Iterator[str]):
                 decoded.input_tokens if decoded.input_tokens is not None else self._tokens[0],
                 decoded.output_tokens if decoded.output_tokens is not None else self._tokens[1],
             )
+        if decoded.logprobs is not None:
+            self._logprobs = [*(self._logprobs or ()), *decoded.logprobs]
         self._parts.append(decoded.text)
         return decoded.text
 
@@ -116,6 +119,7 @@ class TextStream(Iterator[str]):
                 model_id=self._model_id,
                 attempts=self._attempts,
                 raw=self._last,
+                logprobs=tuple(self._logprobs) if self._logprobs is not None else None,
             )
         if not closed:
             self.completion = answer

@@ -153,6 +153,8 @@ class Transport:
             model_id=self.model_id,
             attempts=attempts,
             raw=dict(raw),
+            logprobs=decoded.logprobs,
+            tool_calls=decoded.tool_calls,
         )
         self.usage.record(completion, retries=attempts - 1)
         return completion

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 from bedrock_ft.errors import MalformedResponseError, UnsupportedFormatError
 from bedrock_ft.formats import FORMATS, SAMPLING_SETTINGS, BodyFormat
 from bedrock_ft.runtime._config import GenerationParams
+from bedrock_ft.runtime._features import Features
+from bedrock_ft.runtime._results import TokenLogprob, ToolCall
 
 __all__ = ["Codec", "Decoded", "dig", "normalize_finish_reason", "parse_json", "quote"]
 
@@ -98,6 +100,8 @@ class Decoded:
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Codec(ABC):
@@ -129,9 +133,10 @@ class Codec(ABC):
         params: GenerationParams,
         *,
         prompt: str | None = None,
-        messages: Sequence[Mapping[str, str]] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        features: Features | None = None,
     ) -> dict[str, Any]:
-        """The request body. Settings the format can't carry raise before anything is sent."""
+        """The request body. Settings and features the format can't carry raise before anything is sent."""
         unsupported = [
             key for key in SAMPLING_SETTINGS if _is_set(getattr(params, key)) and key not in self.optional
         ]
@@ -150,7 +155,16 @@ class Codec(ABC):
             value = getattr(params, key)
             if _is_set(value):
                 body[wire] = list(value) if isinstance(value, tuple) else value
+        if features is not None and features.names():
+            self.add_features(body, features)
         return body
+
+    def add_features(self, body: dict[str, Any], features: Features) -> None:
+        """Put ``features`` in ``body``, in this format's shape. This format takes none of them."""
+        raise UnsupportedFormatError(
+            f"the {self.name} format has no {', '.join(features.names())} (the features of models imported "
+            "after 2025-11-11 go with the OpenAI formats and, for response_format, BedrockCompletion)"
+        )
 
     @abstractmethod
     def decode(self, data: Mapping[str, Any]) -> Decoded:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from bedrock_ft.runtime.codecs._base import Codec
 from bedrock_ft.runtime.codecs.bedrock_completion import BedrockCompletion
 
 __all__ = ["LlamaNative"]
 
 
 class LlamaNative(BedrockCompletion, body_format="llama"):
-    """Read as BedrockCompletion is; it takes fewer settings (the table's entry)."""
+    """Read as BedrockCompletion is; it takes fewer settings (the table's entry) and no features."""
+
+    add_features = Codec.add_features
