@@ -4,6 +4,7 @@ the local Bedrock's request checks."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from typing import Any
@@ -18,6 +19,7 @@ from bedrock_ft.local._formats import parse_invoke_body, response_body
 from bedrock_ft.local.engine import Delta, TokenLogprob, UnsupportedRequestError
 from bedrock_ft.runtime import GenerationParams
 from bedrock_ft.runtime._chat import check_messages
+from bedrock_ft.runtime._converse import converse_request
 from bedrock_ft.runtime._features import split_features
 from bedrock_ft.runtime._results import Completion
 from bedrock_ft.runtime.codecs import get_codec, parse_json
@@ -103,6 +105,20 @@ def test_image_parts_stay_parts_and_go_only_as_chat_messages() -> None:
         check_messages(bad, call="chat()")
     with pytest.raises(UnsupportedFormatError, match="image input goes only in OpenAIChatCompletion"):
         offline_client().chat(messages, api_format="BedrockCompletion")
+
+
+def test_converse_sends_a_data_url_image_as_an_image_block_with_its_bytes() -> None:
+    png = b"\x89PNG\r\n\x1a\n"
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    parts = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": url}}]
+    request = converse_request([{"role": "user", "content": parts}], PARAMS)
+    assert request["messages"][0]["content"] == [
+        {"text": "What is it?"},
+        {"image": {"format": "png", "source": {"bytes": png}}},
+    ]
+    linked = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    with pytest.raises(RequestValidationError, match="an image goes to Converse as bytes"):
+        converse_request([{"role": "user", "content": linked}], PARAMS)
 
 
 # --- responses ------------------------------------------------------------------------------------

@@ -2,24 +2,59 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bedrock_ft.errors import MalformedResponseError
+from bedrock_ft.errors import MalformedResponseError, RequestValidationError
 from bedrock_ft.runtime._config import GenerationParams
 from bedrock_ft.runtime.codecs import Decoded, normalize_finish_reason
 from bedrock_ft.runtime.codecs._base import dig, optional_int
 
-__all__ = ["converse_request", "decode_converse", "decode_converse_event"]
+__all__ = ["content_blocks", "converse_request", "decode_converse", "decode_converse_event"]
 
 NAME = "Converse"
 
 
+_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
+
+
+def content_blocks(content: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Converse content blocks (botocore's ``ContentBlock``) for a message's content: a text block, or,
+    for OpenAI content parts, a text block per text part and an ``image`` block (format and bytes) per
+    base64 data URL. Converse takes an image's bytes, not a link: an http(s) URL is refused."""
+    if isinstance(content, str):
+        return [{"text": content}]
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if part.get("type") == "text":
+            blocks.append({"text": part["text"]})
+            continue
+        url = str(part["image_url"]["url"])
+        found = re.fullmatch(r"data:image/([a-z]+);base64,(.*)", url, re.DOTALL)
+        if found is None or found[1] not in _IMAGE_FORMATS:
+            raise RequestValidationError(
+                f"converse(): an image goes to Converse as bytes: give a base64 data URL of a "
+                f"{', '.join(sorted(set(_IMAGE_FORMATS.values())))} image, not {url[:40]!r}"
+            )
+        try:
+            data = base64.b64decode(found[2], validate=True)
+        except ValueError:
+            raise RequestValidationError("converse(): an image's data URL is not valid base64") from None
+        blocks.append({"image": {"format": _IMAGE_FORMATS[found[1]], "source": {"bytes": data}}})
+    return blocks
+
+
 def converse_request(
-    messages: Sequence[Mapping[str, str]], params: GenerationParams, system: str | None = None
+    messages: Sequence[Mapping[str, Any]], params: GenerationParams, system: str | None = None
 ) -> dict[str, Any]:
     """Converse's parameters: system messages go to ``system``, the rest become content blocks."""
     systems = [m["content"] for m in messages if m["role"] == "system"]
+    if any(not isinstance(text, str) for text in systems):
+        raise RequestValidationError(
+            "converse(): a system message takes text only; put images in a user message"
+        )
     if system:
         systems.insert(0, system)
     inference: dict[str, Any] = {"maxTokens": params.max_tokens}
@@ -31,7 +66,7 @@ def converse_request(
         inference["stopSequences"] = list(params.stop)
     request: dict[str, Any] = {
         "messages": [
-            {"role": m["role"], "content": [{"text": m["content"]}]}
+            {"role": m["role"], "content": content_blocks(m["content"])}
             for m in messages
             if m["role"] != "system"
         ],

@@ -87,6 +87,8 @@ def test_what_the_local_model_cant_do_is_refused_as_aws_does(
     block = {"image": {"format": "png", "source": {"bytes": b"\x89PNG\r\n"}}}
     with pytest.raises(runtime.exceptions.ValidationException, match="image input needs a model with vision"):
         runtime.converse(modelId=imported.model_arn, messages=[{"role": "user", "content": [block]}])
+    with pytest.raises(RequestValidationError, match="image input needs a model with vision"):
+        client.converse([{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}])
     with pytest.raises(RequestValidationError, match="JSON schema"):
         client.chat(QUESTION, response_format={"type": "object", "properties": {"a": {"type": "nonsense"}}})
     with pytest.raises(RequestValidationError, match="'logprobs' in a stream"):
