@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Iterator
+
+from pydantic import BaseModel
 
 from bedrock_ft import (
     AwsConfig,
@@ -27,6 +30,18 @@ from bedrock_ft import (
 from bedrock_ft.runtime import RetryEvent
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+class Capital(BaseModel):
+    city: str
+    country: str
 
 
 @contextlib.contextmanager
@@ -56,6 +71,22 @@ def _client(
         )
         imported = BedrockImporter(settings).import_model(embedded_model())
         yield ImportedModelClient(imported, config.replace(aws=aws), on_retry=on_retry, progress=progress)
+
+
+def _features(client: ImportedModelClient) -> None:
+    """Models imported after 2025-11-11: JSON that matches a schema, per-token log probabilities, tools."""
+    ask = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
+    capital = client.chat(ask, response_format=Capital, max_tokens=40).parsed
+    print(f"structured: {capital!r}")
+    scored = client.chat(QUESTION, logprobs=2, max_tokens=8)
+    tokens = scored.logprobs or ()
+    least = min(tokens, key=lambda t: t.logprob)
+    print(f"logprobs: {len(tokens)} tokens, least sure of {least.token!r} (p={math.exp(least.logprob):.2f})")
+    try:  # tools need a model whose chat template renders them (GPT-OSS); SmolLM2's doesn't
+        called = client.chat(QUESTION, tools=[WEATHER_TOOL])
+        print(f"tools: {[(c.name, c.parsed_arguments()) for c in called.tool_calls]}")
+    except RequestValidationError as exc:
+        print(f"tools: refused: {exc}")
 
 
 def main() -> None:
@@ -95,6 +126,8 @@ def main() -> None:
 
         if "Converse" in client.formats:
             print(f"converse: {client.converse(QUESTION).text}")
+
+        _features(client)
 
         # Many at once: order kept, throttling absorbed (fewer sends, then retries), nothing lost.
         before = len(retried)

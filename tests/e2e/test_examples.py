@@ -88,6 +88,10 @@ EXPECTED = {
         "complete (OpenAICompletion, max_tokens=5): 'The capital of France is', finish length",
         "stream: 7 chunks: The capital of France is Paris.",
         "converse: The capital of France is Paris.",
+        "structured: Capital(city='Paris', country='FRANCE')",  # the schema's shape, the model's words
+        "logprobs: 7 tokens, least sure of 'The'",
+        "tools: refused: InvokeModel: ValidationException: Malformed input request: this model does not "
+        "support tool calling",
         "batch: all 40 answered: True, in input order: True, ",
         "  throttled and retried: True (",
         "  France -> The capital of France is Paris.",
