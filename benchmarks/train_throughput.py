@@ -189,7 +189,7 @@ def via_launch(path: Path, qlora: Any, training: Any, *, steps: int, work: Path)
     }
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
@@ -198,7 +198,14 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated variant names")
     parser.add_argument("--model-dir", default=None, help="keep the random-init model here, and reuse it")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs of the multi-GPU runs (default: all)")
+    parser.add_argument(
+        "--loss-curve", type=int, default=0, metavar="STEPS",
+        help="instead: STEPS steps of the defaults fused and unfused (twice: the noise) on learnable data",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.loss_curve:
+        loss_curves(args)
+        return
 
     import torch
     import transformers
@@ -234,7 +241,9 @@ def main() -> None:
         "seed-raw": lambda: seed_raw(model_dir, args.steps, args.warmup),
         "seed-trainer": trainer_run(QLoRAConfig.seed_recipe(), TrainingConfig.seed_recipe()),
         "default": trainer_run(QLoRAConfig(), TrainingConfig()),
+        "default-unfused": trainer_run(QLoRAConfig(), TrainingConfig(fused_lora=False)),
         "default-no-liger": trainer_run(QLoRAConfig(), TrainingConfig(liger_kernel=False)),
+        "default-dropout-0.05": trainer_run(QLoRAConfig(dropout=0.05), TrainingConfig()),
         "default-bfd-padding-free": trainer_run(
             QLoRAConfig(), TrainingConfig(packing_strategy="bfd", padding_free=True)
         ),
@@ -272,6 +281,64 @@ def main() -> None:
         Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     sys.exit(0)
+
+
+def learnable_dataset(n_rows: int, seed: int = 0) -> Any:
+    """Rows of SEQ tokens the model can learn: 64 fixed 32-token phrases, in a random order."""
+    import torch
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    phrases = torch.randint(4, VOCAB, (64, 32), generator=g)
+    order = torch.randint(0, 64, (n_rows, SEQ // 32), generator=g)
+    return Dataset.from_dict({"input_ids": phrases[order].reshape(n_rows, SEQ).tolist()})
+
+
+def loss_curves(args: Any) -> None:
+    """Per-step training loss of the defaults with the fused LoRA layers and with peft's, same seed and
+    data; the unfused run twice, since GPU training isn't bitwise reproducible: the second run's
+    distance from the first is the noise the fused run's distance is judged against."""
+    import torch
+
+    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
+
+    work = Path(tempfile.mkdtemp(prefix="bench-loss-"))
+    model_dir = Path(args.model_dir) if args.model_dir else work / "mistral-7b-shape"
+    if not (model_dir / "tokenizer_config.json").is_file():
+        make_model(model_dir, args.layers)
+    steps = args.loss_curve
+    data = learnable_dataset(BATCH * steps + BATCH)
+    curves: dict[str, list[float]] = {}
+    runs = [("fused", True, 0.0), ("unfused", False, 0.0), ("unfused-again", False, 0.0),
+            ("fused-dropout", True, 0.05), ("unfused-dropout", False, 0.05)]  # fmt: skip
+    for name, fused, dropout in runs:
+        training = TrainingConfig(
+            base_model=str(model_dir), output_dir=str(work / name), max_steps=steps, max_length=SEQ,
+            per_device_batch_size=BATCH, save_steps=10_000, logging_steps=1, tensorboard=False,
+            fused_lora=fused, learning_rate=1e-3, warmup_ratio=0.0, lr_scheduler="constant",
+        )  # fmt: skip
+        trainer = QLoRATrainer(QLoRAConfig(dropout=dropout), training, progress_bar=False)
+        trainer.train(data)
+        curves[name] = [loss for _, loss in trainer.monitor.losses]
+        print(name, [round(x, 3) for x in curves[name]], flush=True)
+        del trainer
+        torch.cuda.empty_cache()
+
+    def gap(a: str, b: str) -> dict[str, float]:
+        rel = [abs(x - y) / y for x, y in zip(curves[a], curves[b], strict=True)]
+        return {"max_rel": round(max(rel), 4), "mean_rel": round(sum(rel) / len(rel), 4)}
+
+    report = {
+        "gpu": torch.cuda.get_device_name(0), "layers": args.layers, "steps": steps, "curves": curves,
+        "first_last": {k: (round(v[0], 3), round(v[-1], 3)) for k, v in curves.items()},
+        "fused_vs_unfused": gap("fused", "unfused"),
+        "noise_unfused_vs_unfused": gap("unfused-again", "unfused"),
+        "fused_vs_unfused_dropout_0.05": gap("fused-dropout", "unfused-dropout"),
+    }  # fmt: skip
+    print(json.dumps({k: v for k, v in report.items() if k != "curves"}, indent=1), flush=True)
+    if args.out:
+        Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
 
 def _ratios(report: dict[str, Any]) -> None:

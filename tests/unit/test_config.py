@@ -248,3 +248,26 @@ def test_hash_exclusions_reach_into_lists_and_dicts() -> None:
 def test_aws_config_validates_endpoint_urls() -> None:
     with pytest.raises(ConfigError, match=r"endpoint_urls: .*must start with http"):
         AwsConfig(endpoint_urls={"s3": "127.0.0.1:9000"})
+
+
+def test_fused_lora_blockers_and_settings() -> None:
+    """Why the fused LoRA path can't apply, per run; and the debug check needs the path on."""
+    from bedrock_ft.training import QLoRAConfig, TrainingConfig
+    from bedrock_ft.training._distributed import RankInfo
+    from bedrock_ft.training._fused import FusedReport, fused_lora_blocker
+
+    q, t = QLoRAConfig(), TrainingConfig()
+    assert t.fused_lora is None and TrainingConfig.seed_recipe().fused_lora is False
+    assert fused_lora_blocker(q, t, "cuda", None) is None
+    assert "CPU" in (fused_lora_blocker(q, t, "cpu", None) or "")
+    fsdp = RankInfo(rank=0, local_rank=0, world_size=2, launch_dir=Path(), fsdp=True)
+    assert "FSDP" in (fused_lora_blocker(q, t, "cuda", fsdp) or "")
+    ddp = RankInfo(rank=0, local_rank=0, world_size=2, launch_dir=Path())
+    assert fused_lora_blocker(q, t, "cuda", ddp) is None
+    assert "bias='all'" in (fused_lora_blocker(QLoRAConfig(bias="all"), t, "cuda", None) or "")
+    with pytest.raises(ConfigError, match="fused_lora_check"):
+        TrainingConfig(fused_lora=False, fused_lora_check=True)
+    # settings of how a run executes: changing them keeps a run resumable
+    assert {"fused_lora", "fused_lora_check"} <= TrainingConfig.hash_exclude
+    report = FusedReport(fused=["a", "b"], skipped={"c": "DoRA or another peft LoRA variant"})
+    assert report.summary() == "fused LoRA on 2 layers; 1 left to peft (DoRA or another peft LoRA variant)"

@@ -197,6 +197,17 @@ class TrainingConfig(BaseConfig):
         description="liger-kernel fused ops (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). Default: on "
         "with CUDA when liger-kernel is installed (the gpu extra).",
     )
+    fused_lora: bool | None = Field(
+        default=None,
+        description="Fused LoRA layers: the LoRA product added in the base matmul's epilogue, one autograd "
+        "node per layer (the adapter stays a plain peft adapter). Default: on with CUDA where it applies, "
+        "else off with the reason logged; True: required (an error says why it can't apply).",
+    )
+    fused_lora_check: bool = Field(
+        default=False,
+        description="Debug: at start-up, compare every fused layer's output and gradients with peft's own "
+        "path, and stop naming the first layer that disagrees.",
+    )
 
     # --- checkpoints, logging ----------------------------------------------------------------------
     save_steps: int = Field(
@@ -218,7 +229,8 @@ class TrainingConfig(BaseConfig):
         {
             "output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard",
             "save_total_limit", "save_steps", "gradient_checkpointing", "attn_implementation",
-            "liger_kernel", "device", "backend", "strategy", "num_processes", "sagemaker",
+            "liger_kernel", "device", "backend", "strategy", "num_processes", "sagemaker", "fused_lora",
+            "fused_lora_check",
         }
     )  # fmt: skip
 
@@ -237,6 +249,8 @@ class TrainingConfig(BaseConfig):
             if self.strategy != "auto":
                 what = f"strategy={self.strategy!r}"
             raise _problem(f"{what} needs backend='accelerate' (backend='local' trains in this one process)")
+        if self.fused_lora_check and self.fused_lora is False:
+            raise _problem("fused_lora_check checks the fused path, which fused_lora=False turns off")
         if self.backend == "sagemaker" and self.sagemaker is None:
             raise _problem("backend='sagemaker' needs the sagemaker section (role_arn, output_s3_uri, ...)")
         if self.sagemaker is not None and self.backend != "sagemaker":
@@ -283,12 +297,13 @@ class TrainingConfig(BaseConfig):
 
     @classmethod
     def seed_recipe(cls, **overrides: Any) -> TrainingConfig:
-        """The seed's run settings: sdpa, no fused kernels, trl's wrapped packing with padding."""
+        """The seed's run settings: sdpa, no fused kernels or layers, trl's wrapped packing with padding."""
         settings: dict[str, Any] = {
             "packing": True,
             "packing_strategy": "wrapped",
             "padding_free": False,
             "liger_kernel": False,
+            "fused_lora": False,
             "attn_implementation": "sdpa",
             "gradient_checkpointing": True,
             "learning_rate": 2e-4,

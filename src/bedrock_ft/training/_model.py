@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,11 +206,13 @@ def build_model(
     precision: Precision,
     arch: Architecture | None,
     rank: RankInfo | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Any:
     """The base model (4-bit unless ``quantize=False``) with a fresh LoRA adapter, ready to train.
 
     LoRA weights are kept in float32 (the optimizer's master copy); the forward and backward run in
-    ``precision`` under autocast.
+    ``precision`` under autocast. Where it applies, the LoRA layers take the fused path
+    (``training.fused_lora``); ``say`` hears which, or why not.
     """
     import torch
     from peft import get_peft_model
@@ -254,6 +257,11 @@ def build_model(
     except ValueError as exc:  # peft: target modules not found in the model
         raise TrainingError(f"target_modules {qlora.target_modules!r}: {exc}") from exc
     keep_adapter_fp32(peft_model)
+    from bedrock_ft.training._fused import fuse_lora
+
+    report = fuse_lora(peft_model, qlora, training, device=device, rank=rank)
+    if say is not None:
+        say(report.summary())
     return peft_model
 
 

@@ -55,6 +55,7 @@ def test_train_from_a_config_file_with_assistant_only_loss(
     # Progress went to stderr, one line per stage.
     assert "loading " in err and "saving the adapter to" in err
     assert "CPU thread(s), OpenMP wait policy" in err  # threads sized for this machine, and said so
+    assert "fused LoRA off: it runs on CUDA GPUs and this run trains on CPU" in err  # never silently
 
     # Again, without --resume: refused, with the reason on one line and exit status 1.
     code, out, err = run_cli("train", str(config))

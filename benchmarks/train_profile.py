@@ -1,0 +1,168 @@
+"""Where a QLoRA step's time goes, on one CUDA GPU: the defaults with peft's LoRA layers and fused.
+
+The model is train_throughput.py's random-init Mistral-7B shape (same directory with ``--model-dir``),
+loaded with bedrock-ft's own ``build_model`` and liger-kernel's instance patch, as the trainer does;
+one packed padding-free row of 4 x 2048 tokens a step, bf16 autocast, gradient checkpointing, AdamW
+(fused). A plain loop times forward, backward (which holds the checkpointed forward's recomputation)
+and the optimizer with CUDA events; one step under torch.profiler splits the GPU time by kernel kind,
+and the matmuls by their shapes into the base projections, the LoRA products (a dimension of rank r)
+and the LM head (a dimension of the vocabulary).
+
+    PYTHONPATH=$PWD/.site:$PWD/src python benchmarks/train_profile.py --model-dir /tmp/m7b --out $OUT/p.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_throughput import BATCH, SEQ, VOCAB, make_model
+
+KINDS = [  # first match wins: (kind, pattern on the kernel's name)
+    ("dequantize (bitsandbytes)", r"dequantize|kDequant"),
+    ("attention", r"flex|triton_tem|flash|attention|fmha|sdpa"),
+    ("rmsnorm", r"rms"),
+    ("rope", r"rope"),
+    ("swiglu / activation", r"swiglu|silu"),
+    ("cross-entropy (fused with LM head)", r"cross_entropy|_ce_|element_mul"),
+    ("optimizer", r"adam|multi_tensor|foreach"),
+    ("matmul", r"gemm|nvjet|cutlass|xmma|sm90_|sm80_|cublas|Kernel2"),
+    ("memcpy / memset", r"Memcpy|Memset"),
+    ("elementwise, casts, copies", r"elementwise|copy|cat|fill|reduce|index|where|bernoulli|distribution"),
+]
+MM_OPS = {"aten::mm", "aten::addmm", "aten::addmm_"}
+
+
+def _kind(name: str) -> str:
+    for kind, pattern in KINDS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return kind
+    return "other"
+
+
+def build(path: Path, fused: bool) -> tuple[Any, Any]:
+    import torch
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    from bedrock_ft.training import QLoRAConfig, TrainingConfig
+    from bedrock_ft.training._model import build_model, resolve_precision
+
+    training = TrainingConfig(base_model=str(path), fused_lora=fused)
+    lines: list[str] = []
+    model = build_model(str(path), QLoRAConfig(), training, device="cuda",
+                        precision=resolve_precision("auto", "cuda"), arch=None, say=lines.append)  # fmt: skip
+    print("  ", *lines, flush=True)
+    _apply_liger_kernel_to_instance(model=model.get_base_model())
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=True)
+    return model, opt
+
+
+def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
+    """``variant``: unfused, fused, or fused-skipK (the last K layers not checkpointed)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    torch.cuda.reset_peak_memory_stats()
+    fused = variant.startswith("fused")
+    model, opt = build(path, fused)
+    skip = int(variant.partition("-skip")[2] or 0)
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers[len(layers) - skip :]:
+        layer.gradient_checkpointing = False
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, VOCAB, (1, BATCH * SEQ), generator=g).cuda()
+    pos = torch.arange(SEQ).repeat(BATCH)[None].cuda()
+
+    def step(times: list[tuple[float, float, float]] | None) -> None:
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        ev[0].record()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, position_ids=pos, labels=ids).loss
+        ev[1].record()
+        loss.backward()
+        ev[2].record()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ev[3].record()
+        torch.cuda.synchronize()
+        if times is not None:
+            times.append(tuple(ev[i].elapsed_time(ev[i + 1]) / 1000 for i in range(3)))  # type: ignore[arg-type]
+
+    for _ in range(warm):
+        step(None)
+    times: list[tuple[float, float, float]] = []
+    for _ in range(steps):
+        step(times)
+    med = sorted(times, key=sum)[len(times) // 2]
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        step(None)
+    kinds: dict[str, float] = {}
+    for row in prof.key_averages():
+        t = row.self_device_time_total
+        if t > 0 and not row.key.startswith("aten::"):
+            kinds[_kind(row.key)] = kinds.get(_kind(row.key), 0.0) + t / 1e6
+    mm = {"base projections": 0.0, "LoRA products (rank r)": 0.0, "LM head": 0.0}
+    for row in prof.key_averages(group_by_input_shape=True):
+        if row.key in MM_OPS:
+            dims = {d for shape in row.input_shapes for d in shape}
+            part = "base projections"
+            if VOCAB in dims or 16 in dims:
+                part = "LM head" if VOCAB in dims else "LoRA products (rank r)"
+            mm[part] += row.device_time_total / 1e6
+    total = sum(kinds.values())
+    by_kind = sorted(kinds.items(), key=lambda kv: -kv[1])
+    result = {
+        "fused_lora": fused,
+        "layers_not_checkpointed": skip,
+        "step_s": round(sum(med), 4),
+        "tok_per_s": round(BATCH * SEQ / sum(med)),
+        "forward_s": round(med[0], 4),
+        "backward_s (with recompute)": round(med[1], 4),
+        "optimizer_s": round(med[2], 4),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "gpu_s_by_kernel_kind": {k: round(v, 4) for k, v in by_kind},
+        "gpu_share_by_kernel_kind": {k: round(v / total, 3) for k, v in by_kind},
+        "matmul_s_by_shape": {k: round(v, 4) for k, v in mm.items()},
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--variants", default="unfused,fused")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    path = Path(args.model_dir)
+    if not (path / "tokenizer_config.json").is_file():
+        t = time.perf_counter()
+        make_model(path, args.layers)
+        print(f"model made in {time.perf_counter() - t:.0f} s", flush=True)
+    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "results": {}}
+    for name in args.variants.split(","):
+        report["results"][name] = profile(path, name, args.steps, args.warmup)
+        print(name, json.dumps(report["results"][name], indent=1), flush=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
