@@ -68,7 +68,7 @@ def test_each_format_carries_the_features_in_its_own_shape() -> None:
     [
         ("BedrockCompletion", {"logprobs": 1}, "BedrockCompletion format has no logprobs"),
         ("BedrockCompletion", {"tools": [TOOL]}, "has no tools"),
-        ("OpenAICompletion", {"tools": [TOOL]}, "has no tools: call chat()"),
+        ("OpenAICompletion", {"tools": [TOOL]}, "has no tools: offer them with chat.. in OpenAIChatCompletion"),
         ("OpenAICompletion", {"logprobs": 6}, "at most 5"),
         ("mistral", {"response_format": "json_object"}, "mistral format has no response_format"),
         ("llama", {"logprobs": 1}, "llama format has no logprobs"),
@@ -85,6 +85,32 @@ def test_a_feature_the_format_lacks_is_refused(fmt: str, asked: dict[str, Any], 
         ({"logprobs": 21}, "logprobs must be True or the number"),
         ({"response_format": 3}, "response_format must be a pydantic model class"),
         ({"tools": [{"name": "x"}]}, r"tools\[0\] must be"),
+        ({"tools": []}, "tools is empty"),
+        ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, r"tools\[0\].function.name"),
+        ({"tool_choice": "auto"}, "tool_choice needs tools"),
+        ({"tools": [TOOL], "tool_choice": "always"}, "tool_choice must be 'none', 'auto', 'required'"),
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "other"}}},
+            "tool_choice names 'other', which is not among the tools",
+        ),
+        ({"response_format": {"type": "text"}}, "is the default"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": "x"}},
+            "response_format.json_schema must",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": []}}},
+            "response_format.json_schema.schema must be a JSON Schema",
+        ),
+        (
+            {"response_format": {"type": "object", "properties": {"a": {"type": "nonsense"}}}},
+            r"response_format.properties.a.type must be one of array, boolean",
+        ),
+        ({"response_format": {"type": "object", "required": "a"}}, r"response_format.required must be"),
+        (
+            {"tools": [{**TOOL, "function": {"name": "f", "parameters": {"type": "dict"}}}]},
+            r"tools\[0\].function.parameters.type must be",
+        ),
     ],
 )
 def test_bad_feature_values_are_refused_before_sending(asked: dict[str, Any], needle: str) -> None:
@@ -155,6 +181,39 @@ def test_tool_calls_are_read_from_openais_documented_shape() -> None:
     data["choices"][0]["message"]["tool_calls"] = [{"id": "x", "function": {}}]
     with pytest.raises(MalformedResponseError, match="no function name"):
         get_codec("OpenAIChatCompletion").decode(data)
+    # Arguments that aren't JSON text are the service's error, not an empty call.
+    data["choices"][0]["message"]["tool_calls"] = [{"id": "x", "function": {"name": "f", "arguments": {}}}]
+    with pytest.raises(
+        MalformedResponseError, match=r"tool_calls\[0\].function.arguments should be JSON text"
+    ):
+        get_codec("OpenAIChatCompletion").decode(data)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "logprobs", "needle"),
+    [
+        (
+            "OpenAIChatCompletion",
+            {"content": [{"token": "a", "logprob": -1, "top_logprobs": [{}]}]},
+            "top_logprobs",
+        ),
+        ("OpenAIChatCompletion", {"content": {"token": "a"}}, "content should be a list"),
+        ("OpenAICompletion", {"tokens": ["a"], "token_logprobs": [None]}, "token_logprobs"),
+        (
+            "OpenAICompletion",
+            {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [1]},
+            "top_logprobs",
+        ),
+    ],
+)
+def test_malformed_logprobs_are_errors_not_dropped(fmt: str, logprobs: Any, needle: str) -> None:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": logprobs}
+    if fmt == "OpenAIChatCompletion":
+        choice["message"] = {"role": "assistant", "content": "a"}
+    else:
+        choice["text"] = "a"
+    with pytest.raises(MalformedResponseError, match=needle):
+        get_codec(fmt).decode({"choices": [choice]})
 
 
 def _request(body: dict[str, Any]) -> Any:
@@ -226,6 +285,18 @@ def test_response_format_is_read_in_openais_shape_and_in_aws_bedrockcompletion_e
         ({"messages": [{"role": "user", "content": "Hi"}], "logprobs": True, "top_logprobs": 21}, "0 and 20"),
         ({"prompt": "Hi", "return_logprobs": True}, "unknown parameter"),
         ({"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "x"}]}, r"tools\[0\]"),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "auto"},
+            "only allowed when 'tools'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}], "tools": [TOOL], "tool_choice": "required"},
+            "'tool_choice' 'required' is not supported by the local Bedrock",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}], "tools": [TOOL], "parallel_tool_calls": False},
+            "'parallel_tool_calls': false is not supported",
+        ),
     ],
 )
 def test_bad_feature_parameters_are_validation_errors(body: dict[str, Any], needle: str) -> None:

@@ -93,12 +93,19 @@ def parse_logprobs(data: Mapping[str, Any], fmt_name: str, *, stream: bool) -> i
 
 def parse_tools(data: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
     """The ``tools`` of a chat body, checked to be OpenAI function tools; ``tool_choice`` ``"none"``
-    means none are offered."""
+    means none are offered. The model chooses whether to call one (``"auto"``): a ``tool_choice`` that
+    forces a call (``"required"``, a named function) or ``parallel_tool_calls: false`` would need the
+    output constrained to a call, which the local Bedrock doesn't do, so they are refused, not ignored."""
     tools = data.get("tools")
+    choice = data.get("tool_choice")
+    parallel = data.get("parallel_tool_calls")
     if tools is None:
+        for key in ("tool_choice", "parallel_tool_calls"):
+            if data.get(key) is not None:
+                raise _invalid(f"'{key}' is only allowed when 'tools' are given")
         return ()
-    if not isinstance(tools, list):
-        raise _invalid("'tools' must be a list")
+    if not isinstance(tools, list) or not tools:
+        raise _invalid("'tools' must be a non-empty list")
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if (
@@ -109,9 +116,20 @@ def parse_tools(data: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
             or not function["name"]
         ):
             raise _invalid(f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ...}}}}")
-    choice = data.get("tool_choice")
-    if choice is not None and choice not in ("none", "auto", "required") and not isinstance(choice, dict):
+    if choice is not None and choice not in ("none", "auto"):
+        if choice == "required" or isinstance(choice, dict):
+            raise _invalid(
+                f"'tool_choice' {choice!r} is not supported by the local Bedrock: it offers the tools and "
+                "the model chooses ('auto'), or none are offered ('none')"
+            )
         raise _invalid(f"'tool_choice' must be none, auto, required or a function, got {choice!r}")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _invalid(f"'parallel_tool_calls' must be a boolean, got {parallel!r}")
+    if parallel is False:
+        raise _invalid(
+            "'parallel_tool_calls': false is not supported by the local Bedrock (the model may call "
+            "several tools at once)"
+        )
     return () if choice == "none" else tuple(tools)
 
 

@@ -175,7 +175,10 @@ class ImportedModelClient(ConcurrentCalls):
             return response
 
         operation = "InvokeModelWithResponseStream"
-        return self._open_stream(send, operation, invoke_stream_decoder(codec), codec.name, "body")
+        decoder = invoke_stream_decoder(codec)
+        return self._open_stream(
+            send, operation, decoder, codec.name, "body", response_format=_spec(features)
+        )
 
     def converse(self, messages: Messages, *, system: str | None = None, **params: Any) -> Completion:
         """The Converse API. Refused before sending for architectures Bedrock serves without it (Qwen2.5,
@@ -298,12 +301,17 @@ class ImportedModelClient(ConcurrentCalls):
             raise UnsupportedFormatError(f"{label}: {exc}") from None
 
 
+def _spec(features: Features) -> Any:
+    """What :attr:`Completion.parsed` reads the text as: the pydantic class, the schema, or None."""
+    if not features.structured:
+        return None
+    return features.model_class or features.schema or "json_object"
+
+
 def _answered(completion: Completion, features: Features) -> Completion:
     """The completion, told how to read its text as JSON where the call asked for structured output."""
-    if not features.structured:
-        return completion
-    spec = features.model_class or features.schema or "json_object"
-    return dataclasses.replace(completion, response_format=spec)
+    spec = _spec(features)
+    return completion if spec is None else dataclasses.replace(completion, response_format=spec)
 
 
 def _imported_model(value: Any) -> ImportedModel:

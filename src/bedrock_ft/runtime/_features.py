@@ -8,13 +8,14 @@ refuses them before anything is sent where the format has no place for them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bedrock_ft.errors import RequestValidationError
 
-__all__ = ["FEATURE_KEYS", "MAX_TOP_LOGPROBS", "Features", "split_features"]
+__all__ = ["FEATURE_KEYS", "MAX_TOP_LOGPROBS", "Features", "check_schema", "split_features"]
 
 FEATURE_KEYS = ("response_format", "logprobs", "tools", "tool_choice")
 MAX_TOP_LOGPROBS = 20
@@ -59,14 +60,15 @@ def split_features(params: Mapping[str, Any], *, call: str) -> tuple[Features, d
     if len(rest) == len(params):
         return Features(), rest
     schema, name, json_object, model_class = _response_format(params.get("response_format"), call)
+    tools = _tools(params.get("tools"), call)
     return Features(
         schema=schema,
         schema_name=name,
         json_object=json_object,
         model_class=model_class,
         logprobs=_logprobs(params.get("logprobs"), call),
-        tools=_tools(params.get("tools"), call),
-        tool_choice=params.get("tool_choice"),
+        tools=tools,
+        tool_choice=_tool_choice(params.get("tool_choice"), tools, call),
     ), rest
 
 
@@ -77,19 +79,87 @@ def _response_format(value: Any, call: str) -> tuple[Mapping[str, Any] | None, s
         return None, "response", False, None
     if value in ("json_object", {"type": "json_object"}):
         return None, "response", True, None
+    if value in ("text", {"type": "text"}):
+        raise RequestValidationError(
+            f"{call}: response_format {value!r} is the default (free text): leave response_format out"
+        )
     if isinstance(value, type) and hasattr(value, "model_json_schema"):
-        return value.model_json_schema(), value.__name__, False, value
-    if isinstance(value, Mapping):
-        if value.get("type") == "json_schema" and isinstance(value.get("json_schema"), Mapping):
-            spec = value["json_schema"]
-            schema = spec.get("schema") if isinstance(spec.get("schema"), Mapping) else spec
-            return dict(schema), str(spec.get("name") or "response"), False, None
-        if value:
-            return dict(value), str(value.get("title") or "response"), False, None
+        schema = value.model_json_schema()
+        check_schema(schema, call=call)
+        return schema, value.__name__, False, value
+    if isinstance(value, Mapping) and value.get("type") == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, Mapping) or not spec:
+            raise RequestValidationError(
+                f"{call}: response_format.json_schema must be a JSON Schema, or OpenAI's "
+                f"{{'name': ..., 'schema': {{...}}}}; got {spec!r}"
+            )
+        if "schema" in spec:  # OpenAI's wrapper; otherwise the schema itself, as AWS's example sends it
+            if not isinstance(spec["schema"], Mapping):
+                raise RequestValidationError(
+                    f"{call}: response_format.json_schema.schema must be a JSON Schema (a dict), "
+                    f"got {type(spec['schema']).__name__}"
+                )
+            schema = dict(spec["schema"])
+        else:
+            schema = dict(spec)
+        check_schema(schema, call=call)
+        return schema, str(spec.get("name") or "response"), False, None
+    if isinstance(value, Mapping) and value:
+        check_schema(value, call=call)
+        return dict(value), str(value.get("title") or "response"), False, None
     raise RequestValidationError(
         f"{call}: response_format must be a pydantic model class, a JSON Schema (a dict) or "
         f"'json_object', got {value!r}"
     )
+
+
+JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
+def check_schema(schema: Any, *, call: str, path: str = "response_format") -> None:
+    """The structure of a JSON Schema, checked before it is sent: :class:`RequestValidationError` naming
+    the first bad keyword by its path (``response_format.properties.age.type``). The service compiles
+    the schema itself; this catches what is plainly not a schema without a round trip."""
+
+    def bad(where: str, what: str, got: Any) -> RequestValidationError:
+        return RequestValidationError(f"{call}: {where} must be {what}, got {got!r}")
+
+    if isinstance(schema, bool):  # true / false are schemas too
+        return
+    if not isinstance(schema, Mapping):
+        raise bad(path, "a JSON Schema (an object)", schema)
+    kind = schema.get("type")
+    if kind is not None:
+        kinds = kind if isinstance(kind, list) else [kind]
+        if not kinds or any(k not in JSON_TYPES for k in kinds):
+            raise bad(f"{path}.type", f"one of {', '.join(JSON_TYPES)} (or a list of them)", kind)
+    if "required" in schema and (
+        not isinstance(schema["required"], list) or not all(isinstance(r, str) for r in schema["required"])
+    ):
+        raise bad(f"{path}.required", "a list of property names", schema["required"])
+    if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
+        raise bad(f"{path}.enum", "a non-empty list", schema["enum"])
+    for key in _SUBSCHEMA_MAPS:
+        if key in schema:
+            members = schema[key]
+            if not isinstance(members, Mapping):
+                raise bad(f"{path}.{key}", "an object of schemas", members)
+            for name, member in members.items():
+                check_schema(member, call=call, path=f"{path}.{key}.{name}")
+    for key in _SUBSCHEMA_LISTS:
+        if key in schema:
+            members = schema[key]
+            if not isinstance(members, list) or not members:
+                raise bad(f"{path}.{key}", "a non-empty list of schemas", members)
+            for index, member in enumerate(members):
+                check_schema(member, call=call, path=f"{path}.{key}[{index}]")
+    for key in _SUBSCHEMAS:
+        if key in schema:
+            check_schema(schema[key], call=call, path=f"{path}.{key}")
 
 
 def _logprobs(value: Any, call: str) -> int | None:
@@ -105,16 +175,52 @@ def _logprobs(value: Any, call: str) -> int | None:
     return value
 
 
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""OpenAI's rule for a function's name."""
+
+
 def _tools(value: Any, call: str) -> tuple[Mapping[str, Any], ...]:
     if value is None:
         return ()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise RequestValidationError(f"{call}: tools must be a list of OpenAI function tools")
+    if not value:
+        raise RequestValidationError(f"{call}: tools is empty: offer at least one, or leave tools out")
     for index, tool in enumerate(value):
         function = tool.get("function") if isinstance(tool, Mapping) else None
-        if not isinstance(function, Mapping) or not function.get("name") or tool.get("type") != "function":
+        if not isinstance(function, Mapping) or tool.get("type") != "function":
             raise RequestValidationError(
                 f"{call}: tools[{index}] must be {{'type': 'function', 'function': {{'name': ..., "
                 "'parameters': {...}}}"
             )
+        name = function.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            raise RequestValidationError(
+                f"{call}: tools[{index}].function.name must be 1-64 letters, digits, _ or -, got {name!r}"
+            )
+        if "parameters" in function:
+            check_schema(function["parameters"], call=call, path=f"tools[{index}].function.parameters")
     return tuple(value)
+
+
+def _tool_choice(value: Any, tools: Sequence[Mapping[str, Any]], call: str) -> Any:
+    """OpenAI's ``tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or one of the tools by name."""
+    if value is None:
+        return None
+    if not tools:
+        raise RequestValidationError(f"{call}: tool_choice needs tools to choose from")
+    if value in ("none", "auto", "required"):
+        return value
+    names = [tool["function"]["name"] for tool in tools]
+    function = value.get("function") if isinstance(value, Mapping) else None
+    name = function.get("name") if isinstance(function, Mapping) else None
+    if not isinstance(value, Mapping) or value.get("type") != "function" or not isinstance(name, str):
+        raise RequestValidationError(
+            f"{call}: tool_choice must be 'none', 'auto', 'required' or "
+            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {value!r}"
+        )
+    if name not in names:
+        raise RequestValidationError(
+            f"{call}: tool_choice names {name!r}, which is not among the tools ({', '.join(names)})"
+        )
+    return dict(value)

@@ -46,6 +46,7 @@ class TextStream(Iterator[str]):
         started: float,
         attempts: int,
         on_done: Callable[[Completion | None, BedrockFTError | None], None],
+        response_format: Any = None,
     ) -> None:
         self._response = response
         self._decode = decode
@@ -56,6 +57,7 @@ class TextStream(Iterator[str]):
         self._started = started
         self._attempts = attempts
         self._on_done = on_done
+        self._response_format = response_format
         self._events = iter(response[events_key])
         self._parts: list[str] = []
         self._finish: str | None = None
@@ -98,7 +100,9 @@ class TextStream(Iterator[str]):
                 decoded.output_tokens if decoded.output_tokens is not None else self._tokens[1],
             )
         if decoded.logprobs is not None:
-            self._logprobs = [*(self._logprobs or ()), *decoded.logprobs]
+            if self._logprobs is None:
+                self._logprobs = []
+            self._logprobs.extend(decoded.logprobs)
         self._parts.append(decoded.text)
         return decoded.text
 
@@ -120,6 +124,7 @@ class TextStream(Iterator[str]):
                 attempts=self._attempts,
                 raw=self._last,
                 logprobs=tuple(self._logprobs) if self._logprobs is not None else None,
+                response_format=self._response_format,
             )
         if not closed:
             self.completion = answer

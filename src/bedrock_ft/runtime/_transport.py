@@ -64,7 +64,14 @@ class Transport:
             return self._runtime
 
     def _open_stream(
-        self, send: Callable[[], dict[str, Any]], operation: str, decode: EventDecoder, fmt: str, key: str
+        self,
+        send: Callable[[], dict[str, Any]],
+        operation: str,
+        decode: EventDecoder,
+        fmt: str,
+        key: str,
+        *,
+        response_format: Any = None,
     ) -> TextStream:
         """Start a response stream (retrying its start: a cold start, throttling) and wrap it; usage is
         recorded when it ends, fails or is closed."""
@@ -93,6 +100,7 @@ class Transport:
             started=started,
             attempts=attempts,
             on_done=done,
+            response_format=response_format,
         )
 
     def _invoke(self, codec: Codec, body: dict[str, Any], config: InvokeConfig | None = None) -> Completion:

@@ -62,6 +62,9 @@ def test_structured_output_is_constrained_to_the_schema(client: ImportedModelCli
     assert answer.finish_reason == "stop"
     capital = answer.parsed
     assert isinstance(capital, Capital) and capital.city == "Paris"
+    streamed = client.stream(CAPITAL_QUESTION, response_format=Capital, max_tokens=40)
+    assert "".join(streamed) == answer.text  # the same constrained, greedy answer, in chunks
+    assert streamed.completion is not None and streamed.completion.parsed == capital  # read as the class
     # BedrockCompletion takes the schema itself as json_schema (AWS's example); any JSON object too.
     prompt = client.render_chat(CAPITAL_QUESTION)
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
@@ -89,8 +92,11 @@ def test_what_the_local_model_cant_do_is_refused_as_aws_does(
         runtime.converse(modelId=imported.model_arn, messages=[{"role": "user", "content": [block]}])
     with pytest.raises(RequestValidationError, match="image input needs a model with vision"):
         client.converse([{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}])
-    with pytest.raises(RequestValidationError, match="JSON schema"):
+    with pytest.raises(RequestValidationError, match=r"properties.a.type must be one of"):  # before sending
         client.chat(QUESTION, response_format={"type": "object", "properties": {"a": {"type": "nonsense"}}})
+    dangling = {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}
+    with pytest.raises(RequestValidationError, match="ValidationException.*JSON schema can't be enforced"):
+        client.chat(QUESTION, response_format=dangling)  # well formed, but llguidance can't compile it
     with pytest.raises(RequestValidationError, match="'logprobs' in a stream"):
         list(client.stream(QUESTION, logprobs=1))
     with pytest.raises(UnsupportedFormatError, match="BedrockCompletion format has no logprobs"):

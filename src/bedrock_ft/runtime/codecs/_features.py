@@ -32,26 +32,37 @@ def chat_logprobs(
 ) -> tuple[TokenLogprob, ...] | None:
     """``choices[0].logprobs.content`` (OpenAI's chat shape), or None where the choice has none."""
     logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, Mapping) or logprobs.get("content") is None:
+    if logprobs is None:
         return None
-    entries = logprobs["content"]
-    out = []
-    for entry in entries if isinstance(entries, list) else [entries]:
-        if (
-            not isinstance(entry, Mapping)
-            or not isinstance(entry.get("token"), str)
-            or not _number(entry.get("logprob"))
-        ):
-            raise MalformedResponseError(
-                f"{fmt}: a logprobs.content entry is not {{token, logprob}}: {quote(data)}"
-            )
-        top = tuple(
-            (str(t.get("token")), float(t["logprob"]))
-            for t in entry.get("top_logprobs") or ()
-            if isinstance(t, Mapping) and _number(t.get("logprob"))
+    if not isinstance(logprobs, Mapping):
+        raise MalformedResponseError(f"{fmt}: logprobs should be an object with content: {quote(data)}")
+    entries = logprobs.get("content")
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise MalformedResponseError(f"{fmt}: logprobs.content should be a list: {quote(data)}")
+    return tuple(_chat_entry(entry, fmt=fmt, data=data) for entry in entries)
+
+
+def _chat_entry(entry: Any, *, fmt: str, data: Mapping[str, Any]) -> TokenLogprob:
+    if not _pair(entry):
+        raise MalformedResponseError(
+            f"{fmt}: a logprobs.content entry is not {{token, logprob}}: {quote(data)}"
         )
-        out.append(TokenLogprob(entry["token"], float(entry["logprob"]), top))
-    return tuple(out)
+    tops = entry.get("top_logprobs") or []
+    if not isinstance(tops, list) or not all(_pair(t) for t in tops):
+        raise MalformedResponseError(
+            f"{fmt}: a logprobs.content entry's top_logprobs is not a list of {{token, logprob}}: "
+            f"{quote(data)}"
+        )
+    top = tuple((str(t["token"]), float(t["logprob"])) for t in tops)
+    return TokenLogprob(entry["token"], float(entry["logprob"]), top)
+
+
+def _pair(entry: Any) -> bool:
+    return (
+        isinstance(entry, Mapping) and isinstance(entry.get("token"), str) and _number(entry.get("logprob"))
+    )
 
 
 def completion_logprobs(
@@ -60,41 +71,62 @@ def completion_logprobs(
     """``choices[0].logprobs`` in OpenAI's completions shape (``tokens``, ``token_logprobs``,
     ``top_logprobs``), or None where the choice has none."""
     logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, Mapping):
+    if logprobs is None:
         return None
-    tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
-    tops = logprobs.get("top_logprobs") or []
+    tokens = logprobs.get("tokens") if isinstance(logprobs, Mapping) else None
+    values = logprobs.get("token_logprobs") if isinstance(logprobs, Mapping) else None
     if (
         not isinstance(tokens, list)
         or not isinstance(values, list)
         or len(tokens) != len(values)
         or not all(isinstance(t, str) for t in tokens)
+        or not all(_number(v) for v in values)
     ):
-        raise MalformedResponseError(f"{fmt}: logprobs should hold tokens and token_logprobs: {quote(data)}")
+        raise MalformedResponseError(
+            f"{fmt}: logprobs should hold tokens and token_logprobs (numbers), one each: {quote(data)}"
+        )
+    tops = logprobs.get("top_logprobs") or []
+    if (
+        not isinstance(tops, list)
+        or (tops and len(tops) != len(tokens))
+        or not all(
+            top is None or (isinstance(top, Mapping) and all(_number(v) for v in top.values()))
+            for top in tops
+        )
+    ):
+        raise MalformedResponseError(
+            f"{fmt}: logprobs.top_logprobs should hold one {{token: logprob}} per token: {quote(data)}"
+        )
     out = []
     for index, (token, value) in enumerate(zip(tokens, values, strict=True)):
-        top = tops[index] if index < len(tops) and isinstance(tops[index], Mapping) else {}
-        pairs = sorted(((str(t), float(v)) for t, v in top.items() if _number(v)), key=lambda p: -p[1])
-        out.append(TokenLogprob(token, float(value) if _number(value) else float("-inf"), tuple(pairs)))
+        top = (tops[index] if tops else None) or {}
+        pairs = sorted(((str(t), float(v)) for t, v in top.items()), key=lambda p: -p[1])
+        out.append(TokenLogprob(token, float(value), tuple(pairs)))
     return tuple(out)
 
 
 def tool_calls(message: Mapping[str, Any], *, fmt: str, data: Mapping[str, Any]) -> tuple[ToolCall, ...]:
-    """``message.tool_calls`` (OpenAI's chat shape) as :class:`ToolCall`\\ s."""
+    """``message.tool_calls`` (OpenAI's chat shape) as :class:`ToolCall`\\ s; a call without a function
+    name, or whose arguments aren't JSON text, is a :class:`MalformedResponseError` quoting the body."""
     calls = message.get("tool_calls")
     if not calls:
         return ()
     if not isinstance(calls, list):
         raise MalformedResponseError(f"{fmt}: message.tool_calls should be a list: {quote(data)}")
     out = []
-    for call in calls:
+    for index, call in enumerate(calls):
+        where = f"{fmt}: message.tool_calls[{index}]"
         function = call.get("function") if isinstance(call, Mapping) else None
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise MalformedResponseError(f"{fmt}: a tool call has no function name: {quote(data)}")
+            raise MalformedResponseError(f"{where}: a tool call has no function name: {quote(data)}")
         arguments = function.get("arguments")
-        out.append(
-            ToolCall(
-                str(call.get("id") or ""), function["name"], arguments if isinstance(arguments, str) else "{}"
+        if not isinstance(arguments, str):
+            raise MalformedResponseError(
+                f"{where}.function.arguments should be JSON text (a string), got "
+                f"{type(arguments).__name__}: {quote(data)}"
             )
-        )
+        call_id = call.get("id")
+        if not isinstance(call_id, str):
+            raise MalformedResponseError(f"{where}.id should be a string: {quote(data)}")
+        out.append(ToolCall(call_id, function["name"], arguments))
     return tuple(out)

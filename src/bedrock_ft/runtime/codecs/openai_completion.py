@@ -46,7 +46,8 @@ class OpenAICompletion(Codec, body_format="OpenAICompletion"):
     def add_features(self, body: dict[str, Any], features: Features) -> None:
         if features.tools:
             raise UnsupportedFormatError(
-                f"the {self.name} format has no tools: call chat() (OpenAIChatCompletion)"
+                f"the {self.name} format has no tools: offer them with chat() in OpenAIChatCompletion "
+                "(api_format='OpenAIChatCompletion')"
             )
         if features.logprobs is not None:
             if features.logprobs > MAX_COMPLETION_LOGPROBS:
