@@ -21,7 +21,7 @@ from bedrock_ft.runtime import GenerationParams
 from bedrock_ft.runtime._chat import check_messages
 from bedrock_ft.runtime._converse import converse_request
 from bedrock_ft.runtime._features import split_features
-from bedrock_ft.runtime._results import Completion
+from bedrock_ft.runtime._results import Completion, ToolCall
 from bedrock_ft.runtime.codecs import get_codec, parse_json
 
 from .test_invoke import offline_client
@@ -68,7 +68,11 @@ def test_each_format_carries_the_features_in_its_own_shape() -> None:
     [
         ("BedrockCompletion", {"logprobs": 1}, "BedrockCompletion format has no logprobs"),
         ("BedrockCompletion", {"tools": [TOOL]}, "has no tools"),
-        ("OpenAICompletion", {"tools": [TOOL]}, "has no tools: offer them with chat.. in OpenAIChatCompletion"),
+        (
+            "OpenAICompletion",
+            {"tools": [TOOL]},
+            "has no tools: offer them with chat.. in OpenAIChatCompletion",
+        ),
         ("OpenAICompletion", {"logprobs": 6}, "at most 5"),
         ("mistral", {"response_format": "json_object"}, "mistral format has no response_format"),
         ("llama", {"logprobs": 1}, "llama format has no logprobs"),
@@ -131,6 +135,45 @@ def test_image_parts_stay_parts_and_go_only_as_chat_messages() -> None:
         check_messages(bad, call="chat()")
     with pytest.raises(UnsupportedFormatError, match="image input goes only in OpenAIChatCompletion"):
         offline_client().chat(messages, api_format="BedrockCompletion")
+
+
+def test_a_tool_call_and_its_result_go_back_as_openai_chat_messages() -> None:
+    answer = Completion("", "tool_calls", 1, 1, 0.1, "OpenAIChatCompletion", ARN,
+                        tool_calls=(ToolCall("call_1", "get_weather", '{"city": "Paris"}'),))  # fmt: skip
+    turns = [
+        {"role": "user", "content": "Weather?"},
+        answer.as_message(),
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 C"},
+    ]
+    sent = get_codec("OpenAIChatCompletion").body(PARAMS, messages=check_messages(turns, call="chat()"))
+    assert sent["messages"][1]["tool_calls"] == [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        }
+    ]
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "21 C"}
+    # The local Bedrock reads them back, with each call's arguments as an object for the chat template.
+    served = parse_invoke_body(json.dumps({"messages": turns}).encode(), "BedrockCompletion",
+                               max_tokens_limit=8, stream=False)  # fmt: skip
+    assert served.messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert served.messages[2]["tool_call_id"] == "call_1"
+    with pytest.raises(RequestValidationError, match="needs the tool_call_id"):
+        check_messages([{"role": "tool", "content": "21 C"}], call="chat()")
+    with pytest.raises(UnsupportedFormatError, match="go only in OpenAIChatCompletion messages"):
+        offline_client().chat(turns, api_format="BedrockCompletion")
+    with pytest.raises(
+        UnsupportedFormatError, match="tool calls and tool results go as OpenAIChatCompletion"
+    ):
+        offline_client().converse(turns)
+    bad = [
+        *turns[:1],
+        {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{"}}]},
+    ]
+    with pytest.raises(ServiceError, match=r"messages\[1\].tool_calls\[0\] must be"):
+        parse_invoke_body(json.dumps({"messages": bad}).encode(), "BedrockCompletion",
+                          max_tokens_limit=8, stream=False)  # fmt: skip
 
 
 def test_converse_sends_a_data_url_image_as_an_image_block_with_its_bytes() -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "refuse_image",
     "split_tool_calls",
     "template_takes_tools",
+    "tool_turn",
 ]
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's chat completions API
@@ -131,6 +132,37 @@ def parse_tools(data: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
             "several tools at once)"
         )
     return () if choice == "none" else tuple(tools)
+
+
+def tool_turn(message: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A message's part in a tool-calling conversation (OpenAI's shape), checked, as chat templates take
+    it: an assistant's ``tool_calls`` with each call's arguments as an object (transformers' convention,
+    which vLLM follows too), or a tool message's ``tool_call_id``."""
+    role = message.get("role")
+    if role == "tool":
+        if not isinstance(message.get("tool_call_id"), str):
+            raise _invalid(f"{where}: a 'tool' message needs 'tool_call_id'")
+        return {"tool_call_id": message["tool_call_id"]}
+    if "tool_calls" not in message:
+        return {}
+    calls = message["tool_calls"]
+    if role != "assistant" or not isinstance(calls, list) or not calls:
+        raise _invalid(f"{where}.tool_calls: only an assistant message has them, as a non-empty list")
+    out = []
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or parsed is None:
+            raise _invalid(
+                f"{where}.tool_calls[{number}] must be {{'id', 'type': 'function', 'function': {{'name', "
+                "'arguments': '<JSON text>'}}}}"
+            )
+        out.append({**call, "function": {"name": function["name"], "arguments": parsed}})
+    return {"tool_calls": out}
 
 
 def template_takes_tools(template: str | None) -> bool:

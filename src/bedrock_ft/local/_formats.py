@@ -211,9 +211,12 @@ def _messages(value: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(message, dict):
             raise _invalid(f"{where} must be an object with 'role' and 'content'")
         role = message.get("role")
-        if role not in ("system", "user", "assistant"):
-            raise _invalid(f"{where}.role must be system, user or assistant, got {role!r}")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise _invalid(f"{where}.role must be system, user, assistant or tool, got {role!r}")
         content = message.get("content")
+        extra = _features.tool_turn(message, where)  # tool_calls of an assistant, tool_call_id of a tool
+        if content is None and "tool_calls" in extra:
+            content = ""
         if isinstance(content, list):  # OpenAI content parts: text only here
             texts = []
             for number, part in enumerate(content):
@@ -229,7 +232,7 @@ def _messages(value: Any) -> tuple[dict[str, Any], ...]:
             content = "".join(texts)
         if not isinstance(content, str):
             raise _invalid(f"{where}.content must be a string")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **extra})
     return tuple(out)
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from bedrock_ft.errors import RequestValidationError
 
-__all__ = ["ChatRenderer", "check_messages", "check_prompt", "has_images"]
+__all__ = ["ChatRenderer", "check_messages", "check_prompt", "has_images", "has_tool_turns"]
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def check_prompt(prompt: Any, *, call: str) -> str:
@@ -30,7 +30,9 @@ def check_messages(messages: Any, *, call: str) -> list[dict[str, Any]]:
     """``messages`` as plain ``{"role", "content"}`` dicts, or :class:`RequestValidationError` naming the
     first bad message. Content may be a string or OpenAI content parts: text parts are joined into one
     string, unless the message also has ``image_url`` parts, which keep the message's parts as they are
-    (:func:`has_images`)."""
+    (:func:`has_images`). A tool-calling turn goes back as OpenAI's chat completions API has it: an
+    ``assistant`` message with ``tool_calls`` (its content may be None), then a ``tool`` message with the
+    ``tool_call_id`` it answers (:func:`has_tool_turns`)."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         kind = type(messages).__name__
         raise RequestValidationError(
@@ -49,12 +51,21 @@ def check_messages(messages: Any, *, call: str) -> list[dict[str, Any]]:
         content = message.get("content")
         if isinstance(content, list):
             content = _parts(content, where)
+        checked: dict[str, Any] = {"role": str(role), "content": content}
+        if role == "assistant" and "tool_calls" in message:
+            checked["tool_calls"] = _tool_calls(message["tool_calls"], where)
+            if content is None:
+                checked["content"] = content = ""
+        if role == "tool":
+            if not isinstance(message.get("tool_call_id"), str) or not message["tool_call_id"]:
+                raise RequestValidationError(f"{where}: a tool message needs the tool_call_id it answers")
+            checked["tool_call_id"] = message["tool_call_id"]
         if not isinstance(content, (str, list)):
             raise RequestValidationError(f"{where}.content must be a string, got {type(content).__name__}")
-        extra = sorted(set(message) - {"role", "content"})
+        extra = sorted(set(message) - set(checked))
         if extra:
             raise RequestValidationError(f"{where}: unsupported key(s) {', '.join(extra)}")
-        out.append({"role": str(role), "content": content})
+        out.append(checked)
     if all(m["role"] == "system" for m in out):
         raise RequestValidationError(f"{call}: messages hold only system messages; add a user message")
     return out
@@ -86,6 +97,40 @@ def _parts(parts: list[Any], where: str) -> str | list[dict[str, Any]]:
 
 
 IMAGE_URL_PREFIXES = ("data:image/", "https://", "http://")
+
+
+def _tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant message's ``tool_calls``, in OpenAI's shape (``Completion.as_message()`` gives them
+    so)."""
+    if not isinstance(calls, list) or not calls:
+        raise RequestValidationError(f"{where}.tool_calls must be a non-empty list of tool calls")
+    out = []
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if (
+            not isinstance(function, Mapping)
+            or not isinstance(call.get("id"), str)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str)
+        ):
+            raise RequestValidationError(
+                f"{where}.tool_calls[{number}] must be {{'id': ..., 'type': 'function', 'function': "
+                "{'name': ..., 'arguments': '<JSON text>'}}"
+            )
+        out.append(
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": function["arguments"]},
+            }
+        )
+    return out
+
+
+def has_tool_turns(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """True when checked messages hold a tool call or a tool's result, which only OpenAIChatCompletion
+    messages carry."""
+    return any(m["role"] == "tool" or "tool_calls" in m for m in messages)
 
 
 def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:

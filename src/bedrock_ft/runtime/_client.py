@@ -23,7 +23,13 @@ from bedrock_ft.errors import (
 from bedrock_ft.formats import CONVERSE
 from bedrock_ft.progress import Progress
 from bedrock_ft.runtime import _formats
-from bedrock_ft.runtime._chat import ChatRenderer, check_messages, check_prompt, has_images
+from bedrock_ft.runtime._chat import (
+    ChatRenderer,
+    check_messages,
+    check_prompt,
+    has_images,
+    has_tool_turns,
+)
 from bedrock_ft.runtime._concurrent import ConcurrentCalls, Messages
 from bedrock_ft.runtime._config import GenerationParams, InvokeConfig, generation_params
 from bedrock_ft.runtime._converse import converse_request, decode_converse, decode_converse_event
@@ -245,6 +251,11 @@ class ImportedModelClient(ConcurrentCalls):
             raise UnsupportedFormatError(
                 f"{call}: {', '.join(features.names())} go with InvokeModel's formats here: use chat()"
             )
+        if has_tool_turns(checked):
+            raise UnsupportedFormatError(
+                f"{call}: tool calls and tool results go as OpenAIChatCompletion messages: use chat() "
+                "(Converse's toolUse and toolResult blocks are not sent by converse())"
+            )
         gen = generation_params(self.config.generation, params, call=call)
         if CONVERSE not in self.formats:
             arch = self.model.architecture or "this"
@@ -286,12 +297,18 @@ class ImportedModelClient(ConcurrentCalls):
                 )
             messages = check_messages(payload, call=label)
             if codec.takes_messages:
-                if self._renderer is not None and not has_images(messages):
+                plain = not has_images(messages) and not has_tool_turns(messages)
+                if self._renderer is not None and plain:
                     self._renderer.render(messages, call=label)  # a refused role sequence fails here
                 return codec, codec.body(gen, messages=messages, features=features), features
             if has_images(messages):
                 raise UnsupportedFormatError(
                     f"image input goes only in OpenAIChatCompletion messages; {codec.name} sends a prompt"
+                )
+            if has_tool_turns(messages):
+                raise UnsupportedFormatError(
+                    f"tool calls and tool results go only in OpenAIChatCompletion messages; {codec.name} "
+                    "sends a prompt"
                 )
             prompt = self._need_renderer(label).as_prompt(messages, call=label)
             return codec, codec.body(gen, prompt=prompt, features=features), features

@@ -72,6 +72,18 @@ class Completion:
     def __str__(self) -> str:
         return self.text
 
+    def as_message(self) -> dict[str, Any]:
+        """The answer as the assistant's turn of a conversation, its tool calls included in OpenAI's
+        shape: append it, then a ``{"role": "tool", "tool_call_id": call.id, "content": ...}`` message
+        per call, and call ``chat()`` again."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return message
+
     @property
     def parsed(self) -> Any:
         """The answer as JSON (a call with ``response_format``): a dict, or an instance of the pydantic

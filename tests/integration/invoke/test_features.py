@@ -95,7 +95,7 @@ def test_what_the_local_model_cant_do_is_refused_as_aws_does(
     with pytest.raises(RequestValidationError, match=r"properties.a.type must be one of"):  # before sending
         client.chat(QUESTION, response_format={"type": "object", "properties": {"a": {"type": "nonsense"}}})
     dangling = {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}
-    with pytest.raises(RequestValidationError, match="ValidationException.*JSON schema can't be enforced"):
+    with pytest.raises(RequestValidationError, match=r"ValidationException.*JSON schema can.t be enforced"):
         client.chat(QUESTION, response_format=dangling)  # well formed, but llguidance can't compile it
     with pytest.raises(RequestValidationError, match="'logprobs' in a stream"):
         list(client.stream(QUESTION, logprobs=1))
@@ -118,7 +118,13 @@ def test_a_tool_call_round_trip_through_a_template_that_renders_tools(
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
     (model_dir / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TOOLS_TEMPLATE}))
     call = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
-    engine = ScriptedEngine(answer=lambda prompt: call if "<tools>" in prompt else "no tools")
+
+    def answer(prompt: str) -> str:
+        if "<|im_start|>tool\n" in prompt:  # the tool's result came back: answer with it
+            return "It is 21 degrees in Paris."
+        return call if "<tools>" in prompt else "no tools"
+
+    engine = ScriptedEngine(answer=answer)
     stack = new_stack(idle_unload_seconds=None, engine=engine)
     client = ImportedModelClient(import_into(stack, model_dir, "tools"), InvokeConfig(aws=stack.aws_config()))
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -128,4 +134,10 @@ def test_a_tool_call_round_trip_through_a_template_that_renders_tools(
     (called,) = answer.tool_calls
     assert called.name == "get_weather" and called.parsed_arguments() == {"city": "Paris"}
     assert called.id.startswith("call_")
+    # The result goes back as OpenAI's API has it: the assistant's turn with its calls, then a tool message.
+    turns = [{"role": "user", "content": "Weather in Paris?"}, answer.as_message()]
+    turns.append({"role": "tool", "tool_call_id": called.id, "content": '{"celsius": 21}'})
+    final = client.chat(turns, tools=[tool])
+    assert final.text == "It is 21 degrees in Paris." and final.tool_calls == ()
+    assert '<|im_start|>tool\n{"celsius": 21}<|im_end|>' in engine.prompts[-1]
     assert client.chat([{"role": "user", "content": "Hi"}]).tool_calls == ()  # no tools: plain text
