@@ -63,8 +63,14 @@ class JsonConstraint:
         allowed = torch.from_numpy(bits[: logits.shape[-1]].astype(bool)).to(logits.device)
         if allowed.shape[-1] < logits.shape[-1]:  # tokens past the tokenizer's vocabulary: never allowed
             allowed = torch.cat([allowed, allowed.new_zeros(logits.shape[-1] - allowed.shape[-1])])
+        if self._matcher.is_error() or not bool(allowed.any()):
+            raise RuntimeError(f"structured output: no token can continue the JSON: {self._failure()}")
         return logits.masked_fill(~allowed, float("-inf"))
 
     def accept(self, token: int) -> None:
         """Advance past the token just chosen (always one :meth:`mask` allowed)."""
-        self._matcher.consume_token(token)
+        if not self._matcher.consume_token(token):
+            raise RuntimeError(f"structured output: token {token} was refused: {self._failure()}")
+
+    def _failure(self) -> str:
+        return str(self._matcher.get_error() or self._matcher.stop_reason())

@@ -262,12 +262,19 @@ class TransformersModel:
                         request.finished = True
                         next_tokens.append(self._pad)
                         continue
-                    scores = logits[row]
-                    if request.constraint is not None:
-                        scores = request.constraint.mask(scores)
-                    token = _pick(scores, request.params, request.generator)
-                    if request.constraint is not None:
-                        request.constraint.accept(token)
+                    try:  # a request's own constraint failing ends that request, not the batch
+                        scores = logits[row]
+                        if request.constraint is not None:
+                            scores = request.constraint.mask(scores)
+                        token = _pick(scores, request.params, request.generator)
+                        if request.constraint is not None:
+                            request.constraint.accept(token)
+                    except Exception as exc:
+                        log.exception("structured output failed")
+                        request.out.put(exc)
+                        request.finished = True
+                        next_tokens.append(self._pad)
+                        continue
                     if request.params.logprobs is not None and token not in self._eos:
                         request.logprobs.append(self._logprob(logits[row], token, request.params.logprobs))
                     next_tokens.append(token)

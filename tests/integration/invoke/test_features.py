@@ -5,11 +5,14 @@ round trip through the scripted engine with a template that renders tools."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -141,3 +144,50 @@ def test_a_tool_call_round_trip_through_a_template_that_renders_tools(
     assert final.text == "It is 21 degrees in Paris." and final.tool_calls == ()
     assert '<|im_start|>tool\n{"celsius": 21}<|im_end|>' in engine.prompts[-1]
     assert client.chat([{"role": "user", "content": "Hi"}]).tool_calls == ()  # no tools: plain text
+
+
+def test_a_failing_constraint_ends_its_own_request_not_the_batch(
+    embedded_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bedrock_ft.local._constrained import JsonConstraint
+    from bedrock_ft.local.engine import SamplingParams, TransformersEngine
+
+    class Stuck:  # a matcher with no token left to allow, as llguidance's is after an error
+        def compute_bitmask(self) -> bytes:
+            return bytes(49152 // 8)
+
+        def is_error(self) -> bool:
+            return False
+
+        def get_error(self) -> str:
+            return ""
+
+        def stop_reason(self) -> str:
+            return "NoExtension"
+
+    stuck = object.__new__(JsonConstraint)
+    stuck._matcher = Stuck()  # type: ignore[attr-defined]
+    loaded: Any = TransformersEngine(batch_window=1.0).load(embedded_dir)
+    monkeypatch.setattr(type(loaded), "_constraint", lambda self, schema: stuck)
+    prompt = loaded.render_chat(QUESTION)
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0, add_special_tokens=False)
+    results: dict[str, Any] = {}
+
+    def run(name: str, params: SamplingParams) -> None:
+        try:
+            results[name] = "".join(d.text for d in loaded.stream(prompt, params))
+        except RuntimeError as exc:
+            results[name] = exc
+
+    threads = [
+        threading.Thread(target=run, args=("plain", greedy)),
+        threading.Thread(target=run, args=("schema", dataclasses.replace(greedy, json_schema="{}"))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    loaded.close()
+    assert max(loaded.batch_sizes) == 2  # they shared a batch
+    assert isinstance(results["schema"], RuntimeError) and "no token can continue" in str(results["schema"])
+    assert results["plain"] == "The capital of France is Paris."
