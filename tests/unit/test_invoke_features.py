@@ -352,6 +352,11 @@ def test_a_template_takes_tools_only_when_it_renders_them() -> None:
     assert local_features.template_takes_tools("{% if tools %}{{ tools | tojson }}{% endif %}{{ messages }}")
     assert not local_features.template_takes_tools("{% for m in messages %}{{ m.content }}{% endfor %}")
     assert not local_features.template_takes_tools(None)
+    # transformers' own Jinja: loop controls and trl's generation tags don't hide the tools.
+    looped = (
+        "{% for t in tools %}{{ t }}{% break %}{% endfor %}{% generation %}{{ messages }}{% endgeneration %}"
+    )
+    assert local_features.template_takes_tools(looped)
     text, calls = local_features.split_tool_calls(
         'Sure. <tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call><tool_call>not json</tool_call>'
     )

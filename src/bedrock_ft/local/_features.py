@@ -166,15 +166,21 @@ def tool_turn(message: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def template_takes_tools(template: str | None) -> bool:
-    """True when a chat template renders a ``tools`` variable (Qwen2.5's, GPT-OSS's, Llama 3.1's do)."""
+    """True when a chat template renders a ``tools`` variable (Qwen2.5's, GPT-OSS's, Llama 3.1's do).
+    Parsed as transformers parses templates (``loopcontrols``; trl's ``{% generation %}`` tags), so a
+    template with ``{% break %}`` isn't taken for one that can't show tools."""
     if not template:
         return False
-    from jinja2 import Environment, meta
+    from jinja2 import Environment, TemplateSyntaxError, meta
+    from jinja2.ext import loopcontrols
+
+    from bedrock_ft.chat_templates import strip_generation_tags
 
     try:
-        return "tools" in meta.find_undeclared_variables(Environment().parse(template))
-    except Exception:
+        parsed = Environment(extensions=[loopcontrols]).parse(strip_generation_tags(template))
+    except TemplateSyntaxError:
         return False
+    return "tools" in meta.find_undeclared_variables(parsed)
 
 
 def refuse_image(where: str) -> ServiceError:
