@@ -2,11 +2,11 @@
 
 The model is train_throughput.py's random-init Mistral-7B shape (same directory with ``--model-dir``),
 loaded with bedrock-ft's own ``build_model`` and liger-kernel's instance patch, as the trainer does;
-one packed padding-free row of 4 x 2048 tokens a step, bf16 autocast, gradient checkpointing, AdamW
-(fused). A plain loop times forward, backward (which holds the checkpointed forward's recomputation)
-and the optimizer with CUDA events; one step under torch.profiler splits the GPU time by kernel kind,
-and the matmuls by their shapes into the base projections, the LoRA products (a dimension of rank r)
-and the LM head (a dimension of the vocabulary).
+one packed padding-free row of 4 x 2048 tokens a step (four records), bf16 autocast, gradient
+checkpointing, AdamW (fused). A plain loop times forward, backward (which holds the checkpointed
+forward's recomputation) and the optimizer with CUDA events; one step under torch.profiler splits the
+GPU time by kernel kind, and the matmuls by their shapes into the base projections, the LoRA products
+(a dimension of rank r) and the LM head (a dimension of the vocabulary).
 
     PYTHONPATH=$PWD/.site:$PWD/src python benchmarks/train_profile.py --model-dir /tmp/m7b --out $OUT/p.json
 """
@@ -47,14 +47,14 @@ def _kind(name: str) -> str:
     return "other"
 
 
-def build(path: Path, fused: bool) -> tuple[Any, Any]:
+def build(path: Path, fused: bool, attention: str) -> tuple[Any, Any]:
     import torch
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     from bedrock_ft.training import QLoRAConfig, TrainingConfig
     from bedrock_ft.training._model import build_model, resolve_precision
 
-    training = TrainingConfig(base_model=str(path), fused_lora=fused)
+    training = TrainingConfig(base_model=str(path), fused_lora=fused, attn_implementation=attention)
     lines: list[str] = []
     model = build_model(str(path), QLoRAConfig(), training, device="cuda",
                         precision=resolve_precision("auto", "cuda"), arch=None, say=lines.append)  # fmt: skip
@@ -65,8 +65,9 @@ def build(path: Path, fused: bool) -> tuple[Any, Any]:
     return model, opt
 
 
-def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
-    """``variant``: unfused, fused, or fused-skipK (the last K layers not checkpointed)."""
+def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:  # noqa: PLR0915
+    """``variant``: ``fused`` or ``unfused``, then optionally ``-flex`` or ``-varlen`` (the attention;
+    default: what ``auto`` picks) and ``-skipK`` (the last K layers not checkpointed)."""
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -74,7 +75,8 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
 
     torch.cuda.reset_peak_memory_stats()
     fused = variant.startswith("fused")
-    model, opt = build(path, fused)
+    attention = "flex_attention" if "-flex" in variant else "varlen" if "-varlen" in variant else "auto"
+    model, opt = build(path, fused, attention)
     skip = int(variant.partition("-skip")[2] or 0)
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     for layer in layers[len(layers) - skip :]:
@@ -107,10 +109,13 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         step(None)
     kinds: dict[str, float] = {}
+    names: dict[str, list[tuple[float, str]]] = {}
     for row in prof.key_averages():
         t = row.self_device_time_total
         if t > 0 and not row.key.startswith("aten::"):
-            kinds[_kind(row.key)] = kinds.get(_kind(row.key), 0.0) + t / 1e6
+            kind = _kind(row.key)
+            kinds[kind] = kinds.get(kind, 0.0) + t / 1e6
+            names.setdefault(kind, []).append((t / 1e6, row.key[:90]))
     mm = {"base projections": 0.0, "LoRA products (rank r)": 0.0, "LM head": 0.0}
     for row in prof.key_averages(group_by_input_shape=True):
         if row.key in MM_OPS:
@@ -133,6 +138,9 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
         "gpu_s_by_kernel_kind": {k: round(v, 4) for k, v in by_kind},
         "gpu_share_by_kernel_kind": {k: round(v / total, 3) for k, v in by_kind},
         "matmul_s_by_shape": {k: round(v, 4) for k, v in mm.items()},
+        "top_kernels": {
+            k: [(round(t, 4), n) for t, n in sorted(v, reverse=True)[:4]] for k, v in names.items()
+        },
     }
     return result
 
@@ -143,7 +151,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--variants", default="unfused,fused")
+    parser.add_argument("--variants", default="unfused-flex,fused-flex,fused")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 

@@ -200,7 +200,7 @@ def main() -> None:  # noqa: PLR0915
     parser.add_argument("--gpus", type=int, default=None, help="GPUs of the multi-GPU runs (default: all)")
     parser.add_argument(
         "--loss-curve", type=int, default=0, metavar="STEPS",
-        help="instead: STEPS steps of the defaults fused and unfused (twice: the noise) on learnable data",
+        help="instead: STEPS steps of the defaults and the previous ones (twice: the noise), learnable data",
     )  # fmt: skip
     args = parser.parse_args()
     if args.loss_curve:
@@ -242,12 +242,15 @@ def main() -> None:  # noqa: PLR0915
         "seed-trainer": trainer_run(QLoRAConfig.seed_recipe(), TrainingConfig.seed_recipe()),
         "default": trainer_run(QLoRAConfig(), TrainingConfig()),
         "default-unfused": trainer_run(QLoRAConfig(), TrainingConfig(fused_lora=False)),
+        "default-flex": trainer_run(QLoRAConfig(), TrainingConfig(attn_implementation="flex_attention")),
+        "previous-default": trainer_run(  # before the fused LoRA layers and varlen attention
+            QLoRAConfig(), TrainingConfig(fused_lora=False, attn_implementation="flex_attention")
+        ),
         "default-no-liger": trainer_run(QLoRAConfig(), TrainingConfig(liger_kernel=False)),
         "default-dropout-0.05": trainer_run(QLoRAConfig(dropout=0.05), TrainingConfig()),
         "default-bfd-padding-free": trainer_run(
             QLoRAConfig(), TrainingConfig(packing_strategy="bfd", padding_free=True)
         ),
-        "default-flex": trainer_run(QLoRAConfig(), TrainingConfig(attn_implementation="flex_attention")),
         "default-wrapped": trainer_run(
             QLoRAConfig(), TrainingConfig(packing_strategy="wrapped", padding_free=False)
         ),
@@ -295,9 +298,10 @@ def learnable_dataset(n_rows: int, seed: int = 0) -> Any:
 
 
 def loss_curves(args: Any) -> None:
-    """Per-step training loss of the defaults with the fused LoRA layers and with peft's, same seed and
-    data; the unfused run twice, since GPU training isn't bitwise reproducible: the second run's
-    distance from the first is the noise the fused run's distance is judged against."""
+    """Per-step training loss of the defaults (fused LoRA layers, varlen attention) against the previous
+    defaults (peft's layers, flex attention), same seed and data; the previous defaults twice, since GPU
+    training isn't bitwise reproducible: the second run's distance from the first is the noise the
+    defaults' distance is judged against. Then fused against unfused with LoRA dropout 0.05."""
     import torch
 
     from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
@@ -308,31 +312,40 @@ def loss_curves(args: Any) -> None:
         make_model(model_dir, args.layers)
     steps = args.loss_curve
     data = learnable_dataset(BATCH * steps + BATCH)
+    previous = {"fused_lora": False, "attn_implementation": "flex_attention"}
+    runs: list[tuple[str, dict[str, Any], float]] = [
+        ("default", {}, 0.0), ("previous-default", previous, 0.0), ("previous-default-again", previous, 0.0),
+        ("fused-dropout", {}, 0.05), ("unfused-dropout", {"fused_lora": False}, 0.05),
+    ]  # fmt: skip
     curves: dict[str, list[float]] = {}
-    runs = [("fused", True, 0.0), ("unfused", False, 0.0), ("unfused-again", False, 0.0),
-            ("fused-dropout", True, 0.05), ("unfused-dropout", False, 0.05)]  # fmt: skip
-    for name, fused, dropout in runs:
+    for name, settings, dropout in runs:
         training = TrainingConfig(
             base_model=str(model_dir), output_dir=str(work / name), max_steps=steps, max_length=SEQ,
             per_device_batch_size=BATCH, save_steps=10_000, logging_steps=1, tensorboard=False,
-            fused_lora=fused, learning_rate=1e-3, warmup_ratio=0.0, lr_scheduler="constant",
+            learning_rate=1e-3, warmup_ratio=0.0, lr_scheduler="constant", **settings,
         )  # fmt: skip
-        trainer = QLoRATrainer(QLoRAConfig(dropout=dropout), training, progress_bar=False)
-        trainer.train(data)
+        try:
+            trainer = QLoRATrainer(QLoRAConfig(dropout=dropout), training, progress_bar=False)
+            trainer.train(data)
+        except Exception:
+            traceback.print_exc()
+            continue
         curves[name] = [loss for _, loss in trainer.monitor.losses]
         print(name, [round(x, 3) for x in curves[name]], flush=True)
         del trainer
         torch.cuda.empty_cache()
 
-    def gap(a: str, b: str) -> dict[str, float]:
+    def gap(a: str, b: str) -> dict[str, float] | str:
+        if a not in curves or b not in curves:
+            return "missing"
         rel = [abs(x - y) / y for x, y in zip(curves[a], curves[b], strict=True)]
         return {"max_rel": round(max(rel), 4), "mean_rel": round(sum(rel) / len(rel), 4)}
 
     report = {
         "gpu": torch.cuda.get_device_name(0), "layers": args.layers, "steps": steps, "curves": curves,
         "first_last": {k: (round(v[0], 3), round(v[-1], 3)) for k, v in curves.items()},
-        "fused_vs_unfused": gap("fused", "unfused"),
-        "noise_unfused_vs_unfused": gap("unfused-again", "unfused"),
+        "default_vs_previous": gap("default", "previous-default"),
+        "noise_previous_vs_previous": gap("previous-default-again", "previous-default"),
         "fused_vs_unfused_dropout_0.05": gap("fused-dropout", "unfused-dropout"),
     }  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "curves"}, indent=1), flush=True)

@@ -20,6 +20,9 @@ __all__ = ["TRAIN_LAYOUT", "ComputeDtype", "QLoRAConfig", "TrainingConfig"]
 ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
 
 
+Attention = Literal["auto", "varlen", "sdpa", "eager", "flash_attention_2", "flex_attention"]
+
+
 def _problem(message: str) -> PydanticCustomError:
     return PydanticCustomError("training_config", "{message}", {"message": message})
 
@@ -187,10 +190,12 @@ class TrainingConfig(BaseConfig):
     device: Literal["auto", "cuda", "cpu"] = Field(
         default="auto", description="Where to train: auto picks CUDA when there is a GPU."
     )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+    attn_implementation: Attention = Field(
         default="auto",
-        description="Attention kernel. auto: flex_attention for padding-free batches on CUDA (it skips the "
-        "masked blocks between packed records, where sdpa computes them), else sdpa.",
+        description="Attention kernel. auto, for padding-free batches on CUDA: varlen (torch's "
+        "variable-length flash attention, each packed record on its own, no mask) for Llama, Mistral, "
+        "Qwen2 and Qwen3, else flex_attention (skips the masked blocks between records, where sdpa "
+        "computes them); else sdpa.",
     )
     liger_kernel: bool | None = Field(
         default=None,

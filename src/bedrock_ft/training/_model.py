@@ -145,16 +145,28 @@ def resolve_precision(requested: str, device: str) -> Precision:
     return Precision(getattr(torch, name), name)
 
 
-def resolve_attention(training: TrainingConfig, device: str) -> str:
-    """The attention kernel for ``attn_implementation='auto'``.
+def resolve_attention(training: TrainingConfig, device: str, model_config: dict[str, Any]) -> str:
+    """The attention kernel for ``attn_implementation='auto'``, or the one asked for.
 
-    Padding-free batches are one long sequence per step with a block-diagonal mask. sdpa computes the
-    whole masked square; flex_attention skips the empty blocks (1.5x faster end to end on a
-    Mistral-7B shape at 4 x 2048 tokens, see benchmarks/train_throughput.py).
+    Padding-free batches are one long sequence per step of several records. sdpa computes the whole
+    masked square; flex_attention skips the empty blocks (1.5x faster end to end on a Mistral-7B shape
+    at 4 x 2048 tokens); torch's varlen flash attention runs each record's own causal attention with no
+    mask at all, where the architecture allows (see ``_attention``). benchmarks/train_profile.py
+    splits a step's time between them.
     """
-    if training.attn_implementation != "auto":
-        return training.attn_implementation
+    from bedrock_ft.training._attention import VARLEN, varlen_blocker
+
+    asked = training.attn_implementation
+    if asked == "varlen":
+        blocker = varlen_blocker(model_config, training, device)
+        if blocker is not None:
+            raise TrainingError(f"attn_implementation='varlen' can't apply: {blocker}")
+        return VARLEN
+    if asked != "auto":
+        return asked
     if device == "cuda" and training.uses_padding_free:
+        if varlen_blocker(model_config, training, device) is None:
+            return VARLEN
         from transformers.utils import is_torch_flex_attn_available
 
         if is_torch_flex_attn_available():
@@ -230,9 +242,14 @@ def build_model(
         device_map = None
     else:
         device_map = {"": rank.local_rank if rank is not None else 0}
+    attention = resolve_attention(training, device, read_model_config(model_path))
+    if attention == "bedrock_ft_varlen":
+        from bedrock_ft.training._attention import register_varlen
+
+        register_varlen()
     kwargs: dict[str, Any] = {
         "dtype": precision.dtype,
-        "attn_implementation": resolve_attention(training, device),
+        "attn_implementation": attention,
         "device_map": device_map,
         "low_cpu_mem_usage": True,
     }

@@ -238,7 +238,7 @@ class QLoRATrainer:
         hw = hw or self._setup(inputs, rank=rank)
         self._say(
             f"loading {inputs.model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
-            f"{hw.precision.name}, {hw.device}, {resolve_attention(t, hw.device)}"
+            f"{hw.precision.name}, {hw.device}, {resolve_attention(t, hw.device, hw.model_config)}"
             f"{', liger-kernel' if hw.liger else ''})"
         )
         started = time.perf_counter()

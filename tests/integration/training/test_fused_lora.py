@@ -8,6 +8,8 @@ Llama- and Mistral-shaped layers, is tests/gpu/test_fused_lora_gpu.py.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,54 @@ def test_fused_lora_forced_on_where_it_cannot_apply(
     with pytest.raises(TrainingError, match=why):
         QLoRATrainer(QLoRAConfig(), training).train(qa_dataset)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_varlen_attention_plumbing_through_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bedrock_ft_varlen registered with transformers, in a real Llama forward over a packed row of
+    three records: the records' bounds come from position_ids, the layout goes in and out right, and
+    a padded batch goes to sdpa. torch's varlen kernel is CUDA-only, so here it is swapped for sdpa run
+    record by record (the kernel itself is checked in tests/gpu); the packed row's logits must equal
+    those of the same weights with sdpa run on each record alone."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bedrock_ft.training import _attention
+
+    calls: list[list[int]] = []
+
+    def per_record(q: Any, k: Any, v: Any, cu: Any, *args: Any, **kw: Any) -> Any:
+        bounds = cu.tolist()
+        calls.append(bounds)
+        assert args[1] == max(b - a for a, b in itertools.pairwise(bounds))  # the longest record
+        outs = []
+        for a, b in itertools.pairwise(bounds):
+            qi, ki, vi = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
+            o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=kw["scale"], enable_gqa=True)
+            outs.append(o[0].transpose(0, 1))
+        return torch.cat(outs)
+
+    monkeypatch.setattr(_attention, "_varlen_fn", lambda: per_record)
+    _attention._params.cache_clear()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    sdpa = LlamaForCausalLM(config).eval()
+    assert sdpa.config._attn_implementation == "sdpa"
+    config = copy.deepcopy(config)
+    config._attn_implementation = _attention.register_varlen()
+    varlen = LlamaForCausalLM(config).eval()
+    varlen.load_state_dict(sdpa.state_dict())
+    ids = torch.randint(0, 128, (1, 30))
+    position_ids = torch.cat([torch.arange(n) for n in (7, 15, 8)])[None]
+    with torch.no_grad():  # the reference: each record through the sdpa model on its own
+        want = torch.cat([sdpa(input_ids=ids[:, a:b]).logits for a, b in ((0, 7), (7, 22), (22, 30))], dim=1)
+        got = varlen(input_ids=ids, position_ids=position_ids, use_cache=False).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert calls == [[0, 7, 22, 30]] * 2  # both layers, the bounds computed from position_ids
+    # a padded batch (an attention mask) is sdpa's: no call to the varlen kernel
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        varlen(input_ids=torch.randint(0, 128, (2, 10)), attention_mask=mask)
+    assert len(calls) == 2

@@ -1,0 +1,146 @@
+"""Attention over packed, padding-free batches through torch's own variable-length flash attention.
+
+A padding-free step is one long row of several records, each restarting its ``position_ids`` at 0.
+flex_attention builds a block mask for it and skips the blocks between records; torch's
+``varlen_attn`` (``torch.nn.attention.varlen``, flash attention's varlen kernels inside torch) takes
+the records' boundaries directly and runs each record's causal attention, with no mask at all. It is
+registered with transformers as the attention implementation ``bedrock_ft_varlen``.
+
+It applies to the decoder families whose attention is plain causal softmax attention (Llama, Mistral,
+Qwen2, Qwen3) without a sliding window shorter than ``max_length``; anything else (a padded batch,
+attention dropout) goes to sdpa within the same function, and other models keep flex_attention.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from bedrock_ft.training._config import TrainingConfig
+
+__all__ = ["VARLEN", "register_varlen", "varlen_blocker"]
+
+VARLEN = "bedrock_ft_varlen"
+FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def varlen_blocker(model_config: dict[str, Any], training: TrainingConfig, device: str) -> str | None:
+    """Why varlen attention can't run this training, or None when it can."""
+    if device != "cuda":
+        return "it needs a CUDA GPU"
+    if not training.uses_padding_free:
+        return "it serves padding-free batches (packing_strategy='bfd')"
+    if _varlen_fn() is None:
+        import torch
+
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen"
+    family = model_config.get("model_type")
+    if family not in FAMILIES:
+        return f"model_type {family!r} is not one of {', '.join(sorted(FAMILIES))}"
+    window = model_config.get("sliding_window")
+    if model_config.get("use_sliding_window", window is not None) and window and window < training.max_length:
+        return f"the model's sliding window ({window}) is shorter than max_length ({training.max_length})"
+    return None
+
+
+@functools.cache
+def _varlen_fn() -> Any:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+@functools.cache
+def register_varlen() -> str:
+    """Register ``bedrock_ft_varlen`` with transformers (attention and mask functions); its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    def mask(*args: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+        # No mask for the varlen path (the records' bounds come from position_ids); a padded batch
+        # gets sdpa's mask, and the attention below hands it to sdpa.
+        return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+    AttentionInterface.register(VARLEN, varlen_attention_forward)
+    AttentionMaskInterface.register(VARLEN, mask)
+    return VARLEN
+
+
+_LAST: list[Any] = [None, None]  # a weak reference to the last position_ids, and its bounds
+
+
+def record_bounds(position_ids: torch.Tensor | None, batch: int, length: int, device: Any) -> tuple[Any, int]:
+    """cu_seqlens (int32) and the longest record, from position_ids (a record starts wherever the
+    position doesn't follow the previous one). Computed once per forward: every layer gets the same
+    tensor, and the checkpointed recomputation does too."""
+    import torch
+
+    ref, cached = _LAST
+    if position_ids is not None and ref is not None and ref() is position_ids:
+        return cached  # type: ignore[no-any-return]
+    if position_ids is None:
+        starts = torch.arange(0, batch * length, length, device=device)
+    else:
+        flat = position_ids.expand(batch, -1).reshape(-1)
+        new = torch.ones_like(flat, dtype=torch.bool)
+        new[1:] = flat[1:] != flat[:-1] + 1
+        starts = torch.nonzero(new).flatten()
+    total = torch.tensor([batch * length], device=device)
+    cu = torch.cat([starts, total]).to(torch.int32)
+    bounds = (cu, int((cu[1:] - cu[:-1]).max().item()))
+    if position_ids is not None:
+        _LAST[:] = [weakref.ref(position_ids), bounds]
+    return bounds
+
+
+def varlen_attention_forward(  # noqa: PLR0917
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention interface: query [B, H, T, D], key/value [B, Hkv, T, D] in, the output
+    [B, T, H, D] out."""
+    if attention_mask is not None or dropout:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(  # type: ignore[no-any-return]
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    cu, longest = record_bounds(kwargs.get("position_ids"), batch, length, query.device)
+    q = query.transpose(1, 2).reshape(batch * length, heads, dim)
+    k = key.transpose(1, 2).reshape(batch * length, kv_heads, dim)
+    v = value.transpose(1, 2).reshape(batch * length, kv_heads, dim)
+    fn = _varlen_fn()
+    params = _params(fn)
+    extra: dict[str, Any] = {"scale": scaling}
+    if kv_heads != heads:
+        if "enable_gqa" in params:
+            extra["enable_gqa"] = True
+        else:
+            k = k.repeat_interleave(heads // kv_heads, dim=1)
+            v = v.repeat_interleave(heads // kv_heads, dim=1)
+    if "is_causal" in params:
+        extra["is_causal"] = True
+    else:
+        extra["window_size"] = (-1, 0)
+    out = fn(q, k, v, cu, cu, longest, longest, **extra)
+    return out.view(batch, length, heads, dim), None
+
+
+@functools.cache
+def _params(fn: Any) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
