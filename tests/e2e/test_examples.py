@@ -98,7 +98,7 @@ EXPECTED = {
         "async: 1 distinct answer(s) to 3 identical questions",
         "refused: complete(): the prompt is empty",
         "refused: chat(): invalid parameter(s): temperature: Input should be less than or equal to 2 (got 5)",
-        "refused: chat(): messages[0].role must be one of system, user, assistant, got 'robot'",
+        "refused: chat(): messages[0].role must be one of system, user, assistant, tool, got 'robot'",
         "refused: complete(): OpenAIChatCompletion takes messages, not a prompt: call chat()",
     ],
     "register_architecture.py": [
