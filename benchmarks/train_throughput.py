@@ -12,6 +12,7 @@ Variants, all in one run on the same GPU:
 - ``seed-trainer``: ``QLoRAConfig.seed_recipe()`` + ``TrainingConfig.seed_recipe()`` through
   ``QLoRATrainer`` (trl's SFTTrainer), so the trainer's own overhead is visible;
 - ``default``: ``QLoRAConfig()`` + ``TrainingConfig()`` through ``QLoRATrainer`` (what users get);
+- ``previous-default``: the defaults before the fused LoRA layers and varlen attention;
 - further ``default`` variants that switch one fast-path setting off, to show what each is worth;
 - ``default-fsdp-1``, and with several GPUs ``default-ddp-N`` and ``default-fsdp-N``: the defaults
   through ``backend='accelerate'`` (tok/s over all ranks, per GPU, and the scaling efficiency against
@@ -20,6 +21,9 @@ Variants, all in one run on the same GPU:
 Run on the GPU machine (see benchmarks/README.md for the package folder)::
 
     PYTHONPATH=$PWD/.site:$PWD/src python benchmarks/train_throughput.py --out $OUT/train_throughput.json
+
+``--loss-curve STEPS`` compares the per-step losses of the defaults with the previous defaults instead
+(use ``--layers 8`` for a quicker model of the same width).
 """
 
 from __future__ import annotations
@@ -248,6 +252,7 @@ def main() -> None:  # noqa: PLR0915
         ),
         "default-no-liger": trainer_run(QLoRAConfig(), TrainingConfig(liger_kernel=False)),
         "default-dropout-0.05": trainer_run(QLoRAConfig(dropout=0.05), TrainingConfig()),
+        "default-dropout-0.05-fused": trainer_run(QLoRAConfig(dropout=0.05), TrainingConfig(fused_lora=True)),
         "default-bfd-padding-free": trainer_run(
             QLoRAConfig(), TrainingConfig(packing_strategy="bfd", padding_free=True)
         ),

@@ -271,3 +271,13 @@ def test_fused_lora_blockers_and_settings() -> None:
     assert {"fused_lora", "fused_lora_check"} <= TrainingConfig.hash_exclude
     report = FusedReport(fused=["a", "b"], skipped={"c": "DoRA or another peft LoRA variant"})
     assert report.summary() == "fused LoRA on 2 layers; 1 left to peft (DoRA or another peft LoRA variant)"
+
+
+def test_fused_lora_stays_off_with_dropout_unless_asked() -> None:
+    """With LoRA dropout the fused path is slower than peft's (benchmarks/train_throughput.py), so auto
+    leaves it off and says why; nothing is patched."""
+    from bedrock_ft.training import QLoRAConfig, TrainingConfig
+    from bedrock_ft.training._fused import fuse_lora
+
+    report = fuse_lora(object(), QLoRAConfig(dropout=0.05), TrainingConfig(), device="cuda")
+    assert report.fused == [] and report.summary().startswith("fused LoRA off: LoRA dropout 0.05: ")

@@ -11,7 +11,15 @@ from __future__ import annotations
 from bedrock_ft.runtime._batch import run_batch
 from bedrock_ft.runtime._client import ImportedModelClient
 from bedrock_ft.runtime._config import API_FORMATS, GenerationParams, InvokeConfig
-from bedrock_ft.runtime._results import BatchItem, BatchResult, Completion, RetryEvent, Usage
+from bedrock_ft.runtime._results import (
+    BatchItem,
+    BatchResult,
+    Completion,
+    RetryEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
 from bedrock_ft.runtime._stream import TextStream
 
 __all__ = [
@@ -24,6 +32,8 @@ __all__ = [
     "InvokeConfig",
     "RetryEvent",
     "TextStream",
+    "TokenLogprob",
+    "ToolCall",
     "Usage",
     "run_batch",
 ]
