@@ -166,3 +166,27 @@ def test_varlen_attention_plumbing_through_a_model(monkeypatch: pytest.MonkeyPat
     with torch.no_grad():
         varlen(input_ids=torch.randint(0, 128, (2, 10)), attention_mask=mask)
     assert len(calls) == 2
+
+
+def test_varlen_attention_forced_where_it_cannot_apply() -> None:
+    """attn_implementation='varlen' says why it can't run; auto picks it only where it can."""
+    from bedrock_ft.errors import TrainingError
+    from bedrock_ft.training import TrainingConfig
+    from bedrock_ft.training._attention import VARLEN
+    from bedrock_ft.training._model import resolve_attention
+
+    mistral = {"model_type": "mistral", "sliding_window": None}
+    forced = TrainingConfig(attn_implementation="varlen")
+    with pytest.raises(TrainingError, match=r"attn_implementation='varlen' can't apply: it needs a CUDA GPU"):
+        resolve_attention(forced, "cpu", mistral)
+    with pytest.raises(TrainingError, match=r"model_type 'gpt2' is not one of llama, mistral, qwen2, qwen3"):
+        resolve_attention(forced, "cuda", {"model_type": "gpt2"})
+    windowed = {"model_type": "mistral", "sliding_window": 1024}
+    with pytest.raises(TrainingError, match=r"sliding window \(1024\) is shorter than max_length \(2048\)"):
+        resolve_attention(forced, "cuda", windowed)
+    wrapped = TrainingConfig(attn_implementation="varlen", packing_strategy="wrapped", padding_free=False)
+    with pytest.raises(TrainingError, match="padding-free batches"):
+        resolve_attention(wrapped, "cuda", mistral)
+    assert resolve_attention(forced, "cuda", mistral) == VARLEN
+    assert resolve_attention(TrainingConfig(), "cuda", mistral) == VARLEN
+    assert resolve_attention(TrainingConfig(), "cpu", mistral) == "sdpa"  # CPU unchanged
