@@ -38,7 +38,14 @@ if TYPE_CHECKING:
     from bedrock_ft.training._config import QLoRAConfig, TrainingConfig
     from bedrock_ft.training._distributed import RankInfo
 
-__all__ = ["CHECK_TOLERANCE", "FusedReport", "fuse_lora", "fused_lora_blocker", "fused_lora_linear"]
+__all__ = [
+    "CHECK_TOLERANCE",
+    "FusedReport",
+    "forced_but_blocked",
+    "fuse_lora",
+    "fused_lora_blocker",
+    "fused_lora_linear",
+]
 
 CHECK_TOLERANCE = 2e-2  # relative L2 error against peft's path, in bf16 (both round differently)
 
@@ -54,6 +61,11 @@ def fused_lora_blocker(
     if qlora.bias != "none":
         return f"bias={qlora.bias!r} trains biases, which the fused path doesn't (use bias='none')"
     return None
+
+
+def forced_but_blocked(blocker: str) -> TrainingError:
+    """The error for ``fused_lora=True`` where the path can't apply."""
+    return TrainingError(f"fused_lora=True, but the fused LoRA path can't apply: {blocker}")
 
 
 @dataclass
@@ -96,7 +108,7 @@ def fuse_lora(
         )
     if blocker is not None:
         if training.fused_lora:
-            raise TrainingError(f"fused_lora=True, but the fused LoRA path can't apply: {blocker}")
+            raise forced_but_blocked(blocker)
         report.off = blocker
         return report
     checkpointed = {name: m for name, m in model.named_modules() if hasattr(m, "gradient_checkpointing")}
@@ -111,7 +123,7 @@ def fuse_lora(
     if not report.fused:
         report.off = "no LoRA layer of this model has a linear or 4-bit linear base"
         if training.fused_lora:
-            raise TrainingError(f"fused_lora=True, but the fused LoRA path can't apply: {report.off}")
+            raise forced_but_blocked(report.off)
     if training.fused_lora_check:
         check_fused(model, report.fused)
     return report

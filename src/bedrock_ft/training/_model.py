@@ -218,13 +218,15 @@ def build_model(
     precision: Precision,
     arch: Architecture | None,
     rank: RankInfo | None = None,
+    model_config: dict[str, Any] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> Any:
     """The base model (4-bit unless ``quantize=False``) with a fresh LoRA adapter, ready to train.
 
     LoRA weights are kept in float32 (the optimizer's master copy); the forward and backward run in
     ``precision`` under autocast. Where it applies, the LoRA layers take the fused path
-    (``training.fused_lora``); ``say`` hears which, or why not.
+    (``training.fused_lora``); ``say`` hears which, or why not. ``model_config``: the base's
+    ``config.json``, when the caller has read it already.
     """
     import torch
     from peft import get_peft_model
@@ -242,10 +244,10 @@ def build_model(
         device_map = None
     else:
         device_map = {"": rank.local_rank if rank is not None else 0}
-    attention = resolve_attention(training, device, read_model_config(model_path))
-    if attention == "bedrock_ft_varlen":
-        from bedrock_ft.training._attention import register_varlen
+    from bedrock_ft.training._attention import VARLEN, register_varlen
 
+    attention = resolve_attention(training, device, model_config or read_model_config(model_path))
+    if attention == VARLEN:
         register_varlen()
     kwargs: dict[str, Any] = {
         "dtype": precision.dtype,

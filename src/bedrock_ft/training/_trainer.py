@@ -243,7 +243,7 @@ class QLoRATrainer:
         )
         started = time.perf_counter()
         model = build_model(inputs.model_path, q, t, device=hw.device, precision=hw.precision, arch=hw.arch,
-                            rank=rank, say=self._say)  # fmt: skip
+                            rank=rank, model_config=hw.model_config, say=self._say)  # fmt: skip
         trainer = self._sft_trainer(model, hw, run, rank)
         self._say("training")
         result = self._fit(trainer, resume_from, hw.device)
@@ -273,7 +273,7 @@ class QLoRATrainer:
 
     def _setup(self, inputs: _Inputs, *, rank: RankInfo | None) -> _Setup:
         """Everything decided before the model loads: device, dtype, memory, tokenizer, template, data."""
-        from bedrock_ft.training._fused import fused_lora_blocker
+        from bedrock_ft.training._fused import forced_but_blocked, fused_lora_blocker
         from bedrock_ft.training._memory import check_memory, estimate_memory
         from bedrock_ft.training._model import (
             architecture_of,
@@ -298,7 +298,7 @@ class QLoRATrainer:
         precision = resolve_precision(q.compute_dtype, device)
         liger = liger_enabled(t, device)
         if t.fused_lora and (blocker := fused_lora_blocker(q, t, device, rank)):  # before the slow load
-            raise TrainingError(f"fused_lora=True, but the fused LoRA path can't apply: {blocker}")
+            raise forced_but_blocked(blocker)
         if rank is None:  # a launched run's memory was checked by the launcher, per strategy
             check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
         installed = importlib.util.find_spec("tensorboard") is not None
