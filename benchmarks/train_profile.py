@@ -6,7 +6,8 @@ one packed padding-free row of 4 x 2048 tokens a step (four records), bf16 autoc
 checkpointing, AdamW (fused). A plain loop times forward, backward (which holds the checkpointed
 forward's recomputation) and the optimizer with CUDA events; one step under torch.profiler splits the
 GPU time by kernel kind, and the matmuls by their shapes into the base projections, the LoRA products
-(a dimension of rank r) and the LM head (a dimension of the vocabulary).
+(a dimension of rank r) and the LM head (a dimension of the vocabulary). Variant ``trainer`` profiles
+a step of the defaults through QLoRATrainer instead, with the GPU's idle time in it.
 
     PYTHONPATH=$PWD/.site:$PWD/src python benchmarks/train_profile.py --model-dir /tmp/m7b --out $OUT/p.json
 """
@@ -47,6 +48,68 @@ def _kind(name: str) -> str:
     return "other"
 
 
+def categorize(prof: Any) -> dict[str, Any]:
+    """GPU time of one profiled step by kernel kind, the matmuls by shape, and the top kernels."""
+    from torch.autograd import DeviceType
+
+    kinds: dict[str, float] = {}
+    names: dict[str, list[tuple[float, str]]] = {}
+    for row in prof.key_averages():
+        t = row.self_device_time_total
+        # kernels only: CPU-side records (an op, a compiled graph's call) also carry their kernels' time
+        if t > 0 and row.device_type == DeviceType.CUDA:
+            kind = _kind(row.key)
+            kinds[kind] = kinds.get(kind, 0.0) + t / 1e6
+            names.setdefault(kind, []).append((t / 1e6, row.key[:90]))
+    mm = {"base projections": 0.0, "LoRA products (rank r)": 0.0, "LM head": 0.0}
+    for row in prof.key_averages(group_by_input_shape=True):
+        if row.key in MM_OPS:
+            dims = {d for shape in row.input_shapes for d in shape}
+            part = "base projections"
+            if VOCAB in dims or 16 in dims:
+                part = "LM head" if VOCAB in dims else "LoRA products (rank r)"
+            mm[part] += row.device_time_total / 1e6
+    total = sum(kinds.values())
+    by_kind = sorted(kinds.items(), key=lambda kv: -kv[1])
+    return {
+        "gpu_busy_s": round(total, 4),
+        **_gaps(prof),
+        "gpu_s_by_kernel_kind": {k: round(v, 4) for k, v in by_kind},
+        "gpu_share_by_kernel_kind": {k: round(v / total, 3) for k, v in by_kind},
+        "matmul_s_by_shape": {k: round(v, 4) for k, v in mm.items()},
+        "top_kernels": {
+            k: [(round(t, 4), n) for t, n in sorted(v, reverse=True)[:4]] for k, v in names.items()
+        },
+    }
+
+
+def _gaps(prof: Any) -> dict[str, Any]:
+    """Where the GPU waits within the step: the idle time between its first and last kernel, and the
+    longest waits with the kernels on either side (a wait is the CPU not keeping up, or a sync)."""
+    from torch.autograd import DeviceType
+
+    spans = sorted(
+        (e.time_range.start, e.time_range.end, e.name[:60])
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start
+    )
+    if not spans:
+        return {}
+    waits: list[tuple[float, str, str]] = []
+    end, before = spans[0][1], spans[0][2]
+    for start, stop, name in spans[1:]:
+        if start > end:
+            waits.append(((start - end) / 1e6, before, name))
+        if stop >= end:
+            end, before = stop, name
+    waits.sort(reverse=True)
+    return {
+        "gpu_idle_between_kernels_s": round(sum(w for w, _, _ in waits), 4),
+        "gpu_waits_over_1ms": sum(1 for w, _, _ in waits if w > 1e-3),
+        "longest_waits": [(round(w, 4), a, b) for w, a, b in waits[:8]],
+    }
+
+
 def build(path: Path, fused: bool, attention: str) -> tuple[Any, Any]:
     import torch
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
@@ -65,18 +128,22 @@ def build(path: Path, fused: bool, attention: str) -> tuple[Any, Any]:
     return model, opt
 
 
-def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:  # noqa: PLR0915
+def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     """``variant``: ``fused`` or ``unfused``, then optionally ``-flex`` or ``-varlen`` (the attention;
-    default: what ``auto`` picks) and ``-skipK`` (the last K layers not checkpointed)."""
+    default: what ``auto`` picks), ``-cudnn`` or ``-flash`` (varlen's kernel; default: what this GPU
+    gets) and ``-skipK`` (the last K layers not checkpointed)."""
     import torch
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    from bedrock_ft.training import _attention
+
     torch.cuda.reset_peak_memory_stats()
     fused = variant.startswith("fused")
     attention = "flex_attention" if "-flex" in variant else "varlen" if "-varlen" in variant else "auto"
+    _attention.kernel_preference = _kernel(variant)
+    varlen = None if attention == "flex_attention" else _attention.varlen_kernel()
     model, opt = build(path, fused, attention)
     skip = int(variant.partition("-skip")[2] or 0)
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
@@ -109,27 +176,9 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]: 
     med = sorted(times, key=sum)[len(times) // 2]
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         step(None)
-    kinds: dict[str, float] = {}
-    names: dict[str, list[tuple[float, str]]] = {}
-    for row in prof.key_averages():
-        t = row.self_device_time_total
-        # kernels only: CPU-side records (an op, a compiled graph's call) also carry their kernels' time
-        if t > 0 and row.device_type == DeviceType.CUDA:
-            kind = _kind(row.key)
-            kinds[kind] = kinds.get(kind, 0.0) + t / 1e6
-            names.setdefault(kind, []).append((t / 1e6, row.key[:90]))
-    mm = {"base projections": 0.0, "LoRA products (rank r)": 0.0, "LM head": 0.0}
-    for row in prof.key_averages(group_by_input_shape=True):
-        if row.key in MM_OPS:
-            dims = {d for shape in row.input_shapes for d in shape}
-            part = "base projections"
-            if VOCAB in dims or 16 in dims:
-                part = "LM head" if VOCAB in dims else "LoRA products (rank r)"
-            mm[part] += row.device_time_total / 1e6
-    total = sum(kinds.values())
-    by_kind = sorted(kinds.items(), key=lambda kv: -kv[1])
     result = {
         "fused_lora": fused,
+        "attention": attention + (f" ({varlen})" if varlen else ""),
         "layers_not_checkpointed": skip,
         "step_s": round(sum(med), 4),
         "tok_per_s": round(BATCH * SEQ / sum(med)),
@@ -137,14 +186,66 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]: 
         "backward_s (with recompute)": round(med[1], 4),
         "optimizer_s": round(med[2], 4),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "gpu_s_by_kernel_kind": {k: round(v, 4) for k, v in by_kind},
-        "gpu_share_by_kernel_kind": {k: round(v / total, 3) for k, v in by_kind},
-        "matmul_s_by_shape": {k: round(v, 4) for k, v in mm.items()},
-        "top_kernels": {
-            k: [(round(t, 4), n) for t, n in sorted(v, reverse=True)[:4]] for k, v in names.items()
-        },
+        **categorize(prof),
     }
     return result
+
+
+def _kernel(variant: str) -> str:
+    return "cudnn" if "-cudnn" in variant else "flash" if "-flash" in variant else "auto"
+
+
+def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
+    """The defaults through ``QLoRATrainer`` (trl's SFTTrainer, its LM head and metrics, the optimizer,
+    gradient clipping): one step after warm-up under torch.profiler, with its wall time, so the GPU's idle
+    time within a step shows. ``variant``: ``trainer``, optionally ``-flash``/``-cudnn``."""
+    import tempfile
+
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    from train_throughput import token_dataset
+    from transformers import TrainerCallback
+
+    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig, _attention
+
+    _attention.kernel_preference = _kernel(variant)
+    target = warm + 1
+    found: dict[str, Any] = {}
+
+    class Profile(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step + 1 == target:
+                torch.cuda.synchronize()
+                found["prof"] = torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                                              record_shapes=True)  # fmt: skip
+                found["prof"].__enter__()
+                found["t0"] = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == target:
+                torch.cuda.synchronize()
+                found["wall"] = time.perf_counter() - found["t0"]
+                found["prof"].__exit__(None, None, None)
+
+    torch.cuda.reset_peak_memory_stats()
+    work = Path(tempfile.mkdtemp(prefix="bench-prof-"))
+    training = TrainingConfig(base_model=str(path), output_dir=str(work / "run"), max_steps=warm + 1 + steps,
+                              max_length=SEQ, per_device_batch_size=BATCH, save_steps=10_000,
+                              logging_steps=1, tensorboard=False)  # fmt: skip
+    trainer = QLoRATrainer(QLoRAConfig(), training, progress=lambda m: print("  ", m, flush=True),
+                           progress_bar=False, callbacks=[Profile()])  # fmt: skip
+    trainer.train(token_dataset(BATCH * (warm + 2 + steps)))
+    kinds = categorize(found["prof"])
+    mon = trainer.monitor
+    return {
+        "tok_per_s": round(mon.tokens_per_second(skip=warm)),
+        "step_s_median": round(sorted(mon.step_seconds[warm:])[len(mon.step_seconds[warm:]) // 2], 4),
+        "profiled_step_wall_s (profiler on)": round(found["wall"], 4),
+        "gpu_idle_in_profiled_step_s": round(found["wall"] - kinds["gpu_busy_s"], 4),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        **kinds,
+    }
 
 
 def main() -> None:
@@ -166,7 +267,8 @@ def main() -> None:
         print(f"model made in {time.perf_counter() - t:.0f} s", flush=True)
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "results": {}}
     for name in args.variants.split(","):
-        report["results"][name] = profile(path, name, args.steps, args.warmup)
+        run = trainer_profile if name.startswith("trainer") else profile
+        report["results"][name] = run(path, name, args.steps, args.warmup)
         print(name, json.dumps(report["results"][name], indent=1), flush=True)
         gc.collect()
         torch.cuda.empty_cache()

@@ -13,7 +13,9 @@ Variants, all in one run on the same GPU:
   ``QLoRATrainer`` (trl's SFTTrainer), so the trainer's own overhead is visible;
 - ``default``: ``QLoRAConfig()`` + ``TrainingConfig()`` through ``QLoRATrainer`` (what users get);
 - ``previous-default``: the defaults before the fused LoRA layers and varlen attention;
-- further ``default`` variants that switch one fast-path setting off, to show what each is worth;
+- further ``default`` variants that switch one fast-path setting off, to show what each is worth
+  (``default-ungrouped``: each fused layer on its own; ``default-flash-varlen``: varlen attention on
+  flash attention 2's kernels instead of cuDNN's);
 - ``default-fsdp-1``, and with several GPUs ``default-ddp-N`` and ``default-fsdp-N``: the defaults
   through ``backend='accelerate'`` (tok/s over all ranks, per GPU, and the scaling efficiency against
   ``default`` on one GPU).
@@ -238,14 +240,30 @@ def main() -> None:  # noqa: PLR0915
             report["versions"][dist] = "absent"
     print(json.dumps(report), flush=True)
 
-    def trainer_run(qlora: Any, training: Any) -> Any:
-        return lambda: via_trainer(model_dir, qlora, training, steps=args.steps, warm=args.warmup, work=work)
+    def trainer_run(qlora: Any, training: Any, **internals: Any) -> Any:
+        """``internals``: module settings for the run only (``kernel``: varlen's kernel preference;
+        ``groups``: the fused layer groups)."""
+
+        def run() -> dict[str, Any]:
+            from bedrock_ft.training import _attention, _fused_group
+
+            saved = _attention.kernel_preference, _fused_group.GROUPS
+            _attention.kernel_preference = internals.get("kernel", saved[0])
+            _fused_group.GROUPS = internals.get("groups", saved[1])
+            try:
+                return via_trainer(model_dir, qlora, training, steps=args.steps, warm=args.warmup, work=work)
+            finally:
+                _attention.kernel_preference, _fused_group.GROUPS = saved
+
+        return run
 
     variants: dict[str, Any] = {
         "seed-raw": lambda: seed_raw(model_dir, args.steps, args.warmup),
         "seed-trainer": trainer_run(QLoRAConfig.seed_recipe(), TrainingConfig.seed_recipe()),
         "default": trainer_run(QLoRAConfig(), TrainingConfig()),
         "default-unfused": trainer_run(QLoRAConfig(), TrainingConfig(fused_lora=False)),
+        "default-ungrouped": trainer_run(QLoRAConfig(), TrainingConfig(), groups=()),
+        "default-flash-varlen": trainer_run(QLoRAConfig(), TrainingConfig(), kernel="flash"),
         "default-flex": trainer_run(QLoRAConfig(), TrainingConfig(attn_implementation="flex_attention")),
         "previous-default": trainer_run(  # before the fused LoRA layers and varlen attention
             QLoRAConfig(), TrainingConfig(fused_lora=False, attn_implementation="flex_attention")

@@ -144,6 +144,43 @@ def test_fused_layers_match_the_reference(tmp_path: Path, shape: str, dropout: f
         print(shape, name, f"dropout={dropout}", {k: f"{v:.1e}" for k, v in errors.items()})
 
 
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_grouped_layers_match_the_reference(tmp_path: Path, shape: str) -> None:
+    """q/k/v and gate/up through the grouped path (one node per group, no dropout): each member's
+    output, the summed input gradient and each member's lora_A/lora_B gradients against float32
+    references from the same dequantized weights, relative L2 error < RTOL."""
+    import torch
+
+    from bedrock_ft.training._fused_group import fused_lora_group
+
+    _one_layer(tmp_path / shape, SHAPES[shape])
+    model = _lora_model(tmp_path / shape, 0.0)
+    groups = {id(m.bedrock_ft_group[0]): m.bedrock_ft_group[0] for m in model.modules()
+              if hasattr(m, "bedrock_ft_group")}  # fmt: skip
+    assert len(groups) == 2
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    for group in groups.values():
+        members = [ref() for ref in group.members]
+        n_in = members[0].in_features
+        x = torch.randn(2, TOKENS // 2, n_in, device="cuda", generator=gen, dtype=torch.bfloat16)
+        gs = [torch.randn(2, TOKENS // 2, m.out_features, device="cuda", generator=gen,
+                          dtype=torch.bfloat16) / 32 for m in members]  # fmt: skip
+        refs = [_reference(m, x, g, None) for m, g in zip(members, gs, strict=True)]
+        for m in members:
+            m.lora_A["default"].weight.grad = m.lora_B["default"].weight.grad = None
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outs = fused_lora_group(xi, members)
+        torch.autograd.backward(list(outs), gs)
+        errors = {"dx": _err(xi.grad, sum(r[1] for r in refs))}
+        for name, m, out, ref in zip(group.names, members, outs, refs, strict=True):
+            errors[f"{name} out"] = _err(out.detach(), ref[0])
+            errors[f"{name} dA"] = _err(m.lora_A["default"].weight.grad, ref[2])
+            errors[f"{name} dB"] = _err(m.lora_B["default"].weight.grad, ref[3])
+        assert max(errors.values()) < RTOL, (shape, group.names, errors)
+        print(shape, group.names, {k: f"{v:.1e}" for k, v in errors.items()})
+
+
 def test_start_up_check_passes_and_reports(tmp_path: Path) -> None:
     """fused_lora_check=True runs the per-layer comparison with peft's path on the real 4-bit layers."""
     from bedrock_ft.training import QLoRAConfig, TrainingConfig
@@ -154,17 +191,23 @@ def test_start_up_check_passes_and_reports(tmp_path: Path) -> None:
     training = TrainingConfig(base_model=str(tmp_path / "m"), fused_lora_check=True)
     build_model(str(tmp_path / "m"), QLoRAConfig(), training, device="cuda",
                 precision=resolve_precision("auto", "cuda"), arch=None, say=lines.append)  # fmt: skip
-    assert lines == ["fused LoRA on 7 layers"]
+    assert lines == ["fused LoRA on 7 layers (2 groups sharing an input)"]
 
 
-def test_varlen_attention_matches_sdpa_per_record() -> None:
+@pytest.mark.parametrize("kernel", ["flash", "cudnn"])
+def test_varlen_attention_matches_sdpa_per_record(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three packed records of different lengths through ``bedrock_ft_varlen`` (GQA, 32 query heads on
-    8 key/value heads, as Mistral-7B): each record's output and the gradients of q, k and v match sdpa
-    run on that record alone, causal, relative L2 error < RTOL."""
+    8 key/value heads, as Mistral-7B), with each of its kernels: each record's output and the gradients
+    of q, k and v match sdpa run on that record alone, causal, relative L2 error < RTOL."""
     import torch
     import torch.nn.functional as F
 
+    from bedrock_ft.training import _attention
     from bedrock_ft.training._attention import varlen_attention_forward
+
+    if kernel == "cudnn" and _attention.cudnn_blocker(0, 128) is not None:
+        pytest.skip(f"cuDNN varlen: {_attention.cudnn_blocker(0, 128)}")
+    monkeypatch.setattr(_attention, "kernel_preference", kernel)
 
     lengths, heads, kv_heads, dim = [300, 1000, 748], 32, 8, 128
     total = sum(lengths)

@@ -1,10 +1,16 @@
-"""Attention over packed, padding-free batches through torch's own variable-length flash attention.
+"""Attention over packed, padding-free batches through variable-length attention kernels.
 
 A padding-free step is one long row of several records, each restarting its ``position_ids`` at 0.
-flex_attention builds a block mask for it and skips the blocks between records; torch's
-``varlen_attn`` (``torch.nn.attention.varlen``, flash attention's varlen kernels inside torch) takes
-the records' boundaries directly and runs each record's causal attention, with no mask at all. It is
-registered with transformers as the attention implementation ``bedrock_ft_varlen``.
+flex_attention builds a block mask for it and skips the blocks between records; a variable-length
+kernel takes the records' boundaries directly and runs each record's causal attention, with no mask
+at all. Two such kernels serve it: cuDNN's fused attention for packed (THD) batches, through NVIDIA's
+cudnn-frontend (``torch.ops.cudnn.sdpa_fwd``/``sdpa_bwd``, the ``gpu`` extra; its graphs are built once
+per shape and cached), and flash attention 2's varlen kernels inside torch
+(``torch.nn.attention.varlen``). cuDNN's is twice as fast on Hopper GPUs (benchmarks/train_profile.py)
+and is used there when installed; flash elsewhere. (torch's own ragged cuDNN entry point,
+``aten._cudnn_attention_forward`` with cumulative lengths, rebuilds its cuDNN graph on every call, which
+costs more CPU time than the kernel saves, so it is not used.) The function is registered with
+transformers as the attention implementation ``bedrock_ft_varlen``.
 
 It applies to the decoder families whose attention is plain causal softmax attention (Llama, Mistral,
 Qwen2, Qwen3) without a sliding window shorter than ``max_length``; anything else (a padded batch,
@@ -23,10 +29,12 @@ if TYPE_CHECKING:
 
     from bedrock_ft.training._config import TrainingConfig
 
-__all__ = ["VARLEN", "register_varlen", "varlen_blocker"]
+__all__ = ["VARLEN", "cudnn_blocker", "register_varlen", "varlen_blocker", "varlen_kernel"]
 
 VARLEN = "bedrock_ft_varlen"
 FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+KERNELS = ("auto", "cudnn", "flash")
+kernel_preference = "auto"  # benchmarks compare the two kernels by setting this; "auto" picks per GPU
 
 
 def varlen_blocker(model_config: dict[str, Any], training: TrainingConfig, device: str) -> str | None:
@@ -55,6 +63,51 @@ def _varlen_fn() -> Any:
     except ImportError:
         return None
     return varlen_attn
+
+
+def varlen_kernel(device_index: int = 0, head_dim: int = 128) -> str:
+    """The varlen kernel this GPU runs: ``cudnn`` on Hopper and later (sm90+) where cudnn-frontend is
+    installed and the head size suits it (a multiple of 8, at most 128); ``flash`` otherwise."""
+    if kernel_preference not in KERNELS:
+        raise ValueError(f"kernel_preference {kernel_preference!r}: one of {', '.join(KERNELS)}")
+    if kernel_preference == "flash":
+        return "flash"
+    why = cudnn_blocker(device_index, head_dim)
+    if why is None:
+        return "cudnn"
+    if kernel_preference == "cudnn":
+        raise RuntimeError(f"cuDNN varlen attention can't run here: {why}")
+    return "flash"
+
+
+@functools.cache
+def cudnn_blocker(device_index: int, head_dim: int) -> str | None:
+    """Why cuDNN's varlen attention isn't used on this GPU, or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    if torch.cuda.get_device_capability(device_index) < (9, 0):
+        return "it is used on sm90+ (Hopper and later) GPUs, where it beats flash attention 2"
+    if head_dim % 8 or head_dim > 128:
+        return f"head size {head_dim} (cuDNN takes multiples of 8 up to 128)"
+    return _cudnn_import_error()
+
+
+@functools.cache
+def _cudnn_import_error() -> str | None:
+    try:  # registers torch.ops.cudnn.sdpa_fwd / sdpa_bwd (and their autograd)
+        import cudnn.sdpa.fwd.torch_op  # noqa: F401
+    except Exception as exc:  # not installed, or no usable libcudnn: flash serves instead
+        return f"cudnn-frontend is not usable ({type(exc).__name__}: {exc}); pip install 'bedrock-ft[gpu]'"
+    return None
+
+
+def _bucket(longest: int) -> int:
+    """The max record length handed to cuDNN: the next power of two (at least 128). It is an upper bound
+    (the lengths come from cu_seqlens), and part of the cached graph's key: bucketing keeps the number of
+    graphs built small when the longest record changes from step to step."""
+    return max(128, 1 << (longest - 1).bit_length())
 
 
 @functools.cache
@@ -124,6 +177,15 @@ def varlen_attention_forward(  # noqa: PLR0917
     q = query.transpose(1, 2).reshape(batch * length, heads, dim)
     k = key.transpose(1, 2).reshape(batch * length, kv_heads, dim)
     v = value.transpose(1, 2).reshape(batch * length, kv_heads, dim)
+    if varlen_kernel(query.device.index or 0, dim) == "cudnn":
+        import torch
+
+        bound = _bucket(longest)
+        out, _ = torch.ops.cudnn.sdpa_fwd(  # GQA as it is: cuDNN takes fewer key/value heads
+            q, k, v, float(scaling if scaling is not None else dim**-0.5), is_causal=True,
+            cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=bound, max_seqlen_kv=bound, return_lse=True,
+        )  # fmt: skip
+        return out.view(batch, length, heads, dim), None
     fn = _varlen_fn()
     params = _params(fn)
     extra: dict[str, Any] = {"scale": scaling}

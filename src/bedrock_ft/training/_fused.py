@@ -4,11 +4,12 @@ peft computes a LoRA layer as ``base(x).clone() + lora_B(lora_A(dropout(x))) * s
 scaling pass and an add over the whole output, each forward (twice with gradient checkpointing), and
 their mirror images in the backward, plus a full-size dropout copy of ``x`` kept for the backward.
 :class:`FusedLoRA` computes the same function with the LoRA product folded into the base matmul's
-output (``out.addmm_(x A^T, B^T, alpha=scaling)``: cuBLAS adds it in the GEMM's epilogue) and the
-input gradient's LoRA term folded the same way. It saves only ``x`` and the rank-r product ``x A^T``;
-dropout keeps a random seed instead of a mask and regenerates the mask in the backward. In a
-checkpointed layer the 4-bit weight dequantized by the recomputed forward is kept for the backward
-that follows it (two dequantizations a step instead of bitsandbytes' three).
+output: the rank-r product ``(x A^T) B^T`` is written first, and the base GEMM accumulates onto it in
+its epilogue (``out.addmm_(x, W^T)``, beta=1), so the LoRA term costs one write of the output instead
+of a read and a write; the input gradient's LoRA term is folded the same way. It saves only ``x`` and
+the rank-r product ``x A^T``; dropout keeps a random seed instead of a mask and regenerates the mask
+in the backward. In a checkpointed layer the 4-bit weight dequantized by the recomputed forward is
+kept for the backward that follows it (two dequantizations a step instead of bitsandbytes' three).
 
 The adapter stays a plain peft adapter: the patch swaps a module's ``forward`` and nothing else, so
 ``lora_A`` / ``lora_B`` are the same parameters, saved, merged and loaded by stock peft.
@@ -75,11 +76,14 @@ class FusedReport:
     fused: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # layer -> reason
     off: str | None = None  # why the path is off for the whole run
+    groups: int = 0  # groups of fused layers that share their input (q/k/v, gate/up)
 
     def summary(self) -> str:
         if self.off:
             return f"fused LoRA off: {self.off}"
         line = f"fused LoRA on {len(self.fused)} layers"
+        if self.groups:
+            line += f" ({self.groups} groups sharing an input)"
         if self.skipped:
             reasons = sorted(set(self.skipped.values()))
             line += f"; {len(self.skipped)} left to peft ({'; '.join(reasons)})"
@@ -124,8 +128,12 @@ def fuse_lora(
         report.off = "no LoRA layer of this model has a linear or 4-bit linear base"
         if training.fused_lora:
             raise forced_but_blocked(report.off)
+    from bedrock_ft.training._fused_group import check_groups, group_layers
+
+    report.groups = group_layers(model, report.fused)
     if training.fused_lora_check:
         check_fused(model, report.fused)
+        check_groups(model, tol=CHECK_TOLERANCE)
     return report
 
 
@@ -252,11 +260,14 @@ def _function() -> Any:
             a_, b_ = a.to(dtype), b.to(dtype)
             seed = int(torch.randint(0, 2**62, (1,)).item()) if p > 0 else 0
             xd = x2 * dropout_mask(x2, p, seed) if p > 0 else x2
-            xa = xd @ a_.t()  # [N, r]
+            xa = (xd @ a_.t()).mul_(scaling)  # [N, r], scaled: the scaling costs r columns, not `out`
             bias = getattr(base, "bias", None)
+            # The LoRA term first (a write-only pass over the output), then the base GEMM adds itself to
+            # it in its epilogue (beta=1): adding the LoRA term afterwards would read and write the whole
+            # output again, in a memory-bound rank-r GEMM.
+            out = torch.addmm(bias.to(dtype), xa, b_.t()) if bias is not None else xa @ b_.t()
             w = base_weight(base, dtype)
-            out = torch.addmm(bias.to(dtype), x2, w.t()) if bias is not None else x2 @ w.t()
-            out.addmm_(xa, b_.t(), alpha=scaling)  # the LoRA term, added in the GEMM's epilogue
+            out.addmm_(x2, w.t())
             ctx.save_for_backward(x2, xa, a, b, *((w,) if keep_weight else ()))
             del w
             ctx.base, ctx.scaling, ctx.p, ctx.seed, ctx.x_shape, ctx.x_dtype = (
@@ -273,20 +284,20 @@ def _function() -> Any:
             dxa = (g @ b_).mul_(ctx.scaling)  # [N, r]
             grad_b = grad_a = grad_x = None
             if ctx.needs_input_grad[2]:
-                grad_b = (g.t() @ xa).mul_(ctx.scaling).to(b.dtype)
+                grad_b = (g.t() @ xa).to(b.dtype)  # xa holds the scaling already
             mask = dropout_mask(x2, ctx.p, ctx.seed) if ctx.p > 0 else None
             if ctx.needs_input_grad[1]:
                 xd = x2 * mask if mask is not None else x2
                 grad_a = (dxa.t() @ xd).to(a.dtype)
                 del xd
             if ctx.needs_input_grad[0]:
+                # as in the forward: the LoRA term first, then the base GEMM accumulates onto it
+                dx = dxa @ a_
+                if mask is not None:
+                    dx.mul_(mask)
                 w = kept[0] if kept else base_weight(ctx.base, dtype)
-                dx = g @ w
+                dx.addmm_(g, w)
                 del w
-                if mask is None:
-                    dx.addmm_(dxa, a_)
-                else:
-                    dx.add_((dxa @ a_).mul_(mask))
                 grad_x = dx.view(ctx.x_shape).to(ctx.x_dtype)
             return grad_x, grad_a, grad_b, None, None, None, None
 

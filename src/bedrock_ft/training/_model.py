@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Precision",
     "architecture_of",
+    "attention_label",
     "bf16_supported",
     "build_model",
     "check_context",
@@ -172,6 +173,17 @@ def resolve_attention(training: TrainingConfig, device: str, model_config: dict[
         if is_torch_flex_attn_available():
             return "flex_attention"
     return "sdpa"
+
+
+def attention_label(attention: str, model_config: dict[str, Any]) -> str:
+    """The attention kernel's name for the loading line: varlen names the kernel it runs on this GPU."""
+    from bedrock_ft.training._attention import VARLEN, varlen_kernel
+
+    if attention != VARLEN:
+        return attention
+    heads = model_config.get("num_attention_heads") or 1
+    head_dim = model_config.get("head_dim") or (model_config.get("hidden_size") or 128) // heads
+    return f"{VARLEN} ({'cuDNN' if varlen_kernel(0, int(head_dim)) == 'cudnn' else 'flash'})"
 
 
 def liger_enabled(training: TrainingConfig, device: str) -> bool:

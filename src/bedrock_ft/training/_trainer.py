@@ -232,13 +232,20 @@ class QLoRATrainer:
         self, inputs: _Inputs, resume_from: str | None, rank: RankInfo | None, *, hw: _Setup | None = None
     ) -> AdapterArtifact:
         """Train in this process: the one-device run, or one rank of a launched one."""
-        from bedrock_ft.training._model import build_model, lora_summary, quant_summary, resolve_attention
+        from bedrock_ft.training._model import (
+            attention_label,
+            build_model,
+            lora_summary,
+            quant_summary,
+            resolve_attention,
+        )
 
         t, q, run = self.training, self.qlora, inputs.run
         hw = hw or self._setup(inputs, rank=rank)
+        attention = attention_label(resolve_attention(t, hw.device, hw.model_config), hw.model_config)
         self._say(
             f"loading {inputs.model_path} ({'4-bit ' + q.quant_type if q.quantize else 'unquantized'}, "
-            f"{hw.precision.name}, {hw.device}, {resolve_attention(t, hw.device, hw.model_config)}"
+            f"{hw.precision.name}, {hw.device}, {attention}"
             f"{', liger-kernel' if hw.liger else ''})"
         )
         started = time.perf_counter()

@@ -105,6 +105,107 @@ def test_a_failing_check_names_the_layer(lora_4bit: Any, monkeypatch: pytest.Mon
     assert "its output differs from peft's by" in message and "fused_lora=False" in message
 
 
+@pytest.fixture
+def grouped(lora_4bit: Any) -> Any:
+    """The fixture's LoRA layers on the fused path (as fuse_lora puts them on CUDA), q/k/v and gate/up
+    grouped, with a random nonzero B; put back as they were afterwards."""
+    import torch
+
+    from bedrock_ft.training import _fused, _fused_group
+
+    names = _fusable(lora_4bit)
+    modules = dict(lora_4bit.named_modules())
+    bs = [p for n, p in lora_4bit.named_parameters() if "lora_B" in n]
+    with torch.no_grad():
+        for b in bs:
+            b.normal_(0, 0.1)
+    for name in names:
+        _fused._patch(modules[name], None)
+    groups = _fused_group.group_layers(lora_4bit, names)
+    try:
+        yield lora_4bit, groups
+    finally:
+        for name in names:
+            for attr in ("forward", "bedrock_ft_group", "bedrock_ft_fused", "bedrock_ft_layer"):
+                modules[name].__dict__.pop(attr, None)
+        with torch.no_grad():
+            for b in bs:
+                b.zero_()
+        for p in lora_4bit.parameters():
+            p.grad = None
+
+
+def test_grouped_layers_match_peft_through_the_model(grouped: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """q/k/v and gate/up as groups, through a real Llama forward and backward in train mode: the loss and
+    every LoRA gradient equal peft's, and each group is computed once a forward (by its first member
+    called; the others take their outputs), with no member on the one-layer path."""
+    import torch
+
+    from bedrock_ft.training import _fused, _fused_group
+
+    model, groups = grouped
+    assert groups == 4  # q/k/v and gate/up in each of the two layers
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(3))
+    model.train()
+
+    def run() -> tuple[Any, dict[str, Any]]:
+        for p in lora.values():
+            p.grad = None
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in lora.items() if p.grad is not None}
+
+    got_loss, got = run()
+    counts = {"group": 0, "single": 0}
+    real_group, real_single = _fused_group.fused_lora_group, _fused.fused_lora_linear
+
+    def count_group(*a: Any, **k: Any) -> Any:
+        counts["group"] += 1
+        return real_group(*a, **k)
+
+    def count_single(*a: Any, **k: Any) -> Any:
+        counts["single"] += 1
+        return real_single(*a, **k)
+
+    monkeypatch.setattr(_fused_group, "fused_lora_group", count_group)
+    monkeypatch.setattr(_fused, "fused_lora_linear", count_single)
+    again_loss, _ = run()
+    assert counts == {"group": 4, "single": 4}  # the groups once each; o_proj and down_proj on their own
+    torch.testing.assert_close(again_loss, got_loss, rtol=0, atol=0)
+    modules = dict(model.named_modules())
+    forwards = {n: modules[n].__dict__.pop("forward") for n in _fusable(model)}
+    try:  # peft's own layers, same weights
+        want_loss, want = run()
+    finally:
+        for n, f in forwards.items():
+            modules[n].forward = f
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+    assert got.keys() == want.keys() and len(want) == 28
+    for name, grad in want.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_grouped_check_passes_and_names_the_group(grouped: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bedrock_ft.training import _fused, _fused_group
+
+    model, _ = grouped
+    _fused_group.check_groups(model, tol=1e-5)
+    real = _fused.base_weight
+
+    def off_by_a_bit(base: Any, dtype: Any) -> Any:  # a bug in one shape: k_proj's (and v_proj's)
+        w = real(base, dtype)
+        return w * 1.1 if w.shape == (64, 128) else w
+
+    monkeypatch.setattr(_fused_group, "base_weight", off_by_a_bit)
+    with pytest.raises(TrainingError) as err:
+        _fused_group.check_groups(model, tol=1e-5)
+    assert str(err.value).startswith(
+        "fused LoRA check failed at base_model.model.model.layers.0.self_attn (its grouped projections): "
+        "k_proj output differs from peft's by"
+    )
+
+
 def test_fused_lora_forced_on_where_it_cannot_apply(
     train_model_dir: Path, qa_dataset: Any, tmp_path: Path
 ) -> None:
@@ -190,3 +291,22 @@ def test_varlen_attention_forced_where_it_cannot_apply() -> None:
     assert resolve_attention(forced, "cuda", mistral) == VARLEN
     assert resolve_attention(TrainingConfig(), "cuda", mistral) == VARLEN
     assert resolve_attention(TrainingConfig(), "cpu", mistral) == "sdpa"  # CPU unchanged
+
+
+def test_varlen_kernel_choice_and_its_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loading line names varlen's kernel; without a Hopper GPU and cudnn-frontend it is flash, and
+    asking for cuDNN there says why. cuDNN's graphs are keyed by a bucketed max length."""
+    from bedrock_ft.training import _attention
+    from bedrock_ft.training._model import attention_label
+
+    mistral = {"num_attention_heads": 32, "hidden_size": 4096}
+    assert attention_label("flex_attention", mistral) == "flex_attention"
+    assert attention_label(_attention.VARLEN, mistral) == "bedrock_ft_varlen (flash)"
+    assert _attention.cudnn_blocker(0, 128) == "no CUDA GPU"
+    monkeypatch.setattr(_attention, "kernel_preference", "cudnn")
+    with pytest.raises(RuntimeError, match="cuDNN varlen attention can't run here: no CUDA GPU"):
+        _attention.varlen_kernel(0, 128)
+    monkeypatch.setattr(_attention, "kernel_preference", "fastest")
+    with pytest.raises(ValueError, match="kernel_preference 'fastest': one of auto, cudnn, flash"):
+        _attention.varlen_kernel(0, 128)
+    assert [_attention._bucket(n) for n in (1, 100, 128, 129, 2048, 2049)] == [128, 128, 128, 256, 2048, 4096]
