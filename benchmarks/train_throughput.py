@@ -208,7 +208,15 @@ def main() -> None:  # noqa: PLR0915
         "--loss-curve", type=int, default=0, metavar="STEPS",
         help="instead: STEPS steps of the defaults and the previous ones (twice: the noise), learnable data",
     )  # fmt: skip
+    parser.add_argument("--curves", default=None, help="with --loss-curve: the runs, comma-separated")
+    parser.add_argument(
+        "--varlen-kernel", default="auto", choices=("auto", "cudnn", "flash"),
+        help="varlen attention's kernel in every run (auto: cuDNN on Hopper when installed)",
+    )  # fmt: skip
     args = parser.parse_args()
+    from bedrock_ft.training import _attention
+
+    _attention.kernel_preference = args.varlen_kernel
     if args.loss_curve:
         loss_curves(args)
         return
@@ -225,6 +233,7 @@ def main() -> None:  # noqa: PLR0915
         make_model(model_dir, args.layers)
     report: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name(0),
+        "varlen_kernel": _attention.varlen_kernel(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "shape": f"Mistral-7B-v0.3 ({args.layers} layers), random init, vocab {VOCAB}",
         "tokens_per_step": BATCH * SEQ,
@@ -327,7 +336,7 @@ def loss_curves(args: Any) -> None:
     defaults' distance is judged against. Then fused against unfused with LoRA dropout 0.05."""
     import torch
 
-    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig
+    from bedrock_ft.training import QLoRAConfig, QLoRATrainer, TrainingConfig, _attention
 
     work = Path(tempfile.mkdtemp(prefix="bench-loss-"))
     model_dir = Path(args.model_dir) if args.model_dir else work / "mistral-7b-shape"
@@ -340,6 +349,8 @@ def loss_curves(args: Any) -> None:
         ("default", {}, 0.0), ("previous-default", previous, 0.0), ("previous-default-again", previous, 0.0),
         ("fused-dropout", {}, 0.05), ("unfused-dropout", {"fused_lora": False}, 0.05),
     ]  # fmt: skip
+    if args.curves:
+        runs = [r for r in runs if r[0] in args.curves.split(",")]
     curves: dict[str, list[float]] = {}
     for name, settings, dropout in runs:
         training = TrainingConfig(
@@ -366,6 +377,7 @@ def loss_curves(args: Any) -> None:
 
     report = {
         "gpu": torch.cuda.get_device_name(0), "layers": args.layers, "steps": steps, "curves": curves,
+        "varlen_kernel": _attention.varlen_kernel(),
         "first_last": {k: (round(v[0], 3), round(v[-1], 3)) for k, v in curves.items()},
         "default_vs_previous": gap("default", "previous-default"),
         "noise_previous_vs_previous": gap("previous-default-again", "previous-default"),

@@ -340,10 +340,11 @@ class QLoRATrainer:
         return str(last[1])
 
     def _sft_trainer(self, model: Any, hw: _Setup, run: RunDir, rank: RankInfo | None) -> Any:
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTConfig
 
         from bedrock_ft.training._model import keep_adapter_fp32
         from bedrock_ft.training._progress import RankLog, TrainingMonitor
+        from bedrock_ft.training._sft import sft_trainer_class
 
         t, device = self.training, hw.device
         args = SFTConfig(
@@ -399,7 +400,7 @@ class QLoRATrainer:
             warnings.filterwarnings(
                 "ignore", message=".*use_liger_kernel.*deprecated", category=FutureWarning
             )
-            trainer = SFTTrainer(
+            trainer = sft_trainer_class()(  # trl's SFTTrainer, whose step doesn't wait on its metrics
                 model=model,
                 args=args,
                 train_dataset=hw.data,

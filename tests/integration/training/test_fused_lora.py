@@ -310,3 +310,33 @@ def test_varlen_kernel_choice_and_its_label(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ValueError, match="kernel_preference 'fastest': one of auto, cudnn, flash"):
         _attention.varlen_kernel(0, 128)
     assert [_attention._bucket(n) for n in (1, 100, 128, 129, 2048, 2049)] == [128, 128, 128, 256, 2048, 4096]
+
+
+def test_cudnn_varlen_metadata_derived_once_per_bounds_tensor() -> None:
+    """cudnn-frontend's per-call metadata from cu_seqlens is derived once per bounds tensor (every layer
+    of a step shares it): the same tensor again is a hit, another tensor or one changed in place a miss."""
+    import types
+
+    import torch
+
+    from bedrock_ft.training._attention import _derive_once_per_step
+
+    calls: list[Any] = []
+
+    def derive(cu_q: Any, cu_kv: Any, q_strides: Any, kv_strides: Any) -> Any:
+        calls.append((cu_q.tolist(), tuple(q_strides)))
+        return (cu_q * q_strides[0],)
+
+    fake = types.SimpleNamespace(prepare_varlen_metadata=derive)
+    _derive_once_per_step(fake)
+    _derive_once_per_step(fake)  # wrapping twice is a no-op
+    cu = torch.tensor([0, 5, 9], dtype=torch.int32)
+    first = fake.prepare_varlen_metadata(cu, cu, (4, 8), (2,))
+    assert fake.prepare_varlen_metadata(cu, cu, (4, 8), (2,)) is first
+    assert len(calls) == 1
+    fake.prepare_varlen_metadata(cu, cu, (3, 8), (2,))  # other strides: derived for them
+    other = torch.tensor([0, 5, 9], dtype=torch.int32)
+    fake.prepare_varlen_metadata(other, other, (4, 8), (2,))  # an equal but other tensor
+    cu[1] = 6  # changed in place
+    assert fake.prepare_varlen_metadata(cu, cu, (4, 8), (2,))[0].tolist() == [0, 24, 36]
+    assert len(calls) == 4

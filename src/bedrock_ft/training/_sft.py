@@ -1,0 +1,96 @@
+"""trl's SFTTrainer, with its per-step metrics read from the GPU at logging time instead of mid-step.
+
+trl's ``compute_loss`` turns the step's token count, entropy and top-1 accuracy into Python floats
+with ``.item()`` right after the forward: the CPU waits for the GPU to finish the forward before it
+can queue the backward, and the GPU then waits for the CPU (benchmarks/train_profile.py's ``trainer``
+variant shows the gap). :class:`SFTTrainer` here computes the same loss the same way (trl's fused LM
+head, the same normalisation) and keeps the metrics' raw sums on the device; they are gathered and
+turned into trl's ``entropy``, ``mean_token_accuracy`` and ``num_tokens`` when the trainer logs, so the
+logged values are the ones trl would log. Anything else trl's ``compute_loss`` handles (a custom loss
+function, label smoothing, a loss type other than NLL, MoE auxiliary losses, sequence parallelism,
+``return_outputs``) goes to trl's own method unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+__all__ = ["sft_trainer_class"]
+
+
+@functools.cache
+def sft_trainer_class() -> type:
+    import torch
+    from trl import SFTTrainer
+
+    class DeferredMetricsSFTTrainer(SFTTrainer):  # type: ignore[misc]
+        def _deferred(self) -> dict[str, list[Any]]:
+            found: dict[str, list[Any]] | None = getattr(self, "_bedrock_ft_deferred", None)
+            if found is None:
+                found = {"train": [], "eval": [], "tokens": []}
+                self._bedrock_ft_deferred = found
+            return found
+
+        def _plain_nll(self, return_outputs: bool) -> bool:
+            parallelism = getattr(self.accelerator, "parallelism_config", None)
+            return not (
+                return_outputs
+                or self.compute_loss_func is not None
+                or self.label_smoother is not None
+                or getattr(self.args, "loss_type", "nll") != "nll"
+                or self.aux_loss_enabled
+                or (parallelism is not None and getattr(parallelism, "sp_enabled", False))
+            )
+
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            if not self._plain_nll(return_outputs):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            deferred = self._deferred()
+            sums = (outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum())
+            deferred[mode].append(torch.stack([t.float() for t in sums]))
+            if mode == "train":
+                if "attention_mask" in inputs:
+                    deferred["tokens"].append(inputs["attention_mask"].sum())
+                elif "position_ids" in inputs:
+                    deferred["tokens"].append(inputs["position_ids"].size(1))
+                else:
+                    raise ValueError("Expected 'attention_mask' or 'position_ids' in inputs.")
+            return loss
+
+        def _flush(self) -> None:
+            deferred = self._deferred()
+            for mode in ("train", "eval"):
+                if not deferred[mode]:
+                    continue
+                # every process's sums of each micro-step, summed over processes (as trl's gathers do)
+                local = torch.stack(deferred[mode])  # [steps, 3]
+                sums = self.accelerator.gather(local).view(-1, *local.shape).sum(0).tolist()
+                deferred[mode].clear()
+                for valid, entropy, correct in sums:
+                    self._metrics[mode]["entropy"].append(entropy / valid if valid > 0 else 0.0)
+                    self._metrics[mode]["mean_token_accuracy"].append(correct / valid if valid > 0 else 0.0)
+                if mode == "eval":  # as trl: the count of training tokens, in the eval metrics too
+                    self._metrics["eval"]["num_tokens"] = [self._total_train_tokens]
+            if deferred["tokens"]:
+                device = self.accelerator.device
+                local = torch.tensor([int(t) for t in deferred["tokens"]], device=device)
+                deferred["tokens"].clear()
+                for n in self.accelerator.gather(local).view(-1, *local.shape).sum(0).tolist():
+                    self._total_train_tokens += n // self._tp_size
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            self._flush()
+            super().log(logs, start_time)
+
+    return DeferredMetricsSFTTrainer
