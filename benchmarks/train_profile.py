@@ -130,8 +130,8 @@ def build(path: Path, fused: bool, attention: str) -> tuple[Any, Any]:
 
 def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     """``variant``: ``fused`` or ``unfused``, then optionally ``-flex`` or ``-varlen`` (the attention;
-    default: what ``auto`` picks), ``-cudnn`` or ``-flash`` (varlen's kernel; default: what this GPU
-    gets) and ``-skipK`` (the last K layers not checkpointed)."""
+    default: what ``auto`` picks), ``-cudnn`` or ``-flash`` (varlen's kernel; default: the
+    library's) and ``-skipK`` (the last K layers not checkpointed)."""
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -192,7 +192,10 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
 
 
 def _kernel(variant: str) -> str:
-    return "cudnn" if "-cudnn" in variant else "flash" if "-flash" in variant else "auto"
+    from bedrock_ft.training import _attention
+
+    kernel = "cudnn" if "-cudnn" in variant else "flash" if "-flash" in variant else None
+    return kernel or _attention.kernel_preference
 
 
 def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:

@@ -210,13 +210,15 @@ def main() -> None:  # noqa: PLR0915
     )  # fmt: skip
     parser.add_argument("--curves", default=None, help="with --loss-curve: the runs, comma-separated")
     parser.add_argument(
-        "--varlen-kernel", default="auto", choices=("auto", "cudnn", "flash"),
-        help="varlen attention's kernel in every run (auto: cuDNN on Hopper when installed)",
+        "--varlen-kernel", default=None, choices=("auto", "cudnn", "flash"),
+        help="varlen attention's kernel in every run (default: the library's; auto: cuDNN on Hopper when "
+        "cudnn-frontend is installed)",
     )  # fmt: skip
     args = parser.parse_args()
     from bedrock_ft.training import _attention
 
-    _attention.kernel_preference = args.varlen_kernel
+    if args.varlen_kernel:
+        _attention.kernel_preference = args.varlen_kernel
     if args.loss_curve:
         loss_curves(args)
         return

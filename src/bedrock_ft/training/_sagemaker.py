@@ -50,7 +50,7 @@ def training_stack() -> list[str]:
     from bedrock_ft._version import __version__
 
     lines = [f"bedrock-ft[train]=={__version__}"]
-    for name in (*STACK, "liger-kernel", "nvidia-cudnn-frontend"):  # the last two: gpu extra, if here
+    for name in (*STACK, "liger-kernel"):
         try:
             lines.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
