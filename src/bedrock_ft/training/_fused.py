@@ -130,7 +130,8 @@ def fuse_lora(
             raise forced_but_blocked(report.off)
     from bedrock_ft.training._fused_group import check_groups, group_layers
 
-    report.groups = group_layers(model, report.fused)
+    if qlora.dropout == 0:  # a group shares one input, which per-layer dropout masks would not
+        report.groups = group_layers(model, report.fused)
     if training.fused_lora_check:
         check_fused(model, report.fused)
         check_groups(model, tol=CHECK_TOLERANCE)
@@ -358,13 +359,19 @@ def check_fused(model: Any, names: list[str], *, tokens: int = 64, tol: float = 
         for what, got, want in (("output", out, ref_out), ("input gradient", grads[0], ref_grads[0]),
                                 ("lora_A gradient", grads[1], ref_grads[1]),
                                 ("lora_B gradient", grads[2], ref_grads[2])):  # fmt: skip
-            err = _relative_error(got, want)
-            if not err <= tol:
-                raise TrainingError(
-                    f"fused LoRA check failed at {name}: its {what} differs from peft's by {err:.2e} "
-                    f"(relative L2; tolerance {tol:.0e}). Set fused_lora=False to train through peft's "
-                    "layers, and report this with the model's architecture"
-                )
+            compare(name, f"its {what}", got, want, tol)
+
+
+def compare(where: str, what: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    """Raise the start-up check's error, naming ``where`` and ``what``, when ``got`` is further than
+    ``tol`` (relative L2) from peft's ``want``."""
+    err = _relative_error(got, want)
+    if not err <= tol:
+        raise TrainingError(
+            f"fused LoRA check failed at {where}: {what} differs from peft's by {err:.2e} (relative L2; "
+            f"tolerance {tol:.0e}). Set fused_lora=False to train through peft's layers, and report this "
+            "with the model's architecture"
+        )
 
 
 def _run(module: Any, forward: Callable[..., Any], x: torch.Tensor, g: torch.Tensor) -> tuple[Any, ...]:

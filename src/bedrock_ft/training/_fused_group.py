@@ -20,13 +20,7 @@ import weakref
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from bedrock_ft.training._fused import (
-    _compute_dtype,
-    _fused_forward,
-    _keeps_weight,
-    _relative_error,
-    base_weight,
-)
+from bedrock_ft.training._fused import _compute_dtype, _fused_forward, _keeps_weight, base_weight, compare
 
 if TYPE_CHECKING:
     import torch
@@ -219,8 +213,6 @@ def check_groups(model: Any, *, tokens: int = 64, tol: float) -> None:
     gradient and each member's lora_A and lora_B gradients, relative L2 error at most ``tol``."""
     import torch
 
-    from bedrock_ft.errors import TrainingError
-
     gen = torch.Generator().manual_seed(1)
     seen: set[int] = set()
     for name, module in model.named_modules():
@@ -251,13 +243,7 @@ def check_groups(model: Any, *, tokens: int = 64, tol: float) -> None:
                 t.grad = None
         parent = name.rpartition(".")[0]
         for label, want, have in _pairs(group.names, ref, got):
-            err = _relative_error(have, want)
-            if not err <= tol:
-                raise TrainingError(
-                    f"fused LoRA check failed at {parent} (its grouped projections): {label} differs from "
-                    f"peft's by {err:.2e} (relative L2; tolerance {tol:.0e}). Set fused_lora=False to train "
-                    "through peft's layers, and report this with the model's architecture"
-                )
+            compare(f"{parent} (its grouped projections)", label, have, want, tol)
 
 
 def _pairs(names: tuple[str, ...], ref: tuple[Any, ...], got: tuple[Any, ...]) -> list[tuple[str, Any, Any]]:

@@ -25,12 +25,10 @@ def sft_trainer_class() -> type:
     from trl import SFTTrainer
 
     class DeferredMetricsSFTTrainer(SFTTrainer):  # type: ignore[misc]
-        def _deferred(self) -> dict[str, list[Any]]:
-            found: dict[str, list[Any]] | None = getattr(self, "_bedrock_ft_deferred", None)
-            if found is None:
-                found = {"train": [], "eval": [], "tokens": []}
-                self._bedrock_ft_deferred = found
-            return found
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # per micro-step: the metrics' sums by mode, and the training tokens
+            self._deferred: dict[str, list[Any]] = {"train": [], "eval": [], "tokens": []}
 
         def _plain_nll(self, return_outputs: bool) -> bool:
             parallelism = getattr(self.accelerator, "parallelism_config", None)
@@ -55,7 +53,7 @@ def sft_trainer_class() -> type:
             loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-            deferred = self._deferred()
+            deferred = self._deferred
             sums = (outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum())
             deferred[mode].append(torch.stack([t.float() for t in sums]))
             if mode == "train":
@@ -68,7 +66,7 @@ def sft_trainer_class() -> type:
             return loss
 
         def _flush(self) -> None:
-            deferred = self._deferred()
+            deferred = self._deferred
             for mode in ("train", "eval"):
                 if not deferred[mode]:
                     continue
