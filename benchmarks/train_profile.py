@@ -15,8 +15,10 @@ a step of the defaults through QLoRATrainer instead, with the GPU's idle time in
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
+import pstats
 import re
 import sys
 import time
@@ -131,7 +133,8 @@ def build(path: Path, fused: bool, attention: str) -> tuple[Any, Any]:
 def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     """``variant``: ``fused`` or ``unfused``, then optionally ``-flex`` or ``-varlen`` (the attention;
     default: what ``auto`` picks), ``-cudnn`` or ``-flash`` (varlen's kernel; default: the
-    library's) and ``-skipK`` (the last K layers not checkpointed)."""
+    library's), ``-skipK`` (the last K layers not checkpointed) and ``-cprof`` (one more step under
+    cProfile: where the CPU's time goes)."""
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -153,8 +156,11 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     ids = torch.randint(4, VOCAB, (1, BATCH * SEQ), generator=g).cuda()
     pos = torch.arange(SEQ).repeat(BATCH)[None].cuda()
 
+    issue: list[float] = []
+
     def step(times: list[tuple[float, float, float]] | None) -> None:
         ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        t0 = time.perf_counter()
         ev[0].record()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(input_ids=ids, position_ids=pos, labels=ids).loss
@@ -164,6 +170,7 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
         opt.step()
         opt.zero_grad(set_to_none=True)
         ev[3].record()
+        issue.append(time.perf_counter() - t0)  # the CPU's time to queue the step (it waits only at syncs)
         torch.cuda.synchronize()
         if times is not None:
             times.append(tuple(ev[i].elapsed_time(ev[i + 1]) / 1000 for i in range(3)))  # type: ignore[arg-type]
@@ -174,6 +181,8 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     for _ in range(steps):
         step(times)
     med = sorted(times, key=sum)[len(times) // 2]
+    cpu = sorted(issue[warm:])[len(issue[warm:]) // 2]
+    hot = cpu_profile(lambda: step(None)) if "-cprof" in variant else {}
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         step(None)
     result = {
@@ -185,10 +194,38 @@ def profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
         "forward_s": round(med[0], 4),
         "backward_s (with recompute)": round(med[1], 4),
         "optimizer_s": round(med[2], 4),
+        "cpu_issue_s": round(cpu, 4),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         **categorize(prof),
+        **hot,
     }
     return result
+
+
+def cpu_profile(run: Any, top: int = 25) -> dict[str, Any]:
+    """The CPU's time in one step under cProfile, by function (self time and cumulative), to show what
+    keeps the CPU from queueing kernels ahead of the GPU."""
+    prof = cProfile.Profile()
+    prof.runcall(run)
+    return cpu_stats(prof, top)
+
+
+def cpu_stats(prof: Any, top: int = 25) -> dict[str, Any]:
+    stats = pstats.Stats(prof)
+    rows = [(fn, st[2], st[3], st[1]) for fn, st in stats.stats.items()]  # type: ignore[attr-defined]
+
+    def label(fn: tuple[str, int, str]) -> str:
+        return f"{Path(fn[0]).parent.name}/{Path(fn[0]).name}:{fn[1]}:{fn[2]}"[-90:]
+
+    return {
+        "cprofile_total_s": round(sum(r[1] for r in rows), 4),
+        "cprofile_self_s": [
+            (round(t, 4), n, label(fn)) for fn, t, _, n in sorted(rows, key=lambda r: -r[1])[:top]
+        ],
+        "cprofile_cumulative_s": [
+            (round(c, 4), n, label(fn)) for fn, _, c, n in sorted(rows, key=lambda r: -r[2])[:top]
+        ],
+    }
 
 
 def _kernel(variant: str) -> str:
@@ -201,7 +238,8 @@ def _kernel(variant: str) -> str:
 def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str, Any]:
     """The defaults through ``QLoRATrainer`` (trl's SFTTrainer, its LM head and metrics, the optimizer,
     gradient clipping): one step after warm-up under torch.profiler, with its wall time, so the GPU's idle
-    time within a step shows. ``variant``: ``trainer``, optionally ``-flash``/``-cudnn``."""
+    time within a step shows. ``variant``: ``trainer``, optionally ``-flash``/``-cudnn``, and ``-cprof``
+    (the next step under cProfile)."""
     import tempfile
 
     import torch
@@ -214,6 +252,7 @@ def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str
 
     _attention.kernel_preference = _kernel(variant)
     target = warm + 1
+    cprof = "-cprof" in variant
     found: dict[str, Any] = {}
 
     class Profile(TrainerCallback):  # type: ignore[misc]
@@ -225,11 +264,17 @@ def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str
                 found["prof"].__enter__()
                 found["t0"] = time.perf_counter()
 
+            if cprof and state.global_step + 1 == target + 1:
+                found["cprof"] = cProfile.Profile()
+                found["cprof"].enable()
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step == target:
                 torch.cuda.synchronize()
                 found["wall"] = time.perf_counter() - found["t0"]
                 found["prof"].__exit__(None, None, None)
+            if cprof and state.global_step == target + 1:
+                found["cprof"].disable()
 
     torch.cuda.reset_peak_memory_stats()
     work = Path(tempfile.mkdtemp(prefix="bench-prof-"))
@@ -240,6 +285,7 @@ def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str
                            progress_bar=False, callbacks=[Profile()])  # fmt: skip
     trainer.train(token_dataset(BATCH * (warm + 2 + steps)))
     kinds = categorize(found["prof"])
+    hot = cpu_stats(found["cprof"]) if cprof else {}
     mon = trainer.monitor
     return {
         "tok_per_s": round(mon.tokens_per_second(skip=warm)),
@@ -248,6 +294,7 @@ def trainer_profile(path: Path, variant: str, steps: int, warm: int) -> dict[str
         "gpu_idle_in_profiled_step_s": round(found["wall"] - kinds["gpu_busy_s"], 4),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         **kinds,
+        **hot,
     }
 
 

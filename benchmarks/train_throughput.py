@@ -14,8 +14,8 @@ Variants, all in one run on the same GPU:
 - ``default``: ``QLoRAConfig()`` + ``TrainingConfig()`` through ``QLoRATrainer`` (what users get);
 - ``previous-default``: the defaults before the fused LoRA layers and varlen attention;
 - further ``default`` variants that switch one fast-path setting off, to show what each is worth
-  (``default-ungrouped``: each fused layer on its own; ``default-flash-varlen``: varlen attention on
-  flash attention 2's kernels instead of cuDNN's);
+  (``default-ungrouped``: each fused layer on its own; ``default-flash-varlen`` and
+  ``default-cudnn-varlen``: varlen attention on flash attention 2's kernels or on cuDNN's);
 - ``default-fsdp-1``, and with several GPUs ``default-ddp-N`` and ``default-fsdp-N``: the defaults
   through ``backend='accelerate'`` (tok/s over all ranks, per GPU, and the scaling efficiency against
   ``default`` on one GPU).
@@ -149,7 +149,21 @@ def via_trainer(
         logging_steps=1,
         tensorboard=False,
     )
-    trainer = QLoRATrainer(qlora, training, progress=lambda m: print("  ", m, flush=True), progress_bar=False)
+    from transformers import TrainerCallback
+
+    clock: list[float] = []  # perf_counter at each step's beginning, and at the end of the last one
+
+    class Clock(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock.append(time.perf_counter())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == state.max_steps:
+                torch.cuda.synchronize()
+                clock.append(time.perf_counter())
+
+    trainer = QLoRATrainer(qlora, training, progress=lambda m: print("  ", m, flush=True), progress_bar=False,
+                           callbacks=[Clock()])  # fmt: skip
     artifact = trainer.train(token_dataset(BATCH * (warm + steps) + BATCH))
     mon = trainer.monitor
     pairs = list(zip(mon.step_seconds, mon.step_tokens, strict=True))[warm:]
@@ -158,6 +172,8 @@ def via_trainer(
     result = {
         "tok_per_s": round(mon.tokens_per_second(skip=warm)),
         "step_s_median": round(med_s, 3),
+        # wall clock over the steps after warm-up, gaps between steps included
+        "wall_tok_per_s": round(sum(t for _, t in pairs) / (clock[-1] - clock[warm])),
         "tokens_per_step": sorted(tokens),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "final_loss": artifact.train_metrics.final_loss,
@@ -275,6 +291,7 @@ def main() -> None:  # noqa: PLR0915
         "default-unfused": trainer_run(QLoRAConfig(), TrainingConfig(fused_lora=False)),
         "default-ungrouped": trainer_run(QLoRAConfig(), TrainingConfig(), groups=()),
         "default-flash-varlen": trainer_run(QLoRAConfig(), TrainingConfig(), kernel="flash"),
+        "default-cudnn-varlen": trainer_run(QLoRAConfig(), TrainingConfig(), kernel="cudnn"),
         "default-flex": trainer_run(QLoRAConfig(), TrainingConfig(attn_implementation="flex_attention")),
         "previous-default": trainer_run(  # before the fused LoRA layers and varlen attention
             QLoRAConfig(), TrainingConfig(fused_lora=False, attn_implementation="flex_attention")

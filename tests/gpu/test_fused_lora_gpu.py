@@ -194,11 +194,16 @@ def test_start_up_check_passes_and_reports(tmp_path: Path) -> None:
     assert lines == ["fused LoRA on 7 layers (2 groups sharing an input)"]
 
 
+@pytest.mark.parametrize("layout", ["token-major", "head-major"])
 @pytest.mark.parametrize("kernel", ["flash", "cudnn"])
-def test_varlen_attention_matches_sdpa_per_record(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_varlen_attention_matches_sdpa_per_record(
+    kernel: str, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Three packed records of different lengths through ``bedrock_ft_varlen`` (GQA, 32 query heads on
     8 key/value heads, as Mistral-7B), with each of its kernels: each record's output and the gradients
-    of q, k and v match sdpa run on that record alone, causal, relative L2 error < RTOL."""
+    of q, k and v match sdpa run on that record alone, causal, relative L2 error < RTOL. q/k/v come
+    token-major ([1, T, H, D] in memory, as the projections make them) or head-major ([1, H, T, D]
+    contiguous, which cuDNN's ragged offsets misread unless made token-major first)."""
     import torch
     import torch.nn.functional as F
 
@@ -213,10 +218,12 @@ def test_varlen_attention_matches_sdpa_per_record(kernel: str, monkeypatch: pyte
     total = sum(lengths)
     gen = torch.Generator(device="cuda").manual_seed(0)
 
-    def rand(*shape: int) -> Any:
-        return torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16).requires_grad_(True)
+    def rand(h: int) -> Any:
+        shape = (1, h, total, dim) if layout == "head-major" else (1, total, h, dim)
+        t = torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16)
+        return (t if layout == "head-major" else t.transpose(1, 2)).requires_grad_(True)
 
-    q, k, v = rand(1, heads, total, dim), rand(1, kv_heads, total, dim), rand(1, kv_heads, total, dim)
+    q, k, v = rand(heads), rand(kv_heads), rand(kv_heads)
     position_ids = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
     out, _ = varlen_attention_forward(None, q, k, v, None, scaling=dim**-0.5, position_ids=position_ids)
     assert out.shape == (1, total, heads, dim)
@@ -231,6 +238,6 @@ def test_varlen_attention_matches_sdpa_per_record(kernel: str, monkeypatch: pyte
         errors = {"out": _err(out[:, sl].detach(), ref.detach())}
         for what, got, want in (("dq", q.grad, qr.grad), ("dk", k.grad, kr.grad), ("dv", v.grad, vr.grad)):
             errors[what] = _err(got[:, :, sl], want)
-        print(kernel, n, {k: f"{v:.1e}" for k, v in errors.items()})
-        assert max(errors.values()) < RTOL, (kernel, n, errors)
+        print(kernel, layout, n, {k: f"{v:.1e}" for k, v in errors.items()})
+        assert max(errors.values()) < RTOL, (kernel, layout, n, errors)
         start += n

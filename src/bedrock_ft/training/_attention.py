@@ -3,15 +3,17 @@
 A padding-free step is one long row of several records, each restarting its ``position_ids`` at 0.
 flex_attention builds a block mask for it and skips the blocks between records; a variable-length
 kernel takes the records' boundaries directly and runs each record's causal attention, with no mask
-at all. Two such kernels are wired: flash attention 2's varlen kernels inside torch
-(``torch.nn.attention.varlen``), the default, and cuDNN's fused attention for packed (THD) batches
-through NVIDIA's cudnn-frontend (``torch.ops.cudnn.sdpa_fwd``/``sdpa_bwd``; its graphs are built once
-per shape and cached). cuDNN's kernels took half of flash's GPU time on an H200
-(benchmarks/train_profile.py), but cuDNN failed the per-record comparison with sdpa in
-tests/gpu/test_fused_lora_gpu.py on that GPU, for a reason not yet known, so it is opt-in
-(``kernel_preference = "auto"`` or ``"cudnn"`` below) and not the default. (torch's own ragged cuDNN
-entry point, ``aten._cudnn_attention_forward`` with cumulative lengths, rebuilds its cuDNN graph on
-every call, which costs more CPU time than the kernel saves, so it is not used.) The function is
+at all. Two such kernels are wired: cuDNN's fused attention for packed (THD) batches through NVIDIA's
+cudnn-frontend (``torch.ops.cudnn.sdpa_fwd``/``sdpa_bwd``, graphs built once per shape and cached),
+used on Hopper and later GPUs when cudnn-frontend is installed (``pip install nvidia-cudnn-frontend``);
+and flash attention 2's varlen kernels inside torch (``torch.nn.attention.varlen``) everywhere else.
+On an H200 cuDNN's kernels took half of flash's GPU time (benchmarks/train_profile.py); both match sdpa
+record by record, forward and backward, in tests/gpu/test_fused_lora_gpu.py. cuDNN needs q/k/v
+token-major in memory: given a head-major view, its query gradient came out wrong, so they are made
+contiguous first (a no-op for the projections' outputs). ``kernel_preference`` below picks: "auto" (the
+default), "cudnn" (required, or an error that says why) or "flash". (torch's own ragged cuDNN entry
+point, ``aten._cudnn_attention_forward`` with cumulative lengths, rebuilds its cuDNN graph on every
+call, which costs more CPU time than the kernel saves, so it is not used.) The function is
 registered with transformers as the attention implementation ``bedrock_ft_varlen``.
 
 It applies to the decoder families whose attention is plain causal softmax attention (Llama, Mistral,
@@ -36,9 +38,9 @@ __all__ = ["VARLEN", "cudnn_blocker", "register_varlen", "varlen_blocker", "varl
 VARLEN = "bedrock_ft_varlen"
 FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 KERNELS = ("auto", "cudnn", "flash")
-# flash: the default. auto: cuDNN on Hopper+ when cudnn-frontend is installed, else flash. cudnn: required.
-# cuDNN stays opt-in until its GPU test passes (see the module's docstring); the benchmarks switch it here.
-kernel_preference = "flash"
+# auto (the default): cuDNN on Hopper+ when cudnn-frontend is installed, else flash. cudnn: required.
+# flash: flash attention 2 always. The benchmarks switch it here.
+kernel_preference = "auto"
 
 
 def varlen_blocker(model_config: dict[str, Any], training: TrainingConfig, device: str) -> str | None:
@@ -70,9 +72,9 @@ def _varlen_fn() -> Any:
 
 
 def varlen_kernel(device_index: int = 0, head_dim: int = 128) -> str:
-    """The varlen kernel this run uses: ``flash`` by default; with ``kernel_preference`` "auto",
-    ``cudnn`` on Hopper and later (sm90+) where cudnn-frontend is installed and the head size suits it
-    (a multiple of 8, at most 128), else ``flash``; with "cudnn", cuDNN or an error that says why."""
+    """The varlen kernel this run uses: with ``kernel_preference`` "auto" (the default), ``cudnn`` on
+    Hopper and later (sm90+) where cudnn-frontend is installed and the head size suits it (a multiple of
+    8, at most 128), else ``flash``; with "cudnn", cuDNN or an error that says why; with "flash", flash."""
     if kernel_preference not in KERNELS:
         raise ValueError(f"kernel_preference {kernel_preference!r}: one of {', '.join(KERNELS)}")
     if kernel_preference == "flash":
@@ -209,13 +211,11 @@ def varlen_attention_forward(  # noqa: PLR0917
     k = key.transpose(1, 2).reshape(batch * length, kv_heads, dim)
     v = value.transpose(1, 2).reshape(batch * length, kv_heads, dim)
     if varlen_kernel(query.device.index or 0, dim) == "cudnn":
-        import torch
-
-        bound = _bucket(longest)
-        out, _ = torch.ops.cudnn.sdpa_fwd(  # GQA as it is: cuDNN takes fewer key/value heads
-            q, k, v, float(scaling if scaling is not None else dim**-0.5), is_causal=True,
-            cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=bound, max_seqlen_kv=bound, return_lse=True,
-        )  # fmt: skip
+        # cuDNN's ragged offsets must see token-major q/k/v ([T, H, D] in memory), as the projections
+        # make them: given a head-major view (strides (D, T*D, 1)), its dq came out wrong on an H200.
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        scale = float(scaling if scaling is not None else dim**-0.5)
+        out = _cudnn_function().apply(q, k, v, cu, _bucket(longest), scale)
         return out.view(batch, length, heads, dim), None
     fn = _varlen_fn()
     params = _params(fn)
@@ -232,6 +232,45 @@ def varlen_attention_forward(  # noqa: PLR0917
         extra["window_size"] = (-1, 0)
     out = fn(q, k, v, cu, cu, longest, longest, **extra)
     return out.view(batch, length, heads, dim), None
+
+
+@functools.cache
+def _cudnn_function() -> Any:
+    """cuDNN's varlen forward and backward ops in one autograd function (causal; GQA as it is, cuDNN
+    takes fewer key/value heads). cudnn-frontend registers the same pair with torch.library's autograd,
+    whose Python wrapper cost about 0.2 ms of CPU time a call; called here with grad mode off, the ops
+    go straight to their kernels."""
+    import torch
+    from cudnn.sdpa.fwd.torch_op import thd_lse_to_padded
+
+    class CudnnVarlen(torch.autograd.Function):  # type: ignore[misc]
+        @staticmethod
+        def forward(  # noqa: PLR0917
+            ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, bound: int,
+            scale: float,
+        ) -> torch.Tensor:  # fmt: skip
+            out, lse = torch.ops.cudnn.sdpa_fwd(
+                q, k, v, scale, is_causal=True, cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                max_seqlen_q=bound, max_seqlen_kv=bound, return_lse=True,
+            )  # fmt: skip
+            ctx.save_for_backward(q, k, v, out, lse, cu)
+            ctx.bound, ctx.scale = bound, scale
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+            q, k, v, out, lse, cu = ctx.saved_tensors
+            bound = ctx.bound
+            # the backward takes the forward's packed [T, H] log-sum-exp padded to [B, H, bound, 1]
+            padded = thd_lse_to_padded(lse[:, :, 0], cu, bound)
+            dq, dk, dv = torch.ops.cudnn.sdpa_bwd(
+                grad, q, k, v, out, padded, ctx.scale, is_causal=True, cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                max_seqlen_q=bound, max_seqlen_kv=bound,
+                is_deterministic=torch.are_deterministic_algorithms_enabled(),
+            )  # fmt: skip
+            return dq, dk, dv, None, None, None
+
+    return CudnnVarlen
 
 
 @functools.cache

@@ -196,20 +196,108 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     p = float(getattr(dropout, "p", 0.0)) if self.training else 0.0
     return fused_lora_linear(
         x, self.base_layer, self.lora_A[adapter].weight, self.lora_B[adapter].weight,
-        scaling=self.scaling[adapter], p=p, keep_weight=_keeps_weight(self),
+        scaling=self.scaling[adapter], p=p, keep_weight=_keeps_weight(self), owner=self,
     )  # fmt: skip
 
 
 def base_weight(base: Any, dtype: torch.dtype) -> torch.Tensor:
     """The base layer's weight, [out, in], in ``dtype`` (a 4-bit weight dequantized)."""
+    prepared = base.__dict__.get("bedrock_ft_dequantize")
+    if prepared is not None and prepared[0]() is base.weight:
+        return cast(prepared[1](), dtype)
     if _base_kind(base) == "4bit":
-        import bitsandbytes.functional as bnbf
-        from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
-
-        fix_4bit_weight_quant_state_from_module(base)
-        return bnbf.dequantize_4bit(base.weight.data, base.weight.quant_state).to(dtype)
+        return cast(_prepare_dequantize(base)(), dtype)
     weight: torch.Tensor = base.weight
-    return weight.to(dtype)
+    return cast(weight, dtype)
+
+
+def _bnb_dequantize(base: Any) -> torch.Tensor:
+    import bitsandbytes.functional as bnbf
+    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
+    fix_4bit_weight_quant_state_from_module(base)
+    out: torch.Tensor = bnbf.dequantize_4bit(base.weight.data, base.weight.quant_state)
+    return out
+
+
+def _prepare_dequantize(base: Any) -> Callable[[], torch.Tensor]:
+    """A dequantizer for ``base``'s 4-bit weight that calls bitsandbytes' two kernels (the nested absmax,
+    then the weight) through its torch ops directly, with the quantization state read once: bitsandbytes'
+    ``dequantize_4bit`` re-reads and re-validates it on every call, which cost more CPU time than the
+    kernels take on the GPU (448 calls a step for a 32-layer model). Checked once against bitsandbytes'
+    own function; where the state is one it doesn't take (or they differ), bitsandbytes' function stays."""
+    import torch
+
+    weight = base.weight
+    fallback = functools.partial(_bnb_dequantize, base)
+    state = getattr(weight, "quant_state", None)
+    ops = getattr(torch.ops, "bitsandbytes", None)
+    fast: Callable[[], torch.Tensor] = fallback
+    if state is not None and ops is not None and weight.data.shape[0] != 1:
+        packed, args = weight.data, (state.blocksize, state.quant_type, state.shape, state.dtype)
+        nested, inner, offset = state.absmax, state.state2, state.offset
+        code = inner.code.to(packed.device) if state.nested else None
+
+        def direct() -> torch.Tensor:
+            absmax = nested
+            if code is not None:  # double quantization: the absmax is itself 8-bit, blockwise
+                absmax = ops.dequantize_blockwise.default(
+                    nested, inner.absmax, code, inner.blocksize, torch.float32
+                ).add_(offset)
+            out: torch.Tensor = ops.dequantize_4bit.default(packed, absmax, *args)
+            return out
+
+        fast = direct
+        try:
+            if not torch.equal(fast(), fallback()):
+                fast = fallback
+        except Exception:  # a state this path doesn't read: bitsandbytes' own function serves
+            fast = fallback
+    base.__dict__["bedrock_ft_dequantize"] = (weakref.ref(weight), fast)
+    return fast
+
+
+def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; no call into torch when it already is (a no-op ``.to`` still costs CPU time)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+_OPTIMIZER_STEPS = [0]  # every torch optimizer's steps, counted by a global hook: cached casts expire
+
+
+@functools.cache
+def watch_optimizers() -> None:
+    """Count optimizer steps (torch.optim's global step hook, which every torch optimizer runs). A fused
+    AdamW step changes the weights in place without bumping their version counters, so the version alone
+    can't tell a cached cast is stale."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    def count(*_: Any) -> None:
+        _OPTIMIZER_STEPS[0] += 1
+
+    register_optimizer_step_post_hook(count)
+
+
+def cached_cast(owner: Any, name: str, weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """The LoRA ``weights`` in ``dtype`` (stacked on dim 0 when several), kept on ``owner`` and reused
+    until the next optimizer step or an in-place change of a weight: the forward, the checkpointed
+    recomputation and the backward of a step (and every micro-step of an accumulation) cast them once."""
+    import torch
+
+    watch_optimizers()
+    stamp = (_OPTIMIZER_STEPS[0], dtype, tuple((id(w), w._version) for w in weights))
+    entries = getattr(owner, "bedrock_ft_casts", None)
+    if entries is None:
+        entries = owner.bedrock_ft_casts = {}
+    hit = entries.get(name)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    with torch.no_grad():
+        out = cast(weights[0], dtype) if len(weights) == 1 else torch.cat([cast(w, dtype) for w in weights])
+    if out is weights[0]:  # already in dtype: nothing to keep
+        return out
+    entries[name] = (stamp, out)
+    return out
 
 
 def dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
@@ -231,12 +319,20 @@ def fused_lora_linear(
     scaling: float,
     p: float = 0.0,
     keep_weight: bool = False,
+    owner: Any = None,
 ) -> torch.Tensor:
     """``base(x) + scaling * B(A(dropout_p(x)))`` in one autograd node; ``keep_weight`` saves the
-    dequantized base weight for the backward instead of dequantizing it again."""
+    dequantized base weight for the backward instead of dequantizing it again; ``owner`` (the LoRA
+    layer) keeps the compute-dtype copies of A and B for the step (see :func:`cached_cast`)."""
     fn: Any = _function()
-    out: torch.Tensor = fn.apply(x, a, b, base, float(scaling), float(p), keep_weight)
+    out: torch.Tensor = fn.apply(x, a, b, base, float(scaling), float(p), keep_weight, owner)
     return out
+
+
+def _lora_pair(owner: Any, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> tuple[Any, Any]:
+    if owner is None:
+        return cast(a, dtype), cast(b, dtype)
+    return cached_cast(owner, "A", [a], dtype), cached_cast(owner, "B", [b], dtype)
 
 
 @functools.cache
@@ -255,10 +351,11 @@ def _function() -> Any:
             scaling: float,
             p: float,
             keep_weight: bool,
+            owner: Any,
         ) -> torch.Tensor:
             dtype = _compute_dtype(x, base)
-            x2 = x.reshape(-1, x.shape[-1]).to(dtype)
-            a_, b_ = a.to(dtype), b.to(dtype)
+            x2 = cast(x.reshape(-1, x.shape[-1]), dtype)
+            a_, b_ = _lora_pair(owner, a, b, dtype)
             seed = int(torch.randint(0, 2**62, (1,)).item()) if p > 0 else 0
             xd = x2 * dropout_mask(x2, p, seed) if p > 0 else x2
             xa = (xd @ a_.t()).mul_(scaling)  # [N, r], scaled: the scaling costs r columns, not `out`
@@ -266,30 +363,30 @@ def _function() -> Any:
             # The LoRA term first (a write-only pass over the output), then the base GEMM adds itself to
             # it in its epilogue (beta=1): adding the LoRA term afterwards would read and write the whole
             # output again, in a memory-bound rank-r GEMM.
-            out = torch.addmm(bias.to(dtype), xa, b_.t()) if bias is not None else xa @ b_.t()
+            out = torch.addmm(cast(bias, dtype), xa, b_.t()) if bias is not None else xa @ b_.t()
             w = base_weight(base, dtype)
             out.addmm_(x2, w.t())
             ctx.save_for_backward(x2, xa, a, b, *((w,) if keep_weight else ()))
             del w
-            ctx.base, ctx.scaling, ctx.p, ctx.seed, ctx.x_shape, ctx.x_dtype = (
-                base, scaling, p, seed, x.shape, x.dtype,
+            ctx.base, ctx.scaling, ctx.p, ctx.seed, ctx.x_shape, ctx.x_dtype, ctx.owner = (
+                base, scaling, p, seed, x.shape, x.dtype, owner,
             )  # fmt: skip
-            return out.view(*x.shape[:-1], out.shape[-1]).to(x.dtype)
+            return cast(out.view(*x.shape[:-1], out.shape[-1]), x.dtype)
 
         @staticmethod
         def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
             x2, xa, a, b, *kept = ctx.saved_tensors
             dtype = x2.dtype
-            g = grad.reshape(-1, grad.shape[-1]).to(dtype)
-            a_, b_ = a.to(dtype), b.to(dtype)
+            g = cast(grad.reshape(-1, grad.shape[-1]), dtype)
+            a_, b_ = _lora_pair(ctx.owner, a, b, dtype)
             dxa = (g @ b_).mul_(ctx.scaling)  # [N, r]
             grad_b = grad_a = grad_x = None
             if ctx.needs_input_grad[2]:
-                grad_b = (g.t() @ xa).to(b.dtype)  # xa holds the scaling already
+                grad_b = cast(g.t() @ xa, b.dtype)  # xa holds the scaling already
             mask = dropout_mask(x2, ctx.p, ctx.seed) if ctx.p > 0 else None
             if ctx.needs_input_grad[1]:
                 xd = x2 * mask if mask is not None else x2
-                grad_a = (dxa.t() @ xd).to(a.dtype)
+                grad_a = cast(dxa.t() @ xd, a.dtype)
                 del xd
             if ctx.needs_input_grad[0]:
                 # as in the forward: the LoRA term first, then the base GEMM accumulates onto it
@@ -299,8 +396,8 @@ def _function() -> Any:
                 w = kept[0] if kept else base_weight(ctx.base, dtype)
                 dx.addmm_(g, w)
                 del w
-                grad_x = dx.view(ctx.x_shape).to(ctx.x_dtype)
-            return grad_x, grad_a, grad_b, None, None, None, None
+                grad_x = cast(dx.view(ctx.x_shape), ctx.x_dtype)
+            return grad_x, grad_a, grad_b, None, None, None, None, None
 
     return FusedLoRA
 

@@ -20,7 +20,15 @@ import weakref
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from bedrock_ft.training._fused import _compute_dtype, _fused_forward, _keeps_weight, base_weight, compare
+from bedrock_ft.training._fused import (
+    _compute_dtype,
+    _fused_forward,
+    _keeps_weight,
+    base_weight,
+    cached_cast,
+    cast,
+    compare,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -33,9 +41,10 @@ GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 class Group:
     """The members of one group, and the outputs computed for the members not called yet."""
 
-    __slots__ = ("members", "names", "pending", "version", "x")
+    __slots__ = ("bedrock_ft_casts", "members", "names", "pending", "version", "x")
 
     def __init__(self, members: list[Any], names: tuple[str, ...]) -> None:
+        self.bedrock_ft_casts: dict[str, Any] = {}  # the stacked A matrices in the compute dtype
         self.members = [weakref.ref(m) for m in members]
         self.names = names
         self.x: Any = None  # a weak reference to the input the pending outputs were computed from
@@ -95,28 +104,47 @@ def _plain(module: Any) -> bool:
 
 def _group_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     group, index = self.bedrock_ft_group
-    members = [ref() for ref in group.members]
-    if args or kwargs or not self.training or not all(m is not None and _plain(m) for m in members):
+    if args or kwargs or not self.training:
         group.clear()
         return _fused_forward(self, x, *args, **kwargs)
-    out = group.take(index, x)
+    out = group.take(index, x)  # computed by the first member called, for this very input
     if out is not None:
         return out
-    outs = fused_lora_group(x, members, keep_weight=_keeps_weight(self))
+    members = [ref() for ref in group.members]
+    if not all(m is not None and _plain(m) for m in members):
+        group.clear()
+        return _fused_forward(self, x, *args, **kwargs)
+    outs = fused_lora_group(x, members, keep_weight=_keeps_weight(self), group=group)
     group.put(x, outs, index)
     return outs[index]
 
 
-def fused_lora_group(x: torch.Tensor, members: list[Any], *, keep_weight: bool = False) -> tuple[Any, ...]:
-    """Every member's ``base(x) + scaling * B(A(x))``, in one autograd node (no dropout)."""
+def fused_lora_group(
+    x: torch.Tensor, members: list[Any], *, keep_weight: bool = False, group: Any = None
+) -> tuple[Any, ...]:
+    """Every member's ``base(x) + scaling * B(A(x))``, in one autograd node (no dropout). ``group`` keeps
+    the stacked A matrices in the compute dtype for the step, and each member its B (see cached_cast)."""
     adapter = members[0].active_adapters[0]
     a = [m.lora_A[adapter].weight for m in members]
     b = [m.lora_B[adapter].weight for m in members]
     bases = tuple(m.base_layer for m in members)
     scalings = tuple(float(m.scaling[adapter]) for m in members)
+    owners = (group, tuple(members)) if group is not None else None
     fn: Any = _function()
-    outs: tuple[Any, ...] = fn.apply(x, bases, scalings, keep_weight, *a, *b)
+    outs: tuple[Any, ...] = fn.apply(x, bases, scalings, keep_weight, owners, *a, *b)
     return outs
+
+
+def _stacked_a(owners: Any, a: tuple[Any, ...] | list[Any], dtype: Any) -> Any:
+    import torch
+
+    if owners is None:
+        return torch.cat([cast(t, dtype) for t in a])
+    return cached_cast(owners[0], "A", list(a), dtype)
+
+
+def _b(owners: Any, i: int, b: Any, dtype: Any) -> Any:
+    return cast(b, dtype) if owners is None else cached_cast(owners[1][i], "B", [b], dtype)
 
 
 @functools.cache
@@ -125,16 +153,16 @@ def _function() -> Any:
 
     class FusedLoRAGroup(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
-        def forward(
+        def forward(  # noqa: PLR0917
             ctx: Any, x: torch.Tensor, bases: tuple[Any, ...], scalings: tuple[float, ...],
-            keep_weight: bool, *ab: torch.Tensor,
+            keep_weight: bool, owners: Any, *ab: torch.Tensor,
         ) -> tuple[torch.Tensor, ...]:  # fmt: skip
             n = len(bases)
             a, b = ab[:n], ab[n:]
             dtype = _compute_dtype(x, bases[0])
-            x2 = x.reshape(-1, x.shape[-1]).to(dtype)
+            x2 = cast(x.reshape(-1, x.shape[-1]), dtype)
             ranks = [t.shape[0] for t in a]
-            xa = x2 @ torch.cat([t.to(dtype) for t in a]).t()  # [N, sum r]: one read of x for all
+            xa = x2 @ _stacked_a(owners, a, dtype).t()  # [N, sum r]: one read of x for all
             cols = _columns(ranks)
             if len(set(scalings)) == 1:
                 xa.mul_(scalings[0])
@@ -142,11 +170,11 @@ def _function() -> Any:
                 for (lo, hi), s in zip(cols, scalings, strict=True):
                     xa[:, lo:hi].mul_(s)
             outs, kept = [], []
-            for (lo, hi), base, bi in zip(cols, bases, b, strict=True):
+            for i, ((lo, hi), base, bi) in enumerate(zip(cols, bases, b, strict=True)):
                 bias = getattr(base, "bias", None)
-                b_ = bi.to(dtype)
+                b_ = _b(owners, i, bi, dtype)
                 out = (
-                    torch.addmm(bias.to(dtype), xa[:, lo:hi], b_.t())
+                    torch.addmm(cast(bias, dtype), xa[:, lo:hi], b_.t())
                     if bias is not None
                     else xa[:, lo:hi] @ b_.t()
                 )
@@ -155,9 +183,10 @@ def _function() -> Any:
                 if keep_weight:
                     kept.append(w)
                 del w
-                outs.append(out.view(*x.shape[:-1], out.shape[-1]).to(x.dtype))
+                outs.append(cast(out.view(*x.shape[:-1], out.shape[-1]), x.dtype))
             ctx.save_for_backward(x2, xa, *a, *b, *kept)
             ctx.bases, ctx.scalings, ctx.x_shape, ctx.x_dtype = bases, scalings, x.shape, x.dtype
+            ctx.owners = owners
             return tuple(outs)
 
         @staticmethod
@@ -167,35 +196,35 @@ def _function() -> Any:
             a, b, kept = rest[:n], rest[n : 2 * n], rest[2 * n :]
             dtype = x2.dtype
             cols = _columns([t.shape[0] for t in a])
-            gs = [g.reshape(-1, g.shape[-1]).to(dtype) if g is not None else None for g in grads]
+            gs = [cast(g.reshape(-1, g.shape[-1]), dtype) if g is not None else None for g in grads]
             dxa_parts: list[Any] = []
             grad_b: list[Any] = []
-            for (lo, hi), g, bi, s in zip(cols, gs, b, ctx.scalings, strict=True):
+            for i, ((lo, hi), g, bi, s) in enumerate(zip(cols, gs, b, ctx.scalings, strict=True)):
                 if g is None:  # an output the loss doesn't use
                     dxa_parts.append(xa.new_zeros(xa.shape[0], hi - lo))
                     grad_b.append(None)
                     continue
-                dxa_parts.append((g @ bi.to(dtype)).mul_(s))
-                grad_b.append((g.t() @ xa[:, lo:hi]).to(bi.dtype))  # xa holds the scaling already
+                dxa_parts.append((g @ _b(ctx.owners, i, bi, dtype)).mul_(s))
+                grad_b.append(cast(g.t() @ xa[:, lo:hi], bi.dtype))  # xa holds the scaling already
             dxa = torch.cat(dxa_parts, dim=1)  # [N, sum r]
             del dxa_parts
             needs = ctx.needs_input_grad
             grad_a: list[Any] = [None] * n
-            if any(needs[4 : 4 + n]):
+            if any(needs[5 : 5 + n]):
                 stacked = dxa.t() @ x2  # every lora_A gradient from one read of x
-                grad_a = [stacked[lo:hi].to(ai.dtype) for (lo, hi), ai in zip(cols, a, strict=True)]
+                grad_a = [cast(stacked[lo:hi], ai.dtype) for (lo, hi), ai in zip(cols, a, strict=True)]
             grad_x = None
             if needs[0]:
-                dx = dxa @ torch.cat([t.to(dtype) for t in a])  # the LoRA terms first, then each base GEMM
+                dx = dxa @ _stacked_a(ctx.owners, a, dtype)  # the LoRA terms first, then each base GEMM
                 for i, (g, base) in enumerate(zip(gs, ctx.bases, strict=True)):
                     if g is None:
                         continue
                     w = kept[i] if kept else base_weight(base, dtype)
                     dx.addmm_(g, w)
                     del w
-                grad_x = dx.view(ctx.x_shape).to(ctx.x_dtype)
-            grad_b = [gb if needs[4 + n + i] else None for i, gb in enumerate(grad_b)]
-            return (grad_x, None, None, None, *grad_a, *grad_b)
+                grad_x = cast(dx.view(ctx.x_shape), ctx.x_dtype)
+            grad_b = [gb if needs[5 + n + i] else None for i, gb in enumerate(grad_b)]
+            return (grad_x, None, None, None, None, *grad_a, *grad_b)
 
     return FusedLoRAGroup
 

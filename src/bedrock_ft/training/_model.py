@@ -181,9 +181,16 @@ def attention_label(attention: str, model_config: dict[str, Any]) -> str:
 
     if attention != VARLEN:
         return attention
+    from bedrock_ft.training import _attention
+
     heads = model_config.get("num_attention_heads") or 1
-    head_dim = model_config.get("head_dim") or (model_config.get("hidden_size") or 128) // heads
-    return f"{VARLEN} ({'cuDNN' if varlen_kernel(0, int(head_dim)) == 'cudnn' else 'flash'})"
+    head_dim = int(model_config.get("head_dim") or (model_config.get("hidden_size") or 128) // heads)
+    if varlen_kernel(0, head_dim) == "cudnn":
+        return f"{VARLEN} (cuDNN)"
+    why = _attention.cudnn_blocker(0, head_dim) if _attention.kernel_preference == "auto" else None
+    if why is not None and why.startswith("cudnn-frontend"):  # a GPU where cuDNN's kernels would serve
+        return f"{VARLEN} (flash; pip install nvidia-cudnn-frontend for cuDNN's, faster on this GPU)"
+    return f"{VARLEN} (flash)"
 
 
 def liger_enabled(training: TrainingConfig, device: str) -> bool:

@@ -186,6 +186,96 @@ def test_grouped_layers_match_peft_through_the_model(grouped: Any, monkeypatch: 
         torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_grouped_layers_follow_the_optimizer(grouped: Any) -> None:
+    """The group keeps its stacked A matrices between steps (see cached_cast): after each step of a fused
+    AdamW, which changes the weights in place without bumping their version counters, the grouped path
+    must compute with the new weights, as peft's layers do."""
+    import torch
+
+    model, _ = grouped
+    lora = [p for p in model.parameters() if p.requires_grad]
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(5))
+    modules = dict(model.named_modules())
+    opt = torch.optim.AdamW(lora, lr=0.05, fused=True)
+    model.train()
+    for step in range(3):
+        opt.zero_grad(set_to_none=True)
+        got = model(input_ids=ids, labels=ids).loss
+        got.backward()
+        forwards = {n: modules[n].__dict__.pop("forward") for n in _fusable(model)}
+        try:
+            with torch.no_grad():
+                want = model(input_ids=ids, labels=ids).loss  # peft's layers, the same weights
+        finally:
+            for n, f in forwards.items():
+                modules[n].forward = f
+        torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6, msg=f"step {step}")
+        opt.step()
+
+
+def test_cached_casts_follow_every_optimizer_step(lora_4bit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer computing in bfloat16 with float32 LoRA weights casts A and B once a step and keeps them on
+    the layer; the forward and backward with that cache must equal the uncached path bitwise, step after
+    step of a fused AdamW (no version bump: the optimizer-step hook is what expires the cache), and after
+    an in-place change of B."""
+    import torch
+
+    from bedrock_ft.training._fused import fused_lora_linear
+
+    module = dict(lora_4bit.named_modules())[_fusable(lora_4bit)[0]]
+    monkeypatch.setattr(module.base_layer, "compute_dtype", torch.bfloat16)
+    a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+    scaling = module.scaling["default"]
+    x = torch.randn(2, 8, 128, generator=torch.Generator().manual_seed(4))
+
+    def run(owner: Any) -> list[Any]:
+        a.grad = b.grad = None
+        xi = x.clone().requires_grad_(True)
+        out = fused_lora_linear(xi, module.base_layer, a, b, scaling=scaling, owner=owner)
+        out.float().pow(2).sum().backward()
+        assert xi.grad is not None and a.grad is not None and b.grad is not None
+        return [out.detach(), xi.grad, a.grad.clone(), b.grad.clone()]
+
+    opt = torch.optim.AdamW([a, b], lr=0.05, fused=True)
+    saved = a.detach().clone()
+    try:
+        with torch.no_grad():
+            b.normal_(0, 0.1)
+        for step in range(4):
+            if step == 3:
+                with torch.no_grad():
+                    b.mul_(2)  # an in-place change, outside any optimizer
+            cached, plain = run(module), run(None)
+            assert module.bedrock_ft_casts["B"][1].dtype == torch.bfloat16  # the cache served
+            for got, want in zip(cached, plain, strict=True):
+                assert torch.equal(got, want), step
+            opt.step()
+    finally:
+        with torch.no_grad():
+            a.copy_(saved)
+            b.zero_()
+        a.grad = b.grad = None
+        module.__dict__.pop("bedrock_ft_casts", None)
+
+
+def test_dequantization_skips_bitsandbytes_python_and_matches_it(lora_4bit: Any) -> None:
+    """The 4-bit weight is dequantized through bitsandbytes' torch ops with its state read once, and the
+    result equals bitsandbytes' own dequantize_4bit (double-quantized nf4 here)."""
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    from bedrock_ft.training._fused import base_weight
+
+    module = dict(lora_4bit.named_modules())[_fusable(lora_4bit)[0]]
+    base = module.base_layer
+    base.__dict__.pop("bedrock_ft_dequantize", None)
+    assert base.weight.quant_state.nested
+    want = bnbf.dequantize_4bit(base.weight.data, base.weight.quant_state)
+    assert torch.equal(base_weight(base, want.dtype), want)
+    assert base.bedrock_ft_dequantize[1].__name__ == "direct"  # not bitsandbytes' function
+    assert torch.equal(base_weight(base, want.dtype), want)  # the prepared path, again
+
+
 def test_grouped_check_passes_and_names_the_group(grouped: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from bedrock_ft.training import _fused, _fused_group
 
@@ -295,7 +385,8 @@ def test_varlen_attention_forced_where_it_cannot_apply() -> None:
 
 def test_varlen_kernel_choice_and_its_label(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loading line names varlen's kernel; without a Hopper GPU and cudnn-frontend it is flash, and
-    asking for cuDNN there says why. cuDNN's graphs are keyed by a bucketed max length."""
+    asking for cuDNN there says why (a Hopper GPU without cudnn-frontend gets a hint). cuDNN's graphs
+    are keyed by a bucketed max length."""
     from bedrock_ft.training import _attention
     from bedrock_ft.training._model import attention_label
 
@@ -310,6 +401,14 @@ def test_varlen_kernel_choice_and_its_label(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ValueError, match="kernel_preference 'fastest': one of auto, cudnn, flash"):
         _attention.varlen_kernel(0, 128)
     assert [_attention._bucket(n) for n in (1, 100, 128, 129, 2048, 2049)] == [128, 128, 128, 256, 2048, 4096]
+    # a Hopper GPU without cudnn-frontend: flash, and the loading line says what would be faster
+    monkeypatch.setattr(_attention, "kernel_preference", "auto")
+    monkeypatch.setattr(_attention, "cudnn_blocker", lambda *_: "cudnn-frontend isn't usable (ImportError)")
+    assert attention_label(_attention.VARLEN, mistral) == (
+        "bedrock_ft_varlen (flash; pip install nvidia-cudnn-frontend for cuDNN's, faster on this GPU)"
+    )
+    monkeypatch.setattr(_attention, "cudnn_blocker", lambda *_: None)
+    assert attention_label(_attention.VARLEN, mistral) == "bedrock_ft_varlen (cuDNN)"
 
 
 def test_cudnn_varlen_metadata_derived_once_per_bounds_tensor() -> None:

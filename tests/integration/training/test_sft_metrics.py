@@ -2,9 +2,10 @@
 
 bedrock-ft's SFTTrainer keeps trl's per-step metrics (entropy, mean_token_accuracy, num_tokens) on the
 device and reads them when it logs. The same run with trl's own SFTTrainer must log the same loss and
-the same metrics, step by step. A first run is discarded: the first training run in a process on CPU
-gets a slightly different first gradient than the runs after it (a pre-existing quirk of the 4-bit CPU
-path, whichever trainer class runs first), so only runs after it are comparable.
+the same metrics, step by step, and the same FLOP estimate. A first run is discarded: the first
+training run in a process on CPU gets a slightly different first gradient than the runs after it (a
+pre-existing quirk of the 4-bit CPU path, whichever trainer class runs first), so only runs after it
+are comparable.
 """
 
 from __future__ import annotations
@@ -25,9 +26,17 @@ pytestmark = pytest.mark.slow
 METRICS = ("loss", "entropy", "mean_token_accuracy", "num_tokens", "grad_norm")
 
 
+def _events(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _logged(run: Path) -> list[dict[str, Any]]:
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: e[k] for k in METRICS if k in e} for e in events if e.get("event") == "log" and "loss" in e]
+    logs = [e for e in _events(run) if e.get("event") == "log" and "loss" in e]
+    return [{k: e[k] for k in METRICS if k in e} for e in logs]
+
+
+def _total_flos(run: Path) -> list[float]:
+    return [e["total_flos"] for e in _events(run) if "total_flos" in e]
 
 
 def test_deferred_metrics_log_what_trl_logs(
@@ -53,3 +62,6 @@ def test_deferred_metrics_log_what_trl_logs(
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), (step, key)
     assert ours[0]["entropy"] > 0 and 0 <= ours[0]["mean_token_accuracy"] <= 1
     assert ours[-1]["num_tokens"] > ours[0]["num_tokens"]  # the running count of training tokens
+    # the FLOP estimate, with the parameters counted once instead of every step, is transformers' own
+    assert _total_flos(tmp_path / "ours") == _total_flos(tmp_path / "trl") != []
+    assert _total_flos(tmp_path / "ours")[0] > 0
