@@ -10,8 +10,10 @@ logged values are the ones trl would log. Anything else trl's ``compute_loss`` h
 function, label smoothing, a loss type other than NLL, MoE auxiliary losses, sequence parallelism,
 ``return_outputs``) goes to trl's own method unchanged.
 
-It also counts the model's parameters once for transformers' FLOP estimate (``total_flos``), which
-transformers recounts every step by walking every module.
+It also spares the CPU two more walks over every module that transformers makes each step: the
+model's parameters are counted once for its FLOP estimate (``total_flos``), and gradient clipping and
+``zero_grad`` go over the trainable parameters, listed once. On a 7B model these walks took tens of
+milliseconds of CPU time a step, while the GPU waited.
 """
 
 from __future__ import annotations
@@ -33,6 +35,39 @@ def sft_trainer_class() -> type:
             # per micro-step: the metrics' sums by mode, and the training tokens
             self._deferred: dict[str, list[Any]] = {"train": [], "eval": [], "tokens": []}
             self._params_counted: int | None = None
+            self._trainable: list[Any] | None = None
+            self._skip_parameter_walks()
+
+        def _skip_parameter_walks(self) -> None:
+            """transformers finds the parameters with gradients by walking every module of the model, twice
+            a step: for gradient clipping (``model.parameters()``) and for ``model.zero_grad()``. Only the
+            trainable parameters can have gradients; they are listed at the first clipping and used from
+            then on. Under FSDP, DeepSpeed or XLA accelerate clips its own way, and is left alone."""
+            from accelerate.utils import DistributedType
+
+            accelerator = self.accelerator
+            own_ways = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA)
+            if accelerator.distributed_type in own_ways:
+                return
+            clip = accelerator.clip_grad_norm_
+
+            def clip_trainable(parameters: Any, max_norm: float, norm_type: float = 2) -> Any:
+                if self._trainable is None:
+                    self._trainable = [p for p in parameters if p.requires_grad]
+                return clip(self._trainable, max_norm, norm_type=norm_type)
+
+            accelerator.clip_grad_norm_ = clip_trainable
+            model = self.model
+            zero_grad = model.zero_grad
+
+            def zero_trainable(set_to_none: bool = True) -> None:
+                if not set_to_none or self._trainable is None:
+                    zero_grad(set_to_none)
+                    return
+                for p in self._trainable:
+                    p.grad = None
+
+            model.zero_grad = zero_trainable
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             """transformers' estimate, 6 x tokens x parameters, with the parameters counted once: its own

@@ -42,17 +42,42 @@ def _total_flos(run: Path) -> list[float]:
 def test_deferred_metrics_log_what_trl_logs(
     qa_dataset: DatasetArtifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import torch
+    from transformers import TrainerCallback
     from trl import SFTTrainer
 
     from bedrock_ft.training import _sft
 
+    walks: dict[str, int] = {}  # module-tree walks within the steps after the first
+    real_walk = torch.nn.Module.named_modules
+    counting: list[str] = []
+
+    def counted(module: Any, *args: Any, **kwargs: Any) -> Any:
+        if counting and not args:  # a walk's top-level call (its recursion passes arguments)
+            walks[counting[0]] = walks.get(counting[0], 0) + 1
+        return real_walk(module, *args, **kwargs)
+
+    class Steps(TrainerCallback):  # type: ignore[misc]
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= 1:
+                counting[:] = [self.name]
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            counting.clear()
+
+    monkeypatch.setattr(torch.nn.Module, "named_modules", counted)
     runs = {}
     for name in ("first", "ours", "trl"):
         if name == "trl":
             monkeypatch.setattr(_sft, "sft_trainer_class", lambda: SFTTrainer)
         training = TrainingConfig(output_dir=str(tmp_path / name), max_steps=3, save_steps=99, seed=3, **FAST)
-        QLoRATrainer(QLoRAConfig(), training, progress_bar=False).train(qa_dataset)
+        QLoRATrainer(QLoRAConfig(), training, progress_bar=False, callbacks=[Steps(name)]).train(qa_dataset)
         runs[name] = _logged(tmp_path / name)
+    # transformers walks every module each step (FLOP count, clipping, zero_grad); ours doesn't
+    assert walks.get("trl", 0) >= 2 * 3 and walks.get("ours", 0) == 0, walks
     ours, theirs = runs["ours"], runs["trl"]
     assert len(ours) == len(theirs) == 3
     for step, (got, want) in enumerate(zip(ours, theirs, strict=True), start=1):
