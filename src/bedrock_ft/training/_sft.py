@@ -10,7 +10,7 @@ logged values are the ones trl would log. Anything else trl's ``compute_loss`` h
 function, label smoothing, a loss type other than NLL, MoE auxiliary losses, sequence parallelism,
 ``return_outputs``) goes to trl's own method unchanged.
 
-It also spares the CPU two more walks over every module that transformers makes each step: the
+It also spares the CPU the three walks over every module that transformers makes each step: the
 model's parameters are counted once for its FLOP estimate (``total_flos``), and gradient clipping and
 ``zero_grad`` go over the trainable parameters, listed once. On a 7B model these walks took tens of
 milliseconds of CPU time a step, while the GPU waited.
