@@ -69,7 +69,7 @@ def _reference(module: Any, x: Any, g: Any, mask: Any) -> tuple[Any, ...]:
     """float32 autograd through the same dequantized weight and the same mask."""
     import torch
 
-    from bedrock_ft.training._fused import base_weight
+    from bedrock_ft.training._weights import base_weight
 
     adapter = "default"
     w = base_weight(module.base_layer, torch.float32)

@@ -11,6 +11,9 @@ the rank-r product ``x A^T``; dropout keeps a random seed instead of a mask and 
 in the backward. In a checkpointed layer the 4-bit weight dequantized by the recomputed forward is
 kept for the backward that follows it (two dequantizations a step instead of bitsandbytes' three).
 
+The weights it computes with (the base weight dequantized, A and B in the compute dtype, cast once a
+step) come from ``_weights``, which keeps the CPU's work per call small.
+
 The adapter stays a plain peft adapter: the patch swaps a module's ``forward`` and nothing else, so
 ``lora_A`` / ``lora_B`` are the same parameters, saved, merged and loaded by stock peft.
 
@@ -32,6 +35,7 @@ from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from bedrock_ft.errors import TrainingError
+from bedrock_ft.training._weights import base_kind, base_weight, cached_cast, cast
 
 if TYPE_CHECKING:
     import torch
@@ -138,23 +142,10 @@ def fuse_lora(
     return report
 
 
-def _base_kind(base: Any) -> str | None:
-    import torch
-
-    try:
-        import bitsandbytes as bnb
-
-        if isinstance(base, bnb.nn.Linear4bit):
-            return "4bit"
-    except ImportError:
-        pass
-    return "linear" if type(base) is torch.nn.Linear else None
-
-
 def _layer_blocker(module: Any) -> str | None:
     if not (hasattr(module, "lora_A") and hasattr(module, "base_layer") and hasattr(module, "scaling")):
         return "not a LoRA layer"
-    kind = _base_kind(module.base_layer)
+    kind = base_kind(module.base_layer)
     if kind is None:
         return f"its base is a {type(module.base_layer).__name__}, not a linear or 4-bit linear layer"
     adapters = [a for a in module.active_adapters if a in module.lora_A]
@@ -198,106 +189,6 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
         x, self.base_layer, self.lora_A[adapter].weight, self.lora_B[adapter].weight,
         scaling=self.scaling[adapter], p=p, keep_weight=_keeps_weight(self), owner=self,
     )  # fmt: skip
-
-
-def base_weight(base: Any, dtype: torch.dtype) -> torch.Tensor:
-    """The base layer's weight, [out, in], in ``dtype`` (a 4-bit weight dequantized)."""
-    prepared = base.__dict__.get("bedrock_ft_dequantize")
-    if prepared is not None and prepared[0]() is base.weight:
-        return cast(prepared[1](), dtype)
-    if _base_kind(base) == "4bit":
-        return cast(_prepare_dequantize(base)(), dtype)
-    weight: torch.Tensor = base.weight
-    return cast(weight, dtype)
-
-
-def _bnb_dequantize(base: Any) -> torch.Tensor:
-    import bitsandbytes.functional as bnbf
-    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
-
-    fix_4bit_weight_quant_state_from_module(base)
-    out: torch.Tensor = bnbf.dequantize_4bit(base.weight.data, base.weight.quant_state)
-    return out
-
-
-def _prepare_dequantize(base: Any) -> Callable[[], torch.Tensor]:
-    """A dequantizer for ``base``'s 4-bit weight that calls bitsandbytes' two kernels (the nested absmax,
-    then the weight) through its torch ops directly, with the quantization state read once: bitsandbytes'
-    ``dequantize_4bit`` re-reads and re-validates it on every call, which cost more CPU time than the
-    kernels take on the GPU (448 calls a step for a 32-layer model). Checked once against bitsandbytes'
-    own function; where the state is one it doesn't take (or they differ), bitsandbytes' function stays."""
-    import torch
-
-    weight = base.weight
-    fallback = functools.partial(_bnb_dequantize, base)
-    state = getattr(weight, "quant_state", None)
-    ops = getattr(torch.ops, "bitsandbytes", None)
-    fast: Callable[[], torch.Tensor] = fallback
-    if state is not None and ops is not None and weight.data.shape[0] != 1:
-        packed, args = weight.data, (state.blocksize, state.quant_type, state.shape, state.dtype)
-        nested, inner, offset = state.absmax, state.state2, state.offset
-        code = inner.code.to(packed.device) if state.nested else None
-
-        def direct() -> torch.Tensor:
-            absmax = nested
-            if code is not None:  # double quantization: the absmax is itself 8-bit, blockwise
-                absmax = ops.dequantize_blockwise.default(
-                    nested, inner.absmax, code, inner.blocksize, torch.float32
-                ).add_(offset)
-            out: torch.Tensor = ops.dequantize_4bit.default(packed, absmax, *args)
-            return out
-
-        fast = direct
-        try:
-            if not torch.equal(fast(), fallback()):
-                fast = fallback
-        except Exception:  # a state this path doesn't read: bitsandbytes' own function serves
-            fast = fallback
-    base.__dict__["bedrock_ft_dequantize"] = (weakref.ref(weight), fast)
-    return fast
-
-
-def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t`` in ``dtype``; no call into torch when it already is (a no-op ``.to`` still costs CPU time)."""
-    return t if t.dtype == dtype else t.to(dtype)
-
-
-_OPTIMIZER_STEPS = [0]  # every torch optimizer's steps, counted by a global hook: cached casts expire
-
-
-@functools.cache
-def watch_optimizers() -> None:
-    """Count optimizer steps (torch.optim's global step hook, which every torch optimizer runs). A fused
-    AdamW step changes the weights in place without bumping their version counters, so the version alone
-    can't tell a cached cast is stale."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    def count(*_: Any) -> None:
-        _OPTIMIZER_STEPS[0] += 1
-
-    register_optimizer_step_post_hook(count)
-
-
-def cached_cast(owner: Any, name: str, weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """The LoRA ``weights`` in ``dtype`` (stacked on dim 0 when several), kept on ``owner`` and reused
-    until the next optimizer step or an in-place change of a weight: the forward, the checkpointed
-    recomputation and the backward of a step (and every micro-step of an accumulation) cast them once."""
-    import torch
-
-    watch_optimizers()
-    stamp = (_OPTIMIZER_STEPS[0], dtype, tuple((id(w), w._version) for w in weights))
-    entries = getattr(owner, "bedrock_ft_casts", None)
-    if entries is None:
-        entries = owner.bedrock_ft_casts = {}
-    hit = entries.get(name)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    with torch.no_grad():
-        out = cast(weights[0], dtype) if len(weights) == 1 else torch.cat([cast(w, dtype) for w in weights])
-    if out is weights[0]:  # already in dtype: nothing to keep
-        return out
-    entries[name] = (stamp, out)
-    return out
 
 
 def dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:

@@ -20,15 +20,8 @@ import weakref
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from bedrock_ft.training._fused import (
-    _compute_dtype,
-    _fused_forward,
-    _keeps_weight,
-    base_weight,
-    cached_cast,
-    cast,
-    compare,
-)
+from bedrock_ft.training._fused import _compute_dtype, _fused_forward, _keeps_weight, compare
+from bedrock_ft.training._weights import base_weight, cached_cast, cast
 
 if TYPE_CHECKING:
     import torch

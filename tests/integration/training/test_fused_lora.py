@@ -56,7 +56,8 @@ def test_fused_layers_match_peft_on_4bit_layers(lora_4bit: Any) -> None:
 def test_dropout_mask_is_drawn_once_and_replayed_in_the_backward(lora_4bit: Any) -> None:
     import torch
 
-    from bedrock_ft.training._fused import base_weight, dropout_mask, fused_lora_linear
+    from bedrock_ft.training._fused import dropout_mask, fused_lora_linear
+    from bedrock_ft.training._weights import base_weight
 
     module = dict(lora_4bit.named_modules())[_fusable(lora_4bit)[0]]
     a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
@@ -264,7 +265,7 @@ def test_dequantization_skips_bitsandbytes_python_and_matches_it(lora_4bit: Any)
     import bitsandbytes.functional as bnbf
     import torch
 
-    from bedrock_ft.training._fused import base_weight
+    from bedrock_ft.training._weights import base_weight
 
     module = dict(lora_4bit.named_modules())[_fusable(lora_4bit)[0]]
     base = module.base_layer
