@@ -114,7 +114,8 @@ def watch_optimizers() -> None:
 def cached_cast(owner: Any, name: str, weights: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     """The LoRA ``weights`` in ``dtype`` (stacked on dim 0 when several), kept on ``owner`` and reused
     until the next optimizer step or an in-place change of a weight: the forward, the checkpointed
-    recomputation and the backward of a step (and every micro-step of an accumulation) cast them once."""
+    recomputation and the backward of a step (and every micro-step of an accumulation) cast them once.
+    A change made through ``weight.data`` bumps no version counter and isn't seen before the next step."""
     import torch
 
     watch_optimizers()
