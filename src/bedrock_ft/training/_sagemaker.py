@@ -50,7 +50,9 @@ def training_stack() -> list[str]:
     from bedrock_ft._version import __version__
 
     lines = [f"bedrock-ft[train]=={__version__}"]
-    for name in (*STACK, "liger-kernel"):
+    # the GPU speed-ups, where installed here: the job then runs the kernels a local run would
+    # (nvidia-cudnn-frontend: cuDNN's varlen attention, which the defaults use where it's installed)
+    for name in (*STACK, "liger-kernel", "nvidia-cudnn-frontend"):
         try:
             lines.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
