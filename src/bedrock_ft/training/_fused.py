@@ -220,12 +220,6 @@ def fused_lora_linear(
     return out
 
 
-def _lora_pair(owner: Any, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> tuple[Any, Any]:
-    if owner is None:
-        return cast(a, dtype), cast(b, dtype)
-    return cached_cast(owner, "A", [a], dtype), cached_cast(owner, "B", [b], dtype)
-
-
 @functools.cache
 def _function() -> Any:
     """The autograd function, built on first use (torch stays out of ``import bedrock_ft``)."""
@@ -246,7 +240,7 @@ def _function() -> Any:
         ) -> torch.Tensor:
             dtype = _compute_dtype(x, base)
             x2 = cast(x.reshape(-1, x.shape[-1]), dtype)
-            a_, b_ = _lora_pair(owner, a, b, dtype)
+            a_, b_ = cached_cast(owner, "A", [a], dtype), cached_cast(owner, "B", [b], dtype)
             seed = int(torch.randint(0, 2**62, (1,)).item()) if p > 0 else 0
             xd = x2 * dropout_mask(x2, p, seed) if p > 0 else x2
             xa = (xd @ a_.t()).mul_(scaling)  # [N, r], scaled: the scaling costs r columns, not `out`
@@ -269,7 +263,7 @@ def _function() -> Any:
             x2, xa, a, b, *kept = ctx.saved_tensors
             dtype = x2.dtype
             g = cast(grad.reshape(-1, grad.shape[-1]), dtype)
-            a_, b_ = _lora_pair(ctx.owner, a, b, dtype)
+            a_, b_ = cached_cast(ctx.owner, "A", [a], dtype), cached_cast(ctx.owner, "B", [b], dtype)
             dxa = (g @ b_).mul_(ctx.scaling)  # [N, r]
             grad_b = grad_a = grad_x = None
             if ctx.needs_input_grad[2]:

@@ -122,22 +122,11 @@ def fused_lora_group(
     b = [m.lora_B[adapter].weight for m in members]
     bases = tuple(m.base_layer for m in members)
     scalings = tuple(float(m.scaling[adapter]) for m in members)
-    owners = (group, tuple(members)) if group is not None else None
+    # who keeps the compute-dtype copies: the group its stacked A, each member its B (None: nobody)
+    owners = (group, tuple(members)) if group is not None else (None, (None,) * len(members))
     fn: Any = _function()
     outs: tuple[Any, ...] = fn.apply(x, bases, scalings, keep_weight, owners, *a, *b)
     return outs
-
-
-def _stacked_a(owners: Any, a: tuple[Any, ...] | list[Any], dtype: Any) -> Any:
-    import torch
-
-    if owners is None:
-        return torch.cat([cast(t, dtype) for t in a])
-    return cached_cast(owners[0], "A", list(a), dtype)
-
-
-def _b(owners: Any, i: int, b: Any, dtype: Any) -> Any:
-    return cast(b, dtype) if owners is None else cached_cast(owners[1][i], "B", [b], dtype)
 
 
 @functools.cache
@@ -155,7 +144,7 @@ def _function() -> Any:
             dtype = _compute_dtype(x, bases[0])
             x2 = cast(x.reshape(-1, x.shape[-1]), dtype)
             ranks = [t.shape[0] for t in a]
-            xa = x2 @ _stacked_a(owners, a, dtype).t()  # [N, sum r]: one read of x for all
+            xa = x2 @ cached_cast(owners[0], "A", list(a), dtype).t()  # [N, sum r]: one read of x for all
             cols = _columns(ranks)
             if len(set(scalings)) == 1:
                 xa.mul_(scalings[0])
@@ -165,7 +154,7 @@ def _function() -> Any:
             outs, kept = [], []
             for i, ((lo, hi), base, bi) in enumerate(zip(cols, bases, b, strict=True)):
                 bias = getattr(base, "bias", None)
-                b_ = _b(owners, i, bi, dtype)
+                b_ = cached_cast(owners[1][i], "B", [bi], dtype)
                 out = (
                     torch.addmm(cast(bias, dtype), xa[:, lo:hi], b_.t())
                     if bias is not None
@@ -197,7 +186,7 @@ def _function() -> Any:
                     dxa_parts.append(xa.new_zeros(xa.shape[0], hi - lo))
                     grad_b.append(None)
                     continue
-                dxa_parts.append((g @ _b(ctx.owners, i, bi, dtype)).mul_(s))
+                dxa_parts.append((g @ cached_cast(ctx.owners[1][i], "B", [bi], dtype)).mul_(s))
                 grad_b.append(cast(g.t() @ xa[:, lo:hi], bi.dtype))  # xa holds the scaling already
             dxa = torch.cat(dxa_parts, dim=1)  # [N, sum r]
             del dxa_parts
@@ -208,7 +197,8 @@ def _function() -> Any:
                 grad_a = [cast(stacked[lo:hi], ai.dtype) for (lo, hi), ai in zip(cols, a, strict=True)]
             grad_x = None
             if needs[0]:
-                dx = dxa @ _stacked_a(ctx.owners, a, dtype)  # the LoRA terms first, then each base GEMM
+                # the LoRA terms first, then each base GEMM accumulates onto them
+                dx = dxa @ cached_cast(ctx.owners[0], "A", list(a), dtype)
                 for i, (g, base) in enumerate(zip(gs, ctx.bases, strict=True)):
                     if g is None:
                         continue

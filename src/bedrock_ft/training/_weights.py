@@ -115,9 +115,18 @@ def cached_cast(owner: Any, name: str, weights: list[torch.Tensor], dtype: torch
     """The LoRA ``weights`` in ``dtype`` (stacked on dim 0 when several), kept on ``owner`` and reused
     until the next optimizer step or an in-place change of a weight: the forward, the checkpointed
     recomputation and the backward of a step (and every micro-step of an accumulation) cast them once.
-    A change made through ``weight.data`` bumps no version counter and isn't seen before the next step."""
+    A change made through ``weight.data`` bumps no version counter and isn't seen before the next step.
+    With ``owner`` None nothing is kept: the weights are cast (and stacked) for this call only."""
     import torch
 
+    def build() -> torch.Tensor:
+        with torch.no_grad():
+            return (
+                cast(weights[0], dtype) if len(weights) == 1 else torch.cat([cast(w, dtype) for w in weights])
+            )
+
+    if owner is None:
+        return build()
     watch_optimizers()
     stamp = (_OPTIMIZER_STEPS[0], dtype, tuple((id(w), w._version) for w in weights))
     entries = getattr(owner, "bedrock_ft_casts", None)
@@ -126,8 +135,7 @@ def cached_cast(owner: Any, name: str, weights: list[torch.Tensor], dtype: torch
     hit = entries.get(name)
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    with torch.no_grad():
-        out = cast(weights[0], dtype) if len(weights) == 1 else torch.cat([cast(w, dtype) for w in weights])
+    out = build()
     if out is weights[0]:  # already in dtype: nothing to keep
         return out
     entries[name] = (stamp, out)
