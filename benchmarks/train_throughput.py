@@ -269,18 +269,27 @@ def main() -> None:  # noqa: PLR0915
 
     def trainer_run(qlora: Any, training: Any, **internals: Any) -> Any:
         """``internals``: module settings for the run only (``kernel``: varlen's kernel preference;
-        ``groups``: the fused layer groups)."""
+        ``groups``: the fused layer groups; ``nan_filter``: transformers' per-step nan/inf loss filter,
+        which bedrock-ft turns off)."""
 
         def run() -> dict[str, Any]:
+            import trl
+
             from bedrock_ft.training import _attention, _fused_group
 
-            saved = _attention.kernel_preference, _fused_group.GROUPS
+            saved = _attention.kernel_preference, _fused_group.GROUPS, trl.SFTConfig
             _attention.kernel_preference = internals.get("kernel", saved[0])
             _fused_group.GROUPS = internals.get("groups", saved[1])
+            if internals.get("nan_filter"):
+
+                def with_filter(*a: Any, **kw: Any) -> Any:
+                    return saved[2](*a, **{**kw, "logging_nan_inf_filter": True})
+
+                trl.SFTConfig = with_filter
             try:
                 return via_trainer(model_dir, qlora, training, steps=args.steps, warm=args.warmup, work=work)
             finally:
-                _attention.kernel_preference, _fused_group.GROUPS = saved
+                _attention.kernel_preference, _fused_group.GROUPS, trl.SFTConfig = saved
 
         return run
 
@@ -291,6 +300,8 @@ def main() -> None:  # noqa: PLR0915
         "default-unfused": trainer_run(QLoRAConfig(), TrainingConfig(fused_lora=False)),
         "default-ungrouped": trainer_run(QLoRAConfig(), TrainingConfig(), groups=()),
         "default-flash-varlen": trainer_run(QLoRAConfig(), TrainingConfig(), kernel="flash"),
+        "default-all-checkpointed": trainer_run(QLoRAConfig(), TrainingConfig(uncheckpointed_layers=0)),
+        "default-nan-filter": trainer_run(QLoRAConfig(), TrainingConfig(), nan_filter=True),
         "default-cudnn-varlen": trainer_run(QLoRAConfig(), TrainingConfig(), kernel="cudnn"),
         "default-flex": trainer_run(QLoRAConfig(), TrainingConfig(attn_implementation="flex_attention")),
         "previous-default": trainer_run(  # before the fused LoRA layers and varlen attention

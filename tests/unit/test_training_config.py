@@ -10,7 +10,7 @@ import pytest
 from bedrock_ft import ConfigError, QLoRAConfig, TrainingConfig
 from bedrock_ft.config import load_stage_file
 from bedrock_ft.training import TRAIN_LAYOUT
-from bedrock_ft.training._memory import GiB, estimate_memory
+from bedrock_ft.training._memory import GiB, estimate_memory, kept_layers
 
 MISTRAL_7B = {
     "model_type": "mistral", "vocab_size": 32768, "hidden_size": 4096, "intermediate_size": 14336,
@@ -53,6 +53,10 @@ def test_every_problem_is_reported_at_once() -> None:
         ({"overwrite": True, "resume": True}, "overwrite and resume exclude each other"),
         ({"packing": False, "padding_free": True}, "padding_free without packing"),
         ({"packing_strategy": "wrapped", "padding_free": True}, "padding_free needs packing_strategy 'bfd'"),
+        ({"uncheckpointed_layers": 2, "gradient_checkpointing": False}, "needs gradient_checkpointing on"),
+        ({"uncheckpointed_layers": -1}, "give 0 or more"),
+        ({"uncheckpointed_layers": True}, "is a flag"),
+        ({"uncheckpointed_layers": "all"}, "uncheckpointed_layers"),
     ],
 )
 def test_contradictory_settings(settings: dict[str, object], message: str) -> None:
@@ -112,6 +116,34 @@ def test_memory_estimate_for_mistral_7b() -> None:
     full = estimate_memory(MISTRAL_7B, QLoRAConfig(quantize=False), run, "bfloat16")
     assert full is not None and full.weights > 13 * GiB
     assert estimate_memory({"model_type": "odd"}, QLoRAConfig(), run, "bfloat16") is None
+
+
+def test_kept_layers_spend_what_a_plain_lm_heads_logits_would_take() -> None:
+    run, q = TrainingConfig(per_device_batch_size=4, max_length=2048), QLoRAConfig()
+    kept = kept_layers(MISTRAL_7B, q, run, "bfloat16", "cuda")
+    # the logits of 8192 tokens x 32768 entries at 10 bytes: 2.5 GiB; a layer's activations ~1.2 GiB:
+    # the top layer (recomputed first anyway) and two more
+    assert kept.count == 3 and "the last 3 of 32 layers" in kept.line and "2.5 GiB" in kept.line, kept
+    assert kept_layers(MISTRAL_7B, q, run, "bfloat16", "cpu").count == 0  # CPU runs as before
+    bigger_vocab = {**MISTRAL_7B, "vocab_size": 128256}  # bigger logits, more layers kept
+    assert kept_layers(bigger_vocab, q, run, "bfloat16", "cuda").count > 3
+    longer = run.replace(max_length=4096)  # logits and layers both double: the same count
+    assert kept_layers(MISTRAL_7B, q, longer, "bfloat16", "cuda").count == 3
+    # never more than fits in the device's free memory, by the estimate
+    base = estimate_memory(MISTRAL_7B, q, run, "bfloat16")
+    one = estimate_memory(MISTRAL_7B, q, run, "bfloat16", kept=1)
+    assert base is not None and one is not None and one.activations > base.activations
+    assert kept_layers(MISTRAL_7B, q, run, "bfloat16", "cuda", free=base.total).count == 0
+    room_for_two = base.total + 2 * (one.total - base.total)
+    assert kept_layers(MISTRAL_7B, q, run, "bfloat16", "cuda", free=room_for_two).count == 2
+    assert kept_layers(MISTRAL_7B, q, run, "bfloat16", "cuda", free=80 * GiB).count == 3
+    # set by hand: as given (on any device), at most every layer; nothing without checkpointing
+    assert kept_layers(MISTRAL_7B, q, run.replace(uncheckpointed_layers=5), "bfloat16", "cpu").count == 5
+    assert kept_layers(MISTRAL_7B, q, run.replace(uncheckpointed_layers=99), "bfloat16", "cuda").count == 32
+    assert kept_layers(MISTRAL_7B, q, run.replace(uncheckpointed_layers=0), "bfloat16", "cuda").count == 0
+    off = run.replace(gradient_checkpointing=False)
+    assert kept_layers(MISTRAL_7B, q, off, "bfloat16", "cuda").count == 0
+    assert TrainingConfig.seed_recipe().uncheckpointed_layers == 0  # the seed checkpoints every layer
 
 
 def test_memory_estimate_for_a_mixture_of_experts() -> None:

@@ -155,6 +155,13 @@ class TrainingConfig(BaseConfig):
     gradient_checkpointing: bool = Field(
         default=True, description="Recompute activations in the backward pass: far less memory, ~30% slower."
     )
+    uncheckpointed_layers: int | Literal["auto"] = Field(
+        default="auto",
+        description="With gradient_checkpointing: how many of the last layers keep their activations instead "
+        "of recomputing them (each spares a layer's recomputation for a layer's activations in memory). "
+        "auto: on a CUDA GPU, as many as the memory a plain LM head's logits would take (bedrock-ft's loss "
+        "never holds them), so the peak stays under a plain transformers step's; 0 elsewhere.",
+    )
     seed: int = Field(default=42, description="Seed of the data order and the adapter's initialization.")
 
     # --- where it runs ------------------------------------------------------------------------------
@@ -233,11 +240,19 @@ class TrainingConfig(BaseConfig):
     hash_exclude = frozenset(
         {
             "output_dir", "overwrite", "resume", "logging_steps", "tensorboard", "memory_guard",
-            "save_total_limit", "save_steps", "gradient_checkpointing", "attn_implementation",
+            "save_total_limit", "save_steps", "gradient_checkpointing", "uncheckpointed_layers",
+            "attn_implementation",
             "liger_kernel", "device", "backend", "strategy", "num_processes", "sagemaker", "fused_lora",
             "fused_lora_check",
         }
     )  # fmt: skip
+
+    @field_validator("uncheckpointed_layers", mode="before")
+    @classmethod
+    def _count_not_flag(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise _problem(f"{value} is a flag: give a number of layers (0 or more) or 'auto'")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
@@ -254,6 +269,13 @@ class TrainingConfig(BaseConfig):
             if self.strategy != "auto":
                 what = f"strategy={self.strategy!r}"
             raise _problem(f"{what} needs backend='accelerate' (backend='local' trains in this one process)")
+        if isinstance(self.uncheckpointed_layers, int) and self.uncheckpointed_layers < 0:
+            raise _problem(f"uncheckpointed_layers {self.uncheckpointed_layers}: give 0 or more, or 'auto'")
+        if self.uncheckpointed_layers not in ("auto", 0) and not self.gradient_checkpointing:
+            raise _problem(
+                f"uncheckpointed_layers={self.uncheckpointed_layers} needs gradient_checkpointing on "
+                "(without it, no layer recomputes anything)"
+            )
         if self.fused_lora_check and self.fused_lora is False:
             raise _problem("fused_lora_check checks the fused path, which fused_lora=False turns off")
         if self.backend == "sagemaker" and self.sagemaker is None:
@@ -311,6 +333,7 @@ class TrainingConfig(BaseConfig):
             "fused_lora": False,
             "attn_implementation": "sdpa",
             "gradient_checkpointing": True,
+            "uncheckpointed_layers": 0,
             "learning_rate": 2e-4,
         }
         return cls(**{**settings, **overrides})

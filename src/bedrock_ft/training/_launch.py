@@ -100,7 +100,8 @@ def plan_launch(
 
     def estimate(strategy: str) -> MemoryEstimate | None:
         shards = world if strategy == "fsdp" else 1
-        return estimate_memory(model_config, qlora, t, precision, shards=shards)
+        kept = t.uncheckpointed_layers if isinstance(t.uncheckpointed_layers, int) else 0  # auto fits itself
+        return estimate_memory(model_config, qlora, t, precision, shards=shards, kept=kept)
 
     free = _free_per_rank(device, world)
     strategy = t.strategy

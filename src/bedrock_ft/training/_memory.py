@@ -19,7 +19,7 @@ from bedrock_ft.errors import TrainingError
 if TYPE_CHECKING:
     from bedrock_ft.training._config import QLoRAConfig, TrainingConfig
 
-__all__ = ["MemoryEstimate", "check_memory", "estimate_memory"]
+__all__ = ["KeptLayers", "MemoryEstimate", "check_memory", "estimate_memory", "kept_layers"]
 
 GiB = 1 << 30
 _MARGIN = 1.15
@@ -67,11 +67,13 @@ def estimate_memory(
     dtype_name: str,
     *,
     shards: int = 1,
+    kept: int = 0,
 ) -> MemoryEstimate | None:
     """The estimate per device for a decoder-only transformer; None when config.json lacks the usual keys.
 
     ``shards``: the FSDP world size (weights, adapter and optimizer state are split across it); 1 for
-    one device or DDP, where every rank holds everything.
+    one device or DDP, where every rank holds everything. ``kept``: layers that keep their activations
+    under gradient checkpointing (see :func:`kept_layers`).
     """
     try:
         hidden = _get(model_config, "hidden_size", "n_embd", "d_model")
@@ -110,7 +112,8 @@ def estimate_memory(
     active_inter = expert_inter * top_k + shared
     layer_set = tokens * (10 * hidden + 4 * active_inter + 2 * head_dim * (heads + 2 * kv_heads)) * width
     if training.gradient_checkpointing:
-        activations = layers * tokens * hidden * width + 2 * layer_set
+        kept = min(kept, layers)
+        activations = (layers - kept) * tokens * hidden * width + (2 + kept) * layer_set
     else:
         activations = layers * layer_set
     if shards == 1:
@@ -140,3 +143,91 @@ def check_memory(estimate: MemoryEstimate | None, device: str, training: Trainin
         f"this run needs {estimate.describe()} but {device} has {free / GiB:.1f} GiB {what}. "
         f"{lower[0].upper()}{lower[1:]}; or set memory_guard=False if you know better."
     )
+
+
+@dataclass(frozen=True)
+class KeptLayers:
+    """The last ``count`` decoder layers run without gradient checkpointing; ``line`` says why (empty
+    when there is nothing to say)."""
+
+    count: int
+    line: str = ""
+
+
+_LOGIT_BYTES = 10  # a plain LM head's logits per token and vocabulary entry: bf16, their fp32 copy, its grad
+
+
+def kept_layers(
+    model_config: Mapping[str, Any],
+    qlora: QLoRAConfig,
+    training: TrainingConfig,
+    dtype_name: str,
+    device: str,
+    *,
+    free: int | None = None,
+) -> KeptLayers:
+    """How many of the last layers keep their activations instead of recomputing them in the backward.
+
+    ``uncheckpointed_layers="auto"`` (on a CUDA GPU; 0 elsewhere): as many as the memory the chunked LM
+    head saves pays for. A plain transformers step holds the whole logits (tokens x vocabulary, in bf16,
+    then float32, and their gradient) at its peak; bedrock-ft's loss never does, and spends that much on
+    kept layers instead, so its peak stays under a plain step's. The last layer comes on top: the
+    backward recomputes it first, at the peak that is there anyway. Each kept layer spares one layer's
+    forward recomputation (about 1/3 of its forward and backward time). ``free``: the device's free
+    bytes; auto keeps no more than fit in them by the memory estimate.
+    """
+    setting = training.uncheckpointed_layers
+    if not training.gradient_checkpointing or setting == 0:
+        return KeptLayers(0)
+    try:
+        layers = _get(model_config, "num_hidden_layers", "n_layer", "num_layers")
+    except KeyError:
+        layers = None
+    if setting != "auto":
+        count = min(int(setting), layers) if layers else int(setting)
+        which = "the last layer keeps its" if count == 1 else f"the last {count} layers keep their"
+        return KeptLayers(count, f"gradient checkpointing: {which} activations (uncheckpointed_layers={setting})")
+    if device != "cuda" or layers is None:
+        return KeptLayers(0)
+    per_layer = _layer_bytes(model_config, training, dtype_name)
+    vocab = _get(model_config, "vocab_size", default=0)
+    if per_layer is None or not vocab:
+        return KeptLayers(0)
+    logits = training.per_device_batch_size * training.max_length * vocab * _LOGIT_BYTES
+    count = min(layers, 1 + logits // per_layer)
+    if free is not None:
+        none = estimate_memory(model_config, qlora, training, dtype_name)
+        one = estimate_memory(model_config, qlora, training, dtype_name, kept=1)
+        if none is not None and one is not None and one.total > none.total:
+            count = min(count, max(0, (free - none.total) // (one.total - none.total)))
+    if count == 0:
+        return KeptLayers(0)
+    extra = f", and {count - 1} more of ~{per_layer / GiB:.1f} GiB each" if count > 1 else ""
+    return KeptLayers(
+        count,
+        f"gradient checkpointing: the last {count} of {layers} layers keep their activations instead of "
+        f"recomputing them (uncheckpointed_layers=auto: the top layer{extra}, within the "
+        f"{logits / GiB:.1f} GiB a plain LM head's logits would take)",
+    )
+
+
+def _layer_bytes(model_config: Mapping[str, Any], training: TrainingConfig, dtype_name: str) -> int | None:
+    """What one decoder layer saves for its backward when not checkpointed, with the fused LoRA layers,
+    fused norms and SwiGLU and varlen attention: about eight hidden-sized tensors (norm inputs and
+    outputs, q, the attention output, the residuals), k and v, and three MLP-sized ones (gate, up and
+    their product)."""
+    try:
+        hidden = _get(model_config, "hidden_size", "n_embd", "d_model")
+        inter = _get(model_config, "intermediate_size", "n_inner", default=4 * hidden)
+        heads = _get(model_config, "num_attention_heads", "n_head", default=max(1, hidden // 128))
+        kv_heads = _get(model_config, "num_key_value_heads", default=heads)
+    except KeyError:
+        return None
+    experts = _get(model_config, "num_local_experts", "num_experts", default=1)
+    if experts > 1:
+        inter = _get(model_config, "moe_intermediate_size", default=inter) * _get(
+            model_config, "num_experts_per_tok", default=2
+        )
+    head_dim = _get(model_config, "head_dim", default=hidden // heads)
+    tokens = training.per_device_batch_size * training.max_length
+    return tokens * (8 * hidden + 2 * kv_heads * head_dim + 3 * inter) * _BYTES[dtype_name]

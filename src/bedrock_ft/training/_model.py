@@ -303,6 +303,31 @@ def build_model(
     return peft_model
 
 
+def uncheckpoint_last(model: Any, count: int) -> int:
+    """The last ``count`` decoder layers skip gradient checkpointing: they keep their activations for
+    the backward instead of recomputing them. Returns how many layers that is (0 where the model's
+    layers aren't transformers' checkpointing layers)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    chosen = layers[max(0, len(layers) - count) :] if count > 0 else []
+    for layer in chosen:
+        layer.gradient_checkpointing = False
+    return len(chosen)
+
+
+def keep_activations(count: int) -> Any:
+    """A callback that applies :func:`uncheckpoint_last` when training begins: transformers turns
+    checkpointing on for every layer just before that."""
+    from transformers import TrainerCallback
+
+    class KeepActivations(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            self.applied = uncheckpoint_last(model, count) if model is not None else 0
+
+    return KeepActivations()
+
+
 def keep_adapter_fp32(model: Any) -> None:
     """Trainable (LoRA) parameters in float32: trl casts them to bf16 for quantized bases, where small
     optimizer updates vanish below bf16's resolution."""

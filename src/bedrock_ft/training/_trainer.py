@@ -24,6 +24,7 @@ from bedrock_ft.training._rundir import RunDir
 if TYPE_CHECKING:
     from bedrock_ft.architectures import Architecture
     from bedrock_ft.training._launch import LaunchPlan
+    from bedrock_ft.training._memory import KeptLayers
     from bedrock_ft.training._model import Precision
     from bedrock_ft.training._sm_watch import SageMakerJob
 
@@ -52,6 +53,7 @@ class _Setup:
     template: str | None
     data: Any
     tensorboard: bool
+    kept: KeptLayers
 
 
 class QLoRATrainer:
@@ -252,6 +254,8 @@ class QLoRATrainer:
         model = build_model(inputs.model_path, q, t, device=hw.device, precision=hw.precision, arch=hw.arch,
                             rank=rank, model_config=hw.model_config, say=self._say)  # fmt: skip
         trainer = self._sft_trainer(model, hw, run, rank)
+        if hw.kept.line:
+            self._say(hw.kept.line)
         self._say("training")
         result = self._fit(trainer, resume_from, hw.device)
         self._say(f"saving the adapter to {run.adapter}")
@@ -280,8 +284,9 @@ class QLoRATrainer:
 
     def _setup(self, inputs: _Inputs, *, rank: RankInfo | None) -> _Setup:
         """Everything decided before the model loads: device, dtype, memory, tokenizer, template, data."""
+        from bedrock_ft._system import available_memory
         from bedrock_ft.training._fused import forced_but_blocked, fused_lora_blocker
-        from bedrock_ft.training._memory import check_memory, estimate_memory
+        from bedrock_ft.training._memory import check_memory, estimate_memory, kept_layers
         from bedrock_ft.training._model import (
             architecture_of,
             check_context,
@@ -306,8 +311,10 @@ class QLoRATrainer:
         liger = liger_enabled(t, device)
         if t.fused_lora and (blocker := fused_lora_blocker(q, t, device, rank)):  # before the slow load
             raise forced_but_blocked(blocker)
+        free = available_memory(device)[0] if device == "cuda" else None
+        kept = kept_layers(model_config, q, t, precision.name, device, free=free)
         if rank is None:  # a launched run's memory was checked by the launcher, per strategy
-            check_memory(estimate_memory(model_config, q, t, precision.name), device, t)
+            check_memory(estimate_memory(model_config, q, t, precision.name, kept=kept.count), device, t)
         installed = importlib.util.find_spec("tensorboard") is not None
         if t.tensorboard and not installed:
             raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
@@ -327,6 +334,7 @@ class QLoRATrainer:
             template=template,
             data=as_hf_dataset(inputs.records, inputs.dataset),
             tensorboard=installed if t.tensorboard is None else t.tensorboard,
+            kept=kept,
         )
 
     def _resume_point(self, run: RunDir, *, drop: bool) -> str | None:
@@ -376,6 +384,10 @@ class QLoRATrainer:
             use_liger_kernel=hw.liger,
             use_cpu=device == "cpu",
             disable_tqdm=True,
+            # transformers' filter tests each step's loss for nan/inf with a Python bool, which makes the
+            # CPU wait for the backward to finish before it queues clipping and the optimizer (the GPU
+            # then idles while it does); a diverged loss shows as nan in the logs instead of being averaged
+            logging_nan_inf_filter=False,
             # padding-free batches hold no pad tokens; otherwise count only the real ones
             include_num_input_tokens_seen=True if t.uses_padding_free else "non_padding",
             dataloader_num_workers=0,
@@ -393,6 +405,10 @@ class QLoRATrainer:
             enabled=main,  # one rank writes metrics.jsonl
         )
         callbacks: list[Any] = [self.monitor, *self.callbacks]
+        if hw.kept.count:
+            from bedrock_ft.training._model import keep_activations
+
+            callbacks.append(keep_activations(hw.kept.count))
         rank_log = RankLog(rank.launch_dir / f"rank-{rank.rank}.steps.jsonl") if rank is not None else None
         if rank_log is not None:
             callbacks.append(rank_log)
