@@ -7,6 +7,7 @@ here on the synthetic QA text; the dataset is built with DatasetBuilder as users
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def _small_model(path: Path) -> None:
 class GradientProbe(TrainerCallback):  # type: ignore[misc]
     def __init__(self) -> None:
         self.lora_b: dict[str, bool] = {}
+        self.checkpointed: list[bool] = []
         self.module_types: set[str] = set()
         self.liger_norms = 0
 
@@ -57,6 +59,12 @@ class GradientProbe(TrainerCallback):  # type: ignore[misc]
         self.module_types = {type(m).__name__ for m in modules}
         # liger patches RMSNorm instances in place (forward, and a casting_mode attribute)
         self.liger_norms = sum(1 for m in modules if hasattr(m, "casting_mode"))
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [m for m in kwargs["model"].modules() if isinstance(m, GradientCheckpointingLayer)]
+        self.checkpointed = [layer.gradient_checkpointing for layer in layers]
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self.lora_b:
@@ -81,8 +89,21 @@ def test_qlora_on_cuda(tmp_path: Path) -> None:
         base_model=str(model_dir), output_dir=str(tmp_path / "run"), max_steps=30, max_length=512,
         per_device_batch_size=4, learning_rate=2e-3, warmup_ratio=0.0, logging_steps=5, save_steps=15,
     )  # fmt: skip
-    trainer = QLoRATrainer(QLoRAConfig(), training, progress_bar=False, callbacks=[probe])
+    said: list[str] = []
+    trainer = QLoRATrainer(
+        QLoRAConfig(), training, progress=said.append, progress_bar=False, callbacks=[probe]
+    )
+    started = time.perf_counter()
     adapter = trainer.train(data)
+    elapsed = time.perf_counter() - started
+
+    # steps timed with CUDA events, read after the fact: every step, within the run's time
+    mon = trainer.monitor
+    assert len(mon.step_seconds) == 30 and all(s > 0 for s in mon.step_seconds), mon.step_seconds
+    assert sum(mon.step_seconds) < elapsed and all(t > 0 for t in mon.step_tokens)
+    # auto: the last layers keep their activations (a small vocabulary: its logits pay for few)
+    assert any("keep" in line and "activations" in line for line in said), said
+    assert probe.checkpointed and probe.checkpointed[-1] is False and probe.checkpointed[0] is True
 
     m = adapter.train_metrics
     assert m.global_step == 30

@@ -186,7 +186,9 @@ def kept_layers(
     if setting != "auto":
         count = min(int(setting), layers) if layers else int(setting)
         which = "the last layer keeps its" if count == 1 else f"the last {count} layers keep their"
-        return KeptLayers(count, f"gradient checkpointing: {which} activations (uncheckpointed_layers={setting})")
+        return KeptLayers(
+            count, f"gradient checkpointing: {which} activations (uncheckpointed_layers={setting})"
+        )
     if device != "cuda" or layers is None:
         return KeptLayers(0)
     per_layer = _layer_bytes(model_config, training, dtype_name)

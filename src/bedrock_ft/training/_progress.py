@@ -21,7 +21,12 @@ __all__ = ["StepBar", "TrainingMonitor"]
 
 
 class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
-    """Times every optimizer step and counts its tokens; logs to ``metrics_file`` and a progress bar."""
+    """Times every optimizer step and counts its tokens; logs to ``metrics_file`` and a progress bar.
+
+    On a CUDA GPU a step is timed with CUDA events, read once they have passed (at the latest when
+    the trainer logs), not by waiting for the GPU at every step's end: a wait there lets the GPU run
+    dry while the CPU prepares the next step.
+    """
 
     def __init__(
         self,
@@ -47,6 +52,8 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
         self._window: list[tuple[float, int]] = []
         self._bar: StepBar | None = None
         self._last_loss: float | None = None
+        self._start_event: Any = None
+        self._pending: list[tuple[Any, Any, int]] = []  # CUDA steps not read yet: (start, end, tokens)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -61,14 +68,32 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
         if self.emit is not None:
             self.emit(event)
 
-    def _sync(self) -> None:
-        if self.cuda:
-            import torch
+    def _event(self) -> Any:
+        import torch
 
-            torch.cuda.synchronize()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _record(self, seconds: float, tokens: int) -> None:
+        self.step_seconds.append(seconds)
+        self.step_tokens.append(tokens)
+        self._window.append((seconds, tokens))
+
+    def _read_events(self, *, wait: bool) -> None:
+        """Turn the CUDA steps that have finished (``wait``: all of them) into step times, in order."""
+        while self._pending:
+            start, end, tokens = self._pending[0]
+            if wait:
+                end.synchronize()
+            elif not end.query():
+                return
+            self._pending.pop(0)
+            self._record(start.elapsed_time(end) / 1000, tokens)
 
     def tokens_per_second(self, skip: int = 2) -> float | None:
         """Median step throughput over the steps after the first ``skip`` (warm-up)."""
+        self._read_events(wait=True)
         pairs = list(zip(self.step_seconds, self.step_tokens, strict=True))[skip:] or list(
             zip(self.step_seconds, self.step_tokens, strict=True)
         )
@@ -95,15 +120,18 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step_started = time.perf_counter()
+        if self.cuda:
+            self._start_event = self._event()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._sync()
-        seconds = time.perf_counter() - self._step_started
         seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         tokens, self._tokens_before = seen - self._tokens_before, seen
-        self.step_seconds.append(seconds)
-        self.step_tokens.append(tokens)
-        self._window.append((seconds, tokens))
+        if self.cuda and self._start_event is not None:
+            self._pending.append((self._start_event, self._event(), tokens))
+            self._start_event = None
+            self._read_events(wait=False)
+        else:
+            self._record(time.perf_counter() - self._step_started, tokens)
         rate = sum(t for _, t in self._window[-20:]) / max(sum(s for s, _ in self._window[-20:]), 1e-9)
         if self._bar is not None:
             self._bar.update(state.global_step, self._last_loss, rate)
@@ -115,6 +143,7 @@ class TrainingMonitor(TrainerCallback):  # type: ignore[misc]
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         logs = dict(logs or {})
+        self._read_events(wait=True)
         if "loss" in logs:
             self._last_loss = float(logs["loss"])
             self.losses.append((state.global_step, self._last_loss))

@@ -57,7 +57,9 @@ def test_kept_layers_skip_the_recomputation_and_train_the_same(
         weights[name] = load_file(str(Path(adapter.adapter_dir) / "adapter_model.safetensors"))
     assert flags["every layer"] == [True, True]
     assert flags["last kept"] == [True, False]  # the 2-layer model's last layer keeps its activations
-    assert any("the last layer keeps its activations (uncheckpointed_layers=1)" in m for m in said["last kept"])
+    assert any(
+        "the last layer keeps its activations (uncheckpointed_layers=1)" in m for m in said["last kept"]
+    )
     assert not any("keep" in m and "activations" in m for m in said["every layer"])
     a, b = weights["every layer"], weights["last kept"]
     assert a.keys() == b.keys() and a

@@ -2,7 +2,8 @@
 
 bedrock-ft's SFTTrainer keeps trl's per-step metrics (entropy, mean_token_accuracy, num_tokens) on the
 device and reads them when it logs. The same run with trl's own SFTTrainer must log the same loss and
-the same metrics, step by step, and the same FLOP estimate. A first run is discarded: the first
+the same metrics, step by step (with transformers' count of the tokens seen, which ours counts on the
+host), and the same FLOP estimate. A first run is discarded: the first
 training run in a process on CPU gets a slightly different first gradient than the runs after it (a
 pre-existing quirk of the 4-bit CPU path, whichever trainer class runs first), so only runs after it
 are comparable.
@@ -23,7 +24,7 @@ from .conftest import FAST
 
 pytestmark = pytest.mark.slow
 
-METRICS = ("loss", "entropy", "mean_token_accuracy", "num_tokens", "grad_norm")
+METRICS = ("loss", "entropy", "mean_token_accuracy", "num_tokens", "grad_norm", "num_input_tokens_seen")
 
 
 def _events(run: Path) -> list[dict[str, Any]]:
@@ -83,6 +84,8 @@ def test_deferred_metrics_log_what_trl_logs(
     for step, (got, want) in enumerate(zip(ours, theirs, strict=True), start=1):
         assert got.keys() == want.keys() == set(METRICS), step
         assert got["num_tokens"] == want["num_tokens"] > 0, step
+        # counted on the host by ours, gathered on the device and read back by transformers'
+        assert got["num_input_tokens_seen"] == want["num_input_tokens_seen"] > 0, step
         for key in ("loss", "entropy", "mean_token_accuracy", "grad_norm"):
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), (step, key)
     assert ours[0]["entropy"] > 0 and 0 <= ours[0]["mean_token_accuracy"] <= 1
