@@ -217,14 +217,19 @@ def cpu_stats(prof: Any, top: int = 25) -> dict[str, Any]:
     def label(fn: tuple[str, int, str]) -> str:
         return f"{Path(fn[0]).parent.name}/{Path(fn[0]).name}:{fn[1]}:{fn[2]}"[-90:]
 
+    hottest = sorted(rows, key=lambda r: -r[1])[:top]
+    callers = {}  # who calls the five hottest functions: (self seconds spent for that caller, calls, caller)
+    for fn, _, _, _ in hottest[:5]:
+        by = stats.stats[fn][4]  # type: ignore[attr-defined]
+        ranked = sorted(by.items(), key=lambda kv: -kv[1][2])[:6]
+        callers[label(fn)] = [(round(v[2], 4), v[1], label(c)) for c, v in ranked]
     return {
         "cprofile_total_s": round(sum(r[1] for r in rows), 4),
-        "cprofile_self_s": [
-            (round(t, 4), n, label(fn)) for fn, t, _, n in sorted(rows, key=lambda r: -r[1])[:top]
-        ],
+        "cprofile_self_s": [(round(t, 4), n, label(fn)) for fn, t, _, n in hottest],
         "cprofile_cumulative_s": [
             (round(c, 4), n, label(fn)) for fn, _, c, n in sorted(rows, key=lambda r: -r[2])[:top]
         ],
+        "cprofile_callers_of_hottest": callers,
     }
 
 

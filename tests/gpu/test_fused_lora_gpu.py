@@ -241,3 +241,36 @@ def test_varlen_attention_matches_sdpa_per_record(
         print(kernel, layout, n, {k: f"{v:.1e}" for k, v in errors.items()})
         assert max(errors.values()) < RTOL, (kernel, layout, n, errors)
         start += n
+
+
+@pytest.mark.parametrize(
+    ("quant_type", "double_quant", "dtype"),
+    [("nf4", True, "bfloat16"), ("nf4", False, "float16"), ("fp4", True, "float32")],
+)
+def test_dequantization_calls_the_kernels_directly(quant_type: str, double_quant: bool, dtype: str) -> None:
+    """On CUDA the 4-bit weight is dequantized by bitsandbytes' kernels called directly (not through
+    its torch ops), and the result equals bitsandbytes' own dequantize_4bit, bit for bit."""
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    from bedrock_ft.training._weights import base_weight
+
+    compute = getattr(torch, dtype)
+    torch.manual_seed(0)
+    settings = {
+        "compress_statistics": double_quant,
+        "quant_type": quant_type,
+        "quant_storage": torch.bfloat16,
+    }
+    layer = bnb.nn.Linear4bit(4096, 1024, bias=False, compute_dtype=compute, **settings)
+    weight = (torch.randn(1024, 4096) / 64).to(compute)  # the weight's dtype is what dequantization returns
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, **settings)
+    layer = layer.cuda()
+    state = layer.weight.quant_state
+    assert state.nested is double_quant and state.dtype == compute
+    want = bnbf.dequantize_4bit(layer.weight.data, state)
+    assert torch.equal(base_weight(layer, want.dtype), want)
+    assert layer.bedrock_ft_dequantize[1].__name__ == "raw"
+    for _ in range(2):  # the prepared path, again
+        assert torch.equal(base_weight(layer, want.dtype), want)

@@ -16,7 +16,8 @@ micro-step, so the CPU waits for the GPU to finish the previous step before it p
 
 It also spares the CPU the three walks over every module that transformers makes each step: the
 model's parameters are counted once for its FLOP estimate (``total_flos``), and gradient clipping and
-``zero_grad`` go over the trainable parameters, listed once. On a 7B model these walks took tens of
+``zero_grad`` go over the trainable parameters, listed once (on a CUDA GPU, clipped by
+:func:`clip_grads`). On a 7B model these walks took tens of
 milliseconds of CPU time a step, while the GPU waited.
 """
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["sft_trainer_class"]
+__all__ = ["clip_grads", "sft_trainer_class"]
 
 
 @functools.cache
@@ -67,11 +68,21 @@ def sft_trainer_class() -> type:
             if accelerator.distributed_type in own_ways:
                 return
             clip = accelerator.clip_grad_norm_
+            own: list[
+                bool
+            ] = []  # clip with clip_grads: every trainable parameter a plain CUDA tensor of one dtype
 
             def clip_trainable(parameters: Any, max_norm: float, norm_type: float = 2) -> Any:
                 if self._trainable is None:
                     self._trainable = [p for p in parameters if p.requires_grad]
-                return clip(self._trainable, max_norm, norm_type=norm_type)
+                    kinds = {(p.device.type, p.dtype, type(p.data)) for p in self._trainable}
+                    device, _dtype, kind = next(iter(kinds), ("", None, None))
+                    own.append(len(kinds) == 1 and device == "cuda" and kind is torch.Tensor)
+                grads = [p.grad for p in self._trainable if p.grad is not None]
+                if norm_type != 2 or not own[0] or not grads:
+                    return clip(self._trainable, max_norm, norm_type=norm_type)
+                accelerator.unscale_gradients()  # what accelerate's clip_grad_norm_ does first
+                return clip_grads(grads, max_norm)
 
             accelerator.clip_grad_norm_ = clip_trainable
             model = self.model
@@ -168,6 +179,17 @@ def sft_trainer_class() -> type:
             super().log(logs, start_time)
 
     return DeferredMetricsSFTTrainer
+
+
+def clip_grads(grads: list[Any], max_norm: float) -> Any:
+    """torch's ``clip_grad_norm_`` (2-norm, foreach) for gradients on one device in one dtype: the same
+    kernels and arithmetic, without the per-tensor Python of its general path (a ``.to`` for each of a
+    7B adapter's 448 gradient norms, grouping by device and dtype). Returns the total norm."""
+    import torch
+
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
 
 
 def _stock_flops() -> Any:

@@ -3,8 +3,9 @@ the LoRA matrices in the compute dtype, with as little CPU work per call as poss
 
 A 7B step calls these thousands of times, and with fast kernels the GPU finished its work sooner than
 the CPU could queue it (benchmarks/train_profile.py's ``-cprof`` variants). So a 4-bit weight is
-dequantized through bitsandbytes' own torch ops with its quantization state read once, and the float32
-LoRA matrices are cast to the compute dtype once a step and kept (:func:`cached_cast`).
+dequantized by bitsandbytes' own CUDA kernels, called as its torch ops call them but with its
+quantization state read once, and the float32 LoRA matrices are cast to the compute dtype once a step
+and kept (:func:`cached_cast`).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def _bnb_dequantize(base: Any) -> torch.Tensor:
 
 def _prepare_dequantize(base: Any) -> Callable[[], torch.Tensor]:
     """A dequantizer for ``base``'s 4-bit weight that calls bitsandbytes' two kernels (the nested absmax,
-    then the weight) through its torch ops directly, with the quantization state read once: bitsandbytes'
-    ``dequantize_4bit`` re-reads and re-validates it on every call, which cost more CPU time than the
-    kernels take on the GPU (448 calls a step for a 32-layer model). Checked once against bitsandbytes'
-    own function; where the state is one it doesn't take (or they differ), bitsandbytes' function stays."""
+    then the weight) with the quantization state read once: on CUDA directly (:func:`_raw_kernels`),
+    elsewhere through its torch ops. bitsandbytes' ``dequantize_4bit`` re-reads and re-validates the
+    state on every call, which cost more CPU time than the kernels take on the GPU (448 calls a step for
+    a 32-layer model). Each way is checked once against bitsandbytes' own function, bit for bit; where
+    neither takes the state (or they differ), bitsandbytes' function stays."""
     import torch
 
     weight = base.weight
@@ -80,14 +82,67 @@ def _prepare_dequantize(base: Any) -> Callable[[], torch.Tensor]:
             out: torch.Tensor = ops.dequantize_4bit.default(packed, absmax, *args)
             return out
 
-        fast = direct
-        try:
-            if not torch.equal(fast(), fallback()):
-                fast = fallback
-        except Exception:  # a state this path doesn't read: bitsandbytes' own function serves
-            fast = fallback
+        want = fallback()
+        for candidate in (_raw_kernels(packed, state, code, direct), direct):
+            if candidate is None:
+                continue
+            try:
+                if torch.equal(candidate(), want):
+                    fast = candidate
+                    break
+            except Exception:  # a state this path doesn't read: the next one, or bitsandbytes' own function
+                continue
     base.__dict__["bedrock_ft_dequantize"] = (weakref.ref(weight), fast)
     return fast
+
+
+_KERNEL_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def _raw_kernels(
+    packed: torch.Tensor, state: Any, code: torch.Tensor | None, elsewhere: Callable[[], torch.Tensor]
+) -> Callable[[], torch.Tensor] | None:
+    """bitsandbytes' two CUDA kernels called exactly as its torch ops' CUDA implementations call them,
+    without the trip through torch's dispatcher, the device guard and the contiguity copy: the weight
+    is contiguous, and a call made while another device is current goes to ``elsewhere`` (the kernels
+    launch on the current device). None where this bitsandbytes lays its kernels out differently."""
+    import torch
+
+    try:
+        from bitsandbytes.cextension import lib
+
+        name = _KERNEL_DTYPES[str(state.dtype).removeprefix("torch.")]
+        weight_kernel = getattr(lib, f"cdequantize_blockwise_{name}_{state.quant_type}")
+        absmax_kernel = lib.cdequantize_blockwise_fp32
+    except (ImportError, AttributeError, KeyError):
+        return None
+    nested, inner, offset = state.absmax, state.state2, state.offset
+    if packed.device.type != "cuda" or not packed.is_contiguous() or not nested.is_contiguous():
+        return None
+    device, index, shape, dtype = packed.device, packed.device.index, state.shape, state.dtype
+    blocksize, current, stream_of = (
+        state.blocksize,
+        torch.cuda.current_device,
+        torch._C._cuda_getCurrentRawStream,
+    )
+
+    def raw() -> torch.Tensor:
+        if current() != index:
+            return elsewhere()
+        stream = stream_of(index)
+        absmax = nested
+        if code is not None:  # double quantization: the absmax is itself 8-bit, blockwise
+            absmax = torch.empty(nested.shape, dtype=torch.float32, device=device)
+            absmax_kernel(code.data_ptr(), nested.data_ptr(), inner.absmax.data_ptr(), absmax.data_ptr(),
+                          inner.blocksize, nested.numel(), stream)  # fmt: skip
+            absmax.add_(offset)
+        out = torch.empty(shape, dtype=dtype, device=device)
+        weight_kernel(
+            None, packed.data_ptr(), absmax.data_ptr(), out.data_ptr(), blocksize, out.numel(), stream
+        )
+        return out
+
+    return raw
 
 
 def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

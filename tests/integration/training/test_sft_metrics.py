@@ -93,3 +93,24 @@ def test_deferred_metrics_log_what_trl_logs(
     # the FLOP estimate, with the parameters counted once instead of every step, is transformers' own
     assert _total_flos(tmp_path / "ours") == _total_flos(tmp_path / "trl") != []
     assert _total_flos(tmp_path / "ours")[0] > 0
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])  # clipped, and left alone
+def test_clip_grads_is_torchs_clipping_bit_for_bit(max_norm: float) -> None:
+    """The trainer clips a CUDA adapter's gradients with clip_grads; torch's own (foreach) is the truth."""
+    import torch
+
+    from bedrock_ft.training._sft import clip_grads
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(16, 64), (64, 16), (8, 32), (32, 8)] * 3
+    grads = [torch.randn(shape, generator=gen) for shape in shapes]
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    want = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    got = clip_grads(grads, max_norm)
+    assert torch.equal(got, want)
+    for p, g in zip(params, grads, strict=True):
+        assert torch.equal(g, p.grad)
+    assert (float(want) > max_norm) == (max_norm == 0.5)
