@@ -17,8 +17,8 @@ micro-step, so the CPU waits for the GPU to finish the previous step before it p
 It also spares the CPU the three walks over every module that transformers makes each step: the
 model's parameters are counted once for its FLOP estimate (``total_flos``), and gradient clipping and
 ``zero_grad`` go over the trainable parameters, listed once (on a CUDA GPU, clipped by
-:func:`clip_grads`). On a 7B model these walks took tens of
-milliseconds of CPU time a step, while the GPU waited.
+:func:`clip_grads`). On a 7B model these walks took tens of milliseconds of CPU time a step, while the
+GPU waited.
 """
 
 from __future__ import annotations
@@ -68,9 +68,8 @@ def sft_trainer_class() -> type:
             if accelerator.distributed_type in own_ways:
                 return
             clip = accelerator.clip_grad_norm_
-            own: list[
-                bool
-            ] = []  # clip with clip_grads: every trainable parameter a plain CUDA tensor of one dtype
+            # clip with clip_grads: every trainable parameter a plain CUDA tensor, all of one dtype
+            own: list[bool] = []
 
             def clip_trainable(parameters: Any, max_norm: float, norm_type: float = 2) -> Any:
                 if self._trainable is None:

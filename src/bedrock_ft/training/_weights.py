@@ -119,12 +119,9 @@ def _raw_kernels(
     nested, inner, offset = state.absmax, state.state2, state.offset
     if packed.device.type != "cuda" or not packed.is_contiguous() or not nested.is_contiguous():
         return None
-    device, index, shape, dtype = packed.device, packed.device.index, state.shape, state.dtype
-    blocksize, current, stream_of = (
-        state.blocksize,
-        torch.cuda.current_device,
-        torch._C._cuda_getCurrentRawStream,
-    )
+    device, index = packed.device, packed.device.index
+    shape, dtype, blocksize = state.shape, state.dtype, state.blocksize
+    current, stream_of = torch.cuda.current_device, torch._C._cuda_getCurrentRawStream
 
     def raw() -> torch.Tensor:
         if current() != index:
