@@ -303,17 +303,15 @@ def build_model(
     return peft_model
 
 
-def uncheckpoint_last(model: Any, count: int) -> int:
+def uncheckpoint_last(model: Any, count: int) -> None:
     """The last ``count`` decoder layers skip gradient checkpointing: they keep their activations for
-    the backward instead of recomputing them. Returns how many layers that is (0 where the model's
-    layers aren't transformers' checkpointing layers)."""
+    the backward instead of recomputing them (layers that aren't transformers' checkpointing layers
+    are left alone)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    chosen = layers[max(0, len(layers) - count) :] if count > 0 else []
-    for layer in chosen:
+    for layer in layers[max(0, len(layers) - count) :] if count > 0 else []:
         layer.gradient_checkpointing = False
-    return len(chosen)
 
 
 def keep_activations(count: int) -> Any:
@@ -323,7 +321,8 @@ def keep_activations(count: int) -> Any:
 
     class KeepActivations(TrainerCallback):  # type: ignore[misc]
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-            self.applied = uncheckpoint_last(model, count) if model is not None else 0
+            if model is not None:
+                uncheckpoint_last(model, count)
 
     return KeepActivations()
 
