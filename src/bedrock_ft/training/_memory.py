@@ -124,13 +124,19 @@ def estimate_memory(
     )
 
 
-def check_memory(estimate: MemoryEstimate | None, device: str, training: TrainingConfig) -> None:
-    """Raise TrainingError naming what to lower when the estimate exceeds what the device has free."""
+def check_memory(
+    estimate: MemoryEstimate | None,
+    device: str,
+    training: TrainingConfig,
+    available: tuple[int, str] | None = None,
+) -> None:
+    """Raise TrainingError naming what to lower when the estimate exceeds what the device has free.
+    ``available``: the device's free bytes and what they are, when the caller has read them already."""
     if estimate is None or not training.memory_guard:
         return
     from bedrock_ft._system import available_memory
 
-    free, what = available_memory(device)
+    free, what = available or available_memory(device)
     if estimate.total <= free:
         return
     lower = (

@@ -311,10 +311,13 @@ class QLoRATrainer:
         liger = liger_enabled(t, device)
         if t.fused_lora and (blocker := fused_lora_blocker(q, t, device, rank)):  # before the slow load
             raise forced_but_blocked(blocker)
-        free = available_memory(device)[0] if device == "cuda" else None
-        kept = kept_layers(model_config, q, t, precision.name, device, free=free)
+        available = available_memory(device) if device == "cuda" else None  # read once, used twice
+        kept = kept_layers(
+            model_config, q, t, precision.name, device, free=available[0] if available else None
+        )
         if rank is None:  # a launched run's memory was checked by the launcher, per strategy
-            check_memory(estimate_memory(model_config, q, t, precision.name, kept=kept.count), device, t)
+            estimate = estimate_memory(model_config, q, t, precision.name, kept=kept.count)
+            check_memory(estimate, device, t, available)
         installed = importlib.util.find_spec("tensorboard") is not None
         if t.tensorboard and not installed:
             raise TrainingError("tensorboard=True but tensorboard is not installed: pip install tensorboard")
